@@ -1,6 +1,7 @@
 """`codeserve` command line: one entry point, subcommands registered by each part.
 
-Each part (server, client, loadtest) exposes `register(subparsers)` in its own `cli` module and
+Each module in `_PARTS` exposes `register(subparsers)` (adding its subcommands, each with a
+`func` default) and
 imports its heavy dependencies only inside the handler, so `codeserve --help` stays fast.
 """
 
@@ -14,7 +15,12 @@ from collections.abc import Sequence
 from server.errors import CliError
 
 # Modules that contribute subcommands; a part that is not installed simply contributes none.
-_PARTS = ("server.cli_commands", "client.cli", "loadtest.cli")
+_PARTS = (
+    "server.cli_commands",
+    "client.score_cli",
+    "client.eval_cli",
+    "loadtest.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
