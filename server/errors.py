@@ -105,3 +105,16 @@ class EngineTimeoutError(APIError):
     status_code = 504
     error_type = "upstream_error"
     default_code = "engine_timeout"
+
+
+class UpstreamError(APIError):
+    """An engine answered with an error; relayed with the engine's message and a mapped status."""
+
+    error_type = "upstream_error"
+
+    def __init__(self, status_code: int, message: str, *, param: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status_code = status_code
+        if status_code < 500:
+            self.error_type = "invalid_request_error"

@@ -1,0 +1,66 @@
+"""Bearer API keys, checked for every route but a few exact open paths.
+
+Deny by default: a path is open only if it equals an open path exactly, so `//v1/...`, encoded
+slashes or dot segments can never slip past the check. Keys are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.config import Settings
+from server.errors import ConfigError
+
+
+def load_api_keys(settings: Settings) -> list[bytes]:
+    keys = list(settings.api_keys)
+    if settings.api_keys_file is not None:
+        try:
+            text = settings.api_keys_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read API keys file {settings.api_keys_file}: "
+                              f"{exc.strerror or exc}") from None
+        keys += [line.strip() for line in text.splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+    return [k.encode() for k in keys]
+
+
+def key_matches(candidate: bytes, keys: list[bytes]) -> bool:
+    # Compare against every key so timing does not reveal which (or whether any) key is close.
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(candidate, key)
+    return found
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, keys: list[bytes], open_paths: frozenset[str],
+                 on_error: Callable[..., Any]) -> None:
+        self.app = app
+        self.keys = keys
+        self.open_paths = open_paths
+        self.on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        token = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    token = rest.strip()
+                break
+        if not token or not key_matches(token, self.keys):
+            response = self.on_error(
+                401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,81 @@
+"""`codeserve serve` and `codeserve demo-model`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from server.errors import CliError
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the gateway and its models")
+    serve.add_argument("--models-file", type=Path, help="YAML models file (default: built-in "
+                       "defaults: real models when reachable, else two demo models)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=run_serve)
+
+    demo = sub.add_parser("demo-model", help="build a tiny random-weight model of a family")
+    demo.add_argument("out_dir", type=Path, help="directory to write the model to")
+    demo.add_argument("--family", default="qwen2.5-coder", help="model family")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=run_demo_model)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def load_settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from server.config import Settings
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port,
+                                   "models_file": args.models_file,
+                                   "log_level": args.log_level}.items() if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CliError(f"invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.config import load_models_file
+    from server.defaults import default_models
+
+    settings = load_settings(args)
+    configure_logging(settings.log_level)
+    if settings.models_file is not None:
+        models = load_models_file(settings.models_file)
+    else:
+        models, demo = default_models(settings)
+        if demo:
+            print("codeserve: no model hub reachable and no local weights: serving two tiny "
+                  "random-weight demo models (qwen-demo, starcoder2-demo); their text is "
+                  "meaningless", file=sys.stderr)
+    app = create_app(settings, models)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=settings.access_log, loop="uvloop", http="httptools",
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None)
+    return 0
+
+
+def run_demo_model(args: argparse.Namespace) -> int:
+    from server.demo_models import build_demo_model, family
+
+    family(args.family)  # validate before importing torch
+    path = build_demo_model(args.out_dir, args.family, seed=args.seed)
+    print(f"codeserve: built a {args.family} demo model in {path} (random weights: its text is "
+          "meaningless)")
+    return 0

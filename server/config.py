@@ -1,0 +1,212 @@
+"""Gateway settings (one pydantic-settings class) and the validated models file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.errors import ConfigError
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
+
+class Settings(BaseSettings):
+    """Everything the gateway reads from its environment (prefix CODESERVE_) or flags."""
+
+    model_config = SettingsConfigDict(env_prefix="CODESERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    models_file: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+
+    # Where demo models and other generated artefacts are cached.
+    cache_dir: Path = Path.home() / ".cache" / "codeserve"
+    # Probe the model hub before choosing real default models (off: always demo models offline).
+    hub_probe_timeout_s: float = 3.0
+    hf_hub_offline: bool = Field(False, validation_alias="HF_HUB_OFFLINE")
+
+    # Engine I/O. Connect timeouts are short so a dead replica fails over fast; the read timeout
+    # bounds silence between bytes (a hung engine), not the length of a long generation.
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(120.0, gt=0)
+    health_interval_s: float = Field(5.0, gt=0)
+    health_timeout_s: float = Field(5.0, gt=0)
+    # Consecutive failed health checks before a ready engine/replica is taken out of rotation.
+    health_failures_to_eject: int = Field(2, ge=1)
+    # Passive health: how long a replica that failed a request is skipped.
+    eject_seconds: float = Field(10.0, ge=0)
+
+    # Managed engines.
+    startup_timeout_s: float = Field(900.0, gt=0)
+    restart_backoff_initial_s: float = Field(1.0, gt=0)
+    restart_backoff_max_s: float = Field(60.0, gt=0)
+    max_restarts: int = Field(10, ge=0)
+    engine_stop_timeout_s: float = Field(20.0, gt=0)
+
+    # Request limits.
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_n: int = Field(128, ge=1)
+    max_tokens_limit: int = Field(32768, ge=1)
+    max_stop: int = Field(16, ge=0)
+    max_stop_chars: int = Field(256, ge=1)
+    max_logprobs: int = Field(20, ge=0)
+
+    # Backpressure, per model.
+    max_in_flight: int = Field(256, ge=1)
+    max_queue: int = Field(512, ge=0)
+    queue_timeout_s: float = Field(30.0, gt=0)
+
+    # Auth: keys from the environment (comma separated) and/or a file with one key per line.
+    api_keys: list[str] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    metrics_require_auth: bool = False
+
+    cors_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+    # Built-in scoring (POST /v1/score).
+    scoring_enabled: bool = False
+    scoring_concurrency: int = Field(2, ge=1)
+    scoring_max_completions: int = Field(200, ge=1)
+    scoring_max_completion_chars: int = Field(20000, ge=1)
+    data_dir: Path | None = None
+
+    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class ManagedEngine(BaseModel):
+    """The gateway starts and supervises a vLLM OpenAI server for this model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["managed"]
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, gt=0)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_num_seqs: int | None = Field(None, gt=0)
+    enforce_eager: bool = False
+    port: int | None = Field(None, gt=0, le=65535)
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    startup_timeout_s: float | None = Field(None, gt=0)
+
+
+class UpstreamEngine(BaseModel):
+    """OpenAI-compatible servers already running elsewhere (replicas of one model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["upstream"]
+    urls: list[AnyHttpUrl] = Field(min_length=1)
+    served_model_name: str | None = None
+    api_key: str | None = None
+    # Re-resolve each URL's host name (e.g. a Kubernetes headless Service) to one replica per
+    # address, so scaling the engine Deployment adds capacity without restarting the gateway.
+    discover: bool = False
+    discover_interval_s: float = Field(10.0, gt=0)
+
+
+Engine = Annotated[ManagedEngine | UpstreamEngine, Field(discriminator="kind")]
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    model: str = Field(min_length=1)
+    engine: Engine
+    # FIM template: auto-detected from the tokenizer, a template name, or none.
+    fim: str = "auto"
+    # Tokenizer used for FIM rendering and limits (defaults to `model`).
+    tokenizer: str | None = None
+    max_model_len: int | None = Field(None, gt=0)
+
+    @property
+    def upstream_model_name(self) -> str:
+        if isinstance(self.engine, UpstreamEngine) and self.engine.served_model_name:
+            return self.engine.served_model_name
+        if isinstance(self.engine, UpstreamEngine):
+            return self.model
+        return self.name
+
+
+class ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        seen: set[str] = set()
+        for spec in models:
+            if spec.name in seen:
+                raise ValueError(f"duplicate model name {spec.name!r}")
+            seen.add(spec.name)
+        return models
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the YAML node at `loc`, or of its deepest existing ancestor."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            match = node.value[key] if key < len(node.value) else None
+        else:
+            match = None
+        if match is None:
+            break
+        node = match
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_models_file(text: str, source: str = "<models file>") -> ModelsFile:
+    """Validate a models file; errors name the field path and line."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    try:
+        return ModelsFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(part for part in first["loc"] if part not in ("managed", "upstream"))
+        field = ".".join(str(part) for part in loc) or "(top level)"
+        line = _line_of(node, loc)
+        where = f" line {line}" if line else ""
+        extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}:{where} {field}: {first['msg']}{extra}") from None
+
+
+def load_models_file(path: Path) -> ModelsFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read models file {path}: {exc.strerror or exc}") from None
+    return parse_models_file(text, str(path))

@@ -1,0 +1,1 @@
+"""The engine seam: everything below the serving layer that talks to vLLM servers."""

@@ -1,0 +1,119 @@
+"""HTTP to the engines. aiohttp rather than httpx: on this hot path the client's own CPU cost
+decides whether the gateway meets its per-request budget (measured: aiohttp ~1.1 ms vs httpx
+~2.1 ms per proxied request), and the gateway relays bytes instead of re-encoding them."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+import aiohttp
+import orjson
+
+from server.engines.replicas import Replica, ReplicaPool
+from server.errors import (
+    EngineConnectionError,
+    EngineTimeoutError,
+    ModelNotReadyError,
+    UpstreamError,
+)
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+# Statuses an engine may return that are the client's fault and keep their meaning through us.
+_RELAYED_CLIENT_ERRORS = {400, 413, 422, 429}
+_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+                   aiohttp.ClientOSError)
+
+
+def new_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s,
+                                    sock_read=read_timeout_s)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=10)
+    # auto_decompress off: engines don't compress and the bytes are relayed as they come.
+    return aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
+                                 skip_auto_headers=("User-Agent",), json_serialize=None)
+
+
+async def raise_for_engine_error(resp: aiohttp.ClientResponse, model: str) -> None:
+    """Turn an engine's error status into a typed error that keeps the engine's message."""
+    if resp.status < 400:
+        return
+    try:
+        raw = await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raw = b""
+    message, param = f"engine for model {model!r} returned HTTP {resp.status}", None
+    try:
+        err = orjson.loads(raw).get("error") or {}
+        if isinstance(err, dict) and err.get("message"):
+            message, param = str(err["message"]), err.get("param")
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    if resp.status == 503:
+        raise ModelNotReadyError(message, headers={"Retry-After": "5"})
+    status = resp.status if resp.status in _RELAYED_CLIENT_ERRORS else 502
+    raise UpstreamError(status, message, param=param if isinstance(param, str) else None)
+
+
+class EngineCall:
+    """One request to one replica: picks the replica, fails over once on connection errors
+    (nothing was sent, so it is safe), and keeps the replica's in-flight count honest."""
+
+    __slots__ = ("session", "pool", "url_path", "payload", "model", "headers", "replica",
+                 "response")
+
+    def __init__(self, session: aiohttp.ClientSession, pool: ReplicaPool, url_path: str,
+                 payload: bytes, model: str, headers: dict[str, str] | None = None) -> None:
+        self.session = session
+        self.pool = pool
+        self.url_path = url_path
+        self.payload = payload
+        self.model = model
+        self.headers = headers or JSON_HEADERS
+        self.replica: Replica | None = None
+        self.response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        failed: Replica | None = None
+        for _ in range(2):
+            replica = self.pool.pick(exclude=failed)
+            if replica is None:
+                break
+            replica.in_flight += 1
+            try:
+                self.response = await self.session.post(
+                    replica.url + self.url_path, data=self.payload, headers=self.headers
+                )
+            except _CONNECT_ERRORS:
+                replica.in_flight -= 1
+                self.pool.eject(replica)
+                failed = replica
+                continue
+            except asyncio.TimeoutError:
+                replica.in_flight -= 1
+                self.pool.eject(replica)
+                raise EngineTimeoutError(
+                    f"engine for model {self.model!r} did not answer in time"
+                ) from None
+            self.replica = replica
+            return self.response
+        if failed is not None:
+            raise EngineConnectionError(f"cannot connect to the engine for model {self.model!r}")
+        raise ModelNotReadyError(
+            f"model {self.model!r} has no engine ready", headers={"Retry-After": "5"}
+        )
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.response is not None:
+            # Closing (not releasing) an unfinished response drops the connection, which is how
+            # the engine learns the client went away and aborts the generation.
+            if exc_type is not None or not self.response.content.at_eof():
+                self.response.close()
+            else:
+                self.response.release()
+        if self.replica is not None:
+            self.replica.in_flight -= 1
+            if exc_type is not None and issubclass(exc_type, (aiohttp.ClientError,
+                                                              asyncio.TimeoutError)):
+                self.pool.eject(self.replica)

@@ -1,0 +1,51 @@
+"""Replicas of one model and how a request picks one: fewest requests in flight, skipping
+replicas that fail health checks or were ejected after a failed request (passive health)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class Replica:
+    url: str  # OpenAI base without /v1, e.g. http://10.0.0.7:8000
+    in_flight: int = 0
+    healthy: bool = False
+    health_failures: int = 0
+    ejected_until: float = 0.0
+
+    def available(self, now: float) -> bool:
+        return self.healthy and now >= self.ejected_until
+
+
+@dataclass
+class ReplicaPool:
+    eject_seconds: float = 10.0
+    replicas: list[Replica] = field(default_factory=list)
+
+    def set_urls(self, urls: Iterable[str], *, healthy: bool = False) -> None:
+        """Replace the replica set, keeping the state of replicas that stay."""
+        keep = {r.url: r for r in self.replicas}
+        self.replicas = [keep.get(u) or Replica(u, healthy=healthy) for u in dict.fromkeys(urls)]
+
+    def pick(self, exclude: Replica | None = None) -> Replica | None:
+        now = time.monotonic()
+        best: Replica | None = None
+        for r in self.replicas:
+            if r is exclude or not r.available(now):
+                continue
+            if best is None or r.in_flight < best.in_flight:
+                best = r
+        return best
+
+    def eject(self, replica: Replica) -> None:
+        replica.ejected_until = time.monotonic() + self.eject_seconds
+
+    def any_healthy(self) -> bool:
+        return any(r.healthy for r in self.replicas)
+
+    def any_available(self) -> bool:
+        now = time.monotonic()
+        return any(r.available(now) for r in self.replicas)

@@ -1,0 +1,166 @@
+"""Managed engines: one vLLM OpenAI server per model, started, watched and restarted here.
+
+Each engine runs under `server.engines.launcher`, which guarantees the engine's whole process
+tree dies with the gateway (even on SIGKILL). The supervisor waits for /health, relays the
+engine's log lines prefixed with the model name, restarts an engine that exits or stops answering
+health checks (exponential backoff), and marks it failed after too many restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from server.config import ManagedEngine
+from server.engines.health import EngineRunner
+
+log = logging.getLogger("codeserve.engines")
+engine_log = logging.getLogger("codeserve.engine")
+
+# An engine that stayed up this long is considered healthy again: its backoff starts over.
+STABLE_AFTER_S = 120.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def vllm_command(model: str, served_name: str, engine: ManagedEngine, port: int) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model,
+        "--served-model-name", served_name,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--dtype", engine.dtype,
+        "--disable-uvicorn-access-log",
+    ]
+    if engine.max_model_len:
+        cmd += ["--max-model-len", str(engine.max_model_len)]
+    if engine.gpu_memory_utilization:
+        cmd += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
+    if engine.max_num_seqs:
+        cmd += ["--max-num-seqs", str(engine.max_num_seqs)]
+    if engine.enforce_eager:
+        cmd.append("--enforce-eager")
+    return cmd + list(engine.extra_args)
+
+
+class ManagedRunner(EngineRunner):
+    process: asyncio.subprocess.Process | None = None
+    _stopping = False
+
+    @property
+    def engine(self) -> ManagedEngine:
+        engine = self.entry.spec.engine
+        assert isinstance(engine, ManagedEngine)
+        return engine
+
+    async def run(self) -> None:
+        backoff = self.settings.restart_backoff_initial_s
+        restarts = 0
+        while not self._stopping:
+            started = time.monotonic()
+            outcome = await self._run_once()
+            if self._stopping:
+                break
+            if time.monotonic() - started > STABLE_AFTER_S:
+                backoff, restarts = self.settings.restart_backoff_initial_s, 0
+            restarts += 1
+            if restarts > self.settings.max_restarts:
+                log.error("[%s] engine %s; giving up after %d restarts", self.entry.name,
+                          outcome, restarts - 1)
+                self.set_state("failed")
+                return
+            self.metrics.engine_restarts.labels(self.entry.name).inc()
+            log.warning("[%s] engine %s; restarting in %.1fs", self.entry.name, outcome, backoff)
+            self.set_state("restarting")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.restart_backoff_max_s)
+
+    async def _run_once(self) -> str:
+        """Start the engine, serve until it dies or hangs; returns why it ended."""
+        port = self.engine.port or free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "server.engines.launcher", "--",
+               *vllm_command(self.entry.spec.model, self.entry.spec.name, self.engine, port)]
+        env = {**os.environ, **self.engine.env}
+        if self.entry.state != "restarting":
+            self.set_state("starting")
+        self.entry.pool.set_urls([])
+        log.info("[%s] starting engine on %s", self.entry.name, url)
+        self.process = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=env,
+        )
+        pump = asyncio.create_task(self._pump_logs(self.process))
+        try:
+            return await self._watch(self.process, url)
+        finally:
+            self.entry.pool.set_urls([])
+            await self._terminate(self.process, kill=True)
+            pump.cancel()
+
+    async def _watch(self, process: asyncio.subprocess.Process, url: str) -> str:
+        self.entry.pool.set_urls([url])
+        replica = self.entry.pool.replicas[0]
+        exited = asyncio.create_task(process.wait())
+        timeout = self.engine.startup_timeout_s or self.settings.startup_timeout_s
+        deadline = time.monotonic() + timeout
+        try:
+            # Start-up: poll quickly until the engine answers.
+            while not exited.done():
+                if await self.check_replica(replica):
+                    self.set_state("ready")
+                    break
+                if time.monotonic() > deadline:
+                    return f"did not become healthy within {timeout:.0f}s"
+                await asyncio.wait({exited}, timeout=0.5)
+            # Serving: slower health checks; a hung engine fails them and gets restarted.
+            while not exited.done():
+                await asyncio.wait({exited}, timeout=self.settings.health_interval_s)
+                if exited.done():
+                    break
+                await self.check_replica(replica)
+                if not replica.healthy:
+                    return "stopped answering health checks (hung)"
+            return f"exited with code {process.returncode}"
+        finally:
+            exited.cancel()
+
+    async def _pump_logs(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        name = self.entry.name
+        while line := await process.stdout.readline():
+            engine_log.info("[%s] %s", name, line.decode(errors="replace").rstrip())
+
+    async def _terminate(self, process: asyncio.subprocess.Process, *, kill: bool) -> None:
+        if process.returncode is not None:
+            return
+        # SIGUSR1 tells the launcher to SIGKILL the engine group at once (a hung engine ignores
+        # SIGTERM); SIGTERM lets vLLM drain and exit cleanly.
+        try:
+            process.send_signal(signal.SIGUSR1 if kill else signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(process.wait(), self.settings.engine_stop_timeout_s)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.process is not None:
+            await self._terminate(self.process, kill=False)
+
+    def engine_pid(self) -> int | None:
+        """PID of the launcher (tests kill it or its children to simulate crashes)."""
+        return self.process.pid if self.process and self.process.returncode is None else None

@@ -1,0 +1,65 @@
+"""Request limits the gateway enforces before anything reaches an engine."""
+
+from __future__ import annotations
+
+from server.config import Settings
+from server.errors import InvalidRequestError
+from server.protocol import ChatCompletionRequest, CompletionRequest
+
+
+def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Settings,
+                 max_model_len: int | None) -> None:
+    prompts = req.prompt_count() if isinstance(req, CompletionRequest) else 1
+    if req.n * prompts > settings.max_n:
+        raise InvalidRequestError(
+            f"n x prompts = {req.n * prompts} exceeds the limit of {settings.max_n} candidates "
+            "per request", param="n",
+        )
+    max_tokens = req.max_tokens
+    if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
+        max_tokens = req.max_completion_tokens
+    if max_tokens is not None and max_tokens > settings.max_tokens_limit:
+        raise InvalidRequestError(
+            f"max_tokens = {max_tokens} exceeds the limit of {settings.max_tokens_limit}",
+            param="max_tokens",
+        )
+    if max_tokens is not None and max_model_len is not None and max_tokens >= max_model_len:
+        raise InvalidRequestError(
+            f"max_tokens = {max_tokens} leaves no room for the prompt in this model's context "
+            f"of {max_model_len} tokens", param="max_tokens",
+        )
+    stops = req.stop_list()
+    if len(stops) > settings.max_stop:
+        raise InvalidRequestError(
+            f"{len(stops)} stop sequences given; at most {settings.max_stop} are allowed",
+            param="stop",
+        )
+    if any(len(s) > settings.max_stop_chars for s in stops):
+        raise InvalidRequestError(
+            f"stop sequences are limited to {settings.max_stop_chars} characters", param="stop"
+        )
+    logprobs = req.top_logprobs if isinstance(req, ChatCompletionRequest) else req.logprobs
+    if logprobs is not None and logprobs > settings.max_logprobs:
+        raise InvalidRequestError(
+            f"logprobs = {logprobs} exceeds the limit of {settings.max_logprobs}",
+            param="logprobs" if isinstance(req, CompletionRequest) else "top_logprobs",
+        )
+    if isinstance(req, CompletionRequest) and req.best_of is not None and req.best_of < req.n:
+        raise InvalidRequestError("best_of must be at least n", param="best_of")
+    if isinstance(req, CompletionRequest) and max_model_len is not None:
+        longest = _longest_token_prompt(req)
+        if longest is not None and longest + (max_tokens or 16) > max_model_len:
+            raise InvalidRequestError(
+                f"prompt of {longest} tokens + max_tokens {max_tokens or 16} exceeds this "
+                f"model's context of {max_model_len} tokens", param="prompt",
+            )
+
+
+def _longest_token_prompt(req: CompletionRequest) -> int | None:
+    """Length of the longest token-id prompt; string prompts are measured by the engine."""
+    p = req.prompt
+    if isinstance(p, list) and p and isinstance(p[0], int):
+        return len(p)
+    if isinstance(p, list) and p and isinstance(p[0], list):
+        return max(len(ids) for ids in p)  # type: ignore[arg-type]
+    return None

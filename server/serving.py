@@ -1,0 +1,289 @@
+"""OpenAI semantics of /v1/completions and /v1/chat/completions.
+
+Validates the request with the gateway's own models, applies limits and backpressure, forwards
+only validated fields to the model's engine, and relays the engine's bytes back. It parses only
+what metrics need (usage, first-chunk time) and rewrites the model name only when the engine knows
+the model by another name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from server.admission import Admission
+from server.config import Settings
+from server.engines.client import EngineCall, raise_for_engine_error
+from server.engines.health import ModelEntry
+from server.errors import (
+    APIError,
+    EngineTimeoutError,
+    InvalidRequestError,
+    ModelNotReadyError,
+    PayloadTooLargeError,
+    UpstreamError,
+)
+from server.limits import check_limits
+from server.metrics import GatewayMetrics
+from server.protocol import ChatCompletionRequest, CompletionRequest
+from server.registry import ModelRegistry
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+_USAGE_MARK = b'"choices":[]'
+
+
+class ClientDisconnected(Exception):
+    """The client went away; the engine request was aborted."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    schema: type[CompletionRequest] | type[ChatCompletionRequest]
+
+
+COMPLETIONS = Endpoint("/v1/completions", CompletionRequest)
+CHAT = Endpoint("/v1/chat/completions", ChatCompletionRequest)
+
+
+def validation_error(exc: ValidationError) -> InvalidRequestError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "list[", "int", "str"))]
+    param = ".".join(loc) or None
+    where = f"{param}: " if param else ""
+    return InvalidRequestError(f"invalid request: {where}{err['msg']}", param=param)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_request(body: bytes, schema: type[BaseModel]) -> Any:
+    if not body:
+        raise InvalidRequestError("request body is empty; expected a JSON object")
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class CompletionService:
+    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: GatewayMetrics,
+                 session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.session = session
+
+    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+        body = await read_body(request, self.settings.max_body_bytes)
+        req = parse_request(body, endpoint.schema)
+        entry = self.registry.get(req.model)
+        try:
+            return await self._serve(request, endpoint, req, entry)
+        except APIError as exc:
+            self.metrics.requests.labels(entry.name, str(exc.status_code)).inc()
+            raise
+
+    async def _serve(self, request: Request, endpoint: Endpoint,
+                     req: CompletionRequest | ChatCompletionRequest,
+                     entry: ModelEntry) -> Response:
+        check_limits(req, self.settings, entry.max_model_len)
+        if entry.state != "ready" and not entry.pool.any_available():
+            raise ModelNotReadyError(
+                f"model {entry.name!r} is {entry.state}; retry later",
+                headers={"Retry-After": "5"},
+            )
+        payload = self.engine_payload(req, entry)
+        admission = self.registry.admissions[entry.name]
+        name = entry.name
+        self.metrics.queue_length.labels(name).set(admission.queued + 1)
+        try:
+            await admission.acquire()
+        finally:
+            self.metrics.queue_length.labels(name).set(admission.queued)
+        self.metrics.in_flight.labels(name).inc()
+        prompts = req.prompt_count() if isinstance(req, CompletionRequest) else 1
+        self.metrics.candidates.labels(name).inc(req.n * prompts)
+        started = time.perf_counter()
+        call = EngineCall(self.session, entry.pool, endpoint.path, payload, name)
+        handed_over = False
+        try:
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                response = await self._open_stream(request, call, entry, admission, started,
+                                                   include_usage)
+                handed_over = True
+                return response
+            return await self._unary(request, call, entry, started)
+        finally:
+            if not handed_over:
+                self._finish(name, admission)
+
+    def engine_payload(self, req: CompletionRequest | ChatCompletionRequest,
+                       entry: ModelEntry) -> bytes:
+        data = req.model_dump(exclude_unset=True, exclude_none=True)
+        data["model"] = entry.spec.upstream_model_name
+        if isinstance(req, CompletionRequest):
+            self.prepare_prompt(req, entry, data)
+        if req.stream:
+            # Always ask the engine for usage so token metrics work; the extra chunk is dropped
+            # again when the client did not ask for it.
+            data["stream_options"] = {"include_usage": True}
+        return orjson.dumps(data)
+
+    def prepare_prompt(self, req: CompletionRequest, entry: ModelEntry,
+                       data: dict[str, Any]) -> None:
+        """Hook for prompt rendering (FIM). Without a FIM template, `suffix` is refused."""
+        if req.suffix is not None or req.extra_files:
+            raise InvalidRequestError(
+                f"model {entry.name!r} has no fill-in-the-middle template; "
+                "`suffix` is not supported for it", param="suffix",
+            )
+
+    def _finish(self, name: str, admission: Admission) -> None:
+        admission.release()
+        self.metrics.in_flight.labels(name).dec()
+
+    async def _unary(self, request: Request, call: EngineCall, entry: ModelEntry,
+                     started: float) -> Response:
+        work = asyncio.ensure_future(self._fetch(call, entry))
+        watcher = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not work.done():
+            work.cancel()  # closes the engine connection: the engine aborts the generation
+            self.metrics.requests.labels(entry.name, "499").inc()
+            raise ClientDisconnected()
+        raw = work.result()
+        data = orjson.loads(raw)
+        usage = data.get("usage") if isinstance(data, dict) else None
+        if isinstance(usage, dict):
+            self.metrics.record_usage(entry.name, int(usage.get("prompt_tokens") or 0),
+                                      int(usage.get("completion_tokens") or 0))
+        if entry.spec.upstream_model_name != entry.name:
+            data["model"] = entry.name
+            raw = orjson.dumps(data)
+        self.metrics.duration.labels(entry.name).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(entry.name, "200").inc()
+        return Response(raw, media_type="application/json")
+
+    async def _fetch(self, call: EngineCall, entry: ModelEntry) -> bytes:
+        try:
+            async with call as resp:
+                await raise_for_engine_error(resp, entry.name)
+                return await resp.read()
+        except asyncio.TimeoutError:
+            raise EngineTimeoutError(f"engine for model {entry.name!r} timed out") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(502, f"engine for model {entry.name!r} failed: "
+                                f"{type(exc).__name__}") from None
+
+    async def _open_stream(self, request: Request, call: EngineCall, entry: ModelEntry,
+                           admission: Admission, started: float,
+                           include_usage: bool) -> Response:
+        # Open the engine response before answering, so connection failures and engine
+        # validation errors still get a proper status code instead of a broken stream.
+        try:
+            resp = await call.__aenter__()
+            await raise_for_engine_error(resp, entry.name)
+        except BaseException as exc:
+            await call.__aexit__(type(exc), exc, None)
+            raise
+        return StreamingResponse(
+            self._relay(call, resp, entry, admission, started, include_usage),
+            media_type="text/event-stream", headers=SSE_HEADERS,
+        )
+
+    async def _relay(self, call: EngineCall, resp: aiohttp.ClientResponse, entry: ModelEntry,
+                     admission: Admission, started: float,
+                     include_usage: bool) -> AsyncIterator[bytes]:
+        name = entry.name
+        rename = None
+        if entry.spec.upstream_model_name != name:
+            rename = (orjson.dumps({"model": entry.spec.upstream_model_name})[1:-1],
+                      orjson.dumps({"model": name})[1:-1])
+        status = "200"
+        first = True
+        pending = b""
+        error: BaseException | None = None
+        try:
+            async for chunk in resp.content.iter_any():
+                if first:
+                    self.metrics.ttft.labels(name).observe(time.perf_counter() - started)
+                    first = False
+                pending += chunk
+                cut = pending.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                events, pending = pending[: cut + 2], pending[cut + 2:]
+                if _USAGE_MARK in events:
+                    events = self._take_usage(name, events, include_usage)
+                if rename is not None:
+                    events = events.replace(*rename)
+                if events:
+                    yield events
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = exc
+            status = "502" if isinstance(exc, aiohttp.ClientError) else "504"
+            message = ("engine timed out mid-stream" if status == "504"
+                       else f"engine connection lost mid-stream ({type(exc).__name__})")
+            body = {"error": {"message": message, "type": "upstream_error", "param": None,
+                              "code": "engine_stream_error"}}
+            yield b"data: " + orjson.dumps(body) + b"\n\n" + DONE
+        except asyncio.CancelledError:
+            status = "499"  # client went away; closing the response aborts the engine request
+            error = asyncio.CancelledError()
+            raise
+        finally:
+            await call.__aexit__(type(error) if error else None, error, None)
+            self._finish(name, admission)
+            self.metrics.duration.labels(name).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(name, status).inc()
+
+    def _take_usage(self, name: str, events: bytes, keep: bool) -> bytes:
+        """Record usage from the engine's usage chunk; drop that chunk unless the client asked."""
+        out: list[bytes] = []
+        for event in events.split(b"\n\n"):
+            if not event:
+                continue
+            if _USAGE_MARK in event and event.startswith(b"data: {"):
+                try:
+                    usage = orjson.loads(event[6:]).get("usage") or {}
+                    self.metrics.record_usage(name, int(usage.get("prompt_tokens") or 0),
+                                              int(usage.get("completion_tokens") or 0))
+                except (orjson.JSONDecodeError, AttributeError, ValueError):
+                    pass
+                if not keep:
+                    continue
+            out.append(event + b"\n\n")
+        return b"".join(out)
