@@ -207,6 +207,11 @@ def format_names() -> list[str]:
     return [f.name for f in _FORMATS]
 
 
+def describe_formats() -> list[tuple[str, str, str]]:
+    """(name, kind, summary) of every format, for `codeserve eval --list-formats`."""
+    return [(f.name, f.kind, f.summary) for f in _FORMATS]
+
+
 def default_format_name(benchmark: Benchmark) -> str:
     """The first completion format that applies: the benchmark's conventional base-model prompt."""
     for fmt in _FORMATS:
