@@ -1,0 +1,194 @@
+"""What runs inside a candidate's sandboxed process: execute the program and judge it.
+
+Three job kinds:
+- "exec": run a self-checking program (HumanEval/MBPP/infilling); passed = no exception.
+- "plus": run the program, then call `entry_point` on each extra input and compare with the
+  canonical output (per-input time limit, float tolerance, HumanEval+/MBPP+ special oracles).
+- "truth": run the canonical solution on every input and return its outputs and timings.
+Only the "truth" kind returns a binary (pickled) payload; candidate reports are plain JSON so the
+harness never unpickles anything a candidate produced.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+FILENAME = "<candidate>"
+DETAIL_CHARS = 300
+
+
+@dataclass
+class PlusCase:
+    """Extra-input test data of one Plus task, as loaded by the worker from a bundle file."""
+
+    entry_point: str
+    inputs: list[list[Any]]
+    base_count: int  # the first `base_count` inputs are the original (base) tests
+    atol: float = 0.0
+    oracle: str = ""  # "", "find_zero", "set_eq" or "not_none"
+    expected: list[Any] | None = None
+    time_limits: list[float] = field(default_factory=list)
+
+
+class InputTimeout(Exception):
+    """One extra input exceeded its time limit."""
+
+
+class CappedWriter(io.TextIOBase):
+    """sys.stdout/sys.stderr replacement: keeps the first `cap` characters, drops the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.parts, self.size, self.dropped = cap, [], 0, 0
+
+    def write(self, s: str) -> int:
+        room = self.cap - self.size
+        if room > 0:
+            self.parts.append(s[:room])
+            self.size += min(room, len(s))
+        self.dropped += max(0, len(s) - max(room, 0))
+        return len(s)
+
+    def writable(self) -> bool:
+        return True
+
+    def text(self) -> str:
+        return "".join(self.parts) + (f"\n[... {self.dropped} characters dropped]" if self.dropped else "")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
+
+
+def _failing_line(exc: BaseException, source: str) -> str:
+    """'line N: <source line>' for the innermost frame inside the candidate program."""
+    lines = source.splitlines()
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename == FILENAME and 0 < (frame.lineno or 0) <= len(lines):
+            return f"line {frame.lineno}: {lines[frame.lineno - 1].strip()}"
+    return ""
+
+
+def classify(exc: BaseException, source: str, where: str = "") -> dict[str, Any]:
+    """Map an exception raised by candidate code to a verdict record."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(exc, InputTimeout):
+        return {"status": "timeout", "detail": _short(f"{prefix}time limit exceeded")}
+    if isinstance(exc, MemoryError):
+        return {"status": "memory", "detail": _short(f"{prefix}MemoryError")}
+    if isinstance(exc, AssertionError):
+        msg = str(exc) or _failing_line(exc, source) or "assertion failed"
+        return {"status": "failed", "detail": _short(prefix + msg)}
+    name = type(exc).__name__
+    msg = str(exc)
+    return {"status": "error", "error_type": name,
+            "detail": _short(f"{prefix}{name}: {msg}" if msg else prefix + name)}
+
+
+def _poly(xs: list[float], x: float) -> float:
+    return sum(c * math.pow(x, i) for i, c in enumerate(xs))
+
+
+def _is_floats(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, float) for v in value)
+
+
+def _close(out: Any, exp: Any, atol: float) -> bool:
+    # Element-wise |out - exp| <= atol + rtol*|exp| with numpy's default rtol, on nested sequences.
+    if isinstance(exp, (list, tuple)):
+        return (isinstance(out, (list, tuple)) and len(out) == len(exp)
+                and all(_close(o, e, atol) for o, e in zip(out, exp)))
+    if isinstance(exp, (int, float)) and isinstance(out, (int, float)):
+        return abs(out - exp) <= atol + 1e-7 * abs(exp)
+    return bool(out == exp)
+
+
+def outputs_match(out: Any, exp: Any, case: PlusCase, args: list[Any]) -> bool:
+    """The HumanEval+/MBPP+ comparison rules for one input."""
+    if case.oracle == "find_zero":
+        return abs(_poly(args[0], out)) <= case.atol
+    if case.oracle == "not_none":
+        return out == exp if isinstance(out, bool) else exp == (out is not None)
+    if case.oracle == "set_eq":
+        return set(out) == set(exp)
+    if out == exp:
+        return True
+    atol = case.atol or (1e-6 if _is_floats(exp) else 0.0)
+    if not atol or type(out) is not type(exp):
+        return False
+    return _close(out, exp, atol)
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise InputTimeout()
+
+
+def _input_label(case: PlusCase, index: int) -> str:
+    if index < case.base_count:
+        return f"base input {index}"
+    return f"plus input {index - case.base_count}"
+
+
+def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool) -> tuple[dict[str, Any], bytes]:
+    outputs: list[Any] = []
+    times: list[float] = []
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for i, args in enumerate(case.inputs):
+        limit = case.time_limits[i] if case.time_limits else 0.0
+        try:
+            if limit:
+                signal.setitimer(signal.ITIMER_REAL, limit)
+            start = time.perf_counter()
+            out = fn(*args)
+            elapsed = time.perf_counter() - start
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            if truth:
+                outputs.append(out is not None if case.oracle == "not_none" and not isinstance(out, bool) else out)
+                times.append(elapsed)
+            elif not outputs_match(out, case.expected[i], case, args):  # type: ignore[index]
+                return {"status": "failed", "input_index": i,
+                        "detail": _short(f"{_input_label(case, i)}: wrong output {out!r:.120}")}, b""
+        except BaseException as exc:  # noqa: BLE001 - candidate code may raise anything
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            verdict = classify(exc, source, _input_label(case, i))
+            verdict["input_index"] = i
+            return verdict, b""
+    if truth:
+        return {"status": "passed"}, pickle.dumps({"outputs": outputs, "times": times})
+    return {"status": "passed"}, b""
+
+
+def execute(kind: str, source: str, case: PlusCase | None, output_cap: int) -> tuple[dict[str, Any], bytes]:
+    """Run one job in this (already sandboxed) process; never raises."""
+    capture = CappedWriter(output_cap)
+    sys.stdout = sys.stderr = capture
+    globals_: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        exec(compile(source, FILENAME, "exec"), globals_)  # noqa: S102 - this is the sandbox
+        if kind == "exec":
+            result: tuple[dict[str, Any], bytes] = ({"status": "passed"}, b"")
+        else:
+            assert case is not None
+            fn = globals_.get(case.entry_point)
+            if not callable(fn):
+                result = ({"status": "error", "error_type": "NameError",
+                           "detail": f"the program defines no function {case.entry_point!r}"}, b"")
+            else:
+                result = _run_inputs(fn, case, source, truth=(kind == "truth"))
+    except BaseException as exc:  # noqa: BLE001
+        result = (classify(exc, source), b"")
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    header, blob = result
+    if capture.size:
+        header["output"] = capture.text()[:output_cap]
+    return header, blob

@@ -1,0 +1,381 @@
+"""Sandbox worker: `python -m client.forkserver`, started and fed by `client.sandbox.SandboxPool`.
+
+Layout per worker (see `client.isolation` for the layers):
+
+    harness --pipes--> worker W (host PID ns; cgroups, then unshare user?/mount/net/pid)
+                         └─ zygote Z = PID 1 of a fresh PID namespace, modules pre-imported
+                              └─ one forked child per candidate (setsid, rlimits, nobody/no caps)
+
+Z forks a child per job, enforces the wall-clock limit itself and, when the child finishes or
+times out, SIGKILLs every other process in its namespace (kill(-1) from PID 1), so setsid daemons
+and fork bombs die with their candidate. If Z dies, the kernel kills the whole namespace; if the
+harness dies, W and Z follow via PR_SET_PDEATHSIG.
+
+Wire format both ways: 8-byte header (JSON length, blob length, big-endian u32) + JSON + blob.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import math
+import os
+import pickle
+import resource
+import selectors
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+from typing import Any, BinaryIO
+
+from client import isolation
+from client.candidate_exec import PlusCase, execute
+
+_HEADER = struct.Struct(">II")
+
+
+def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
+    data = json.dumps(header).encode()
+    return _HEADER.pack(len(data), len(blob)) + data + blob
+
+
+def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
+    """One frame from a buffered binary stream; None at end of stream."""
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    n_json, n_blob = _HEADER.unpack(head)
+    data = stream.read(n_json)
+    blob = stream.read(n_blob) if n_blob else b""
+    if len(data) < n_json or len(blob) < n_blob:
+        return None
+    return json.loads(data), blob
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class Zygote:
+    """The per-worker job loop (runs as PID 1 of the worker's PID namespace when available)."""
+
+    def __init__(self, config: dict[str, Any], report: isolation.LayerReport,
+                 cgroups: isolation.Cgroups, scratch: str | None) -> None:
+        self.cfg = config
+        self.report = report
+        self.cgroups = cgroups
+        self.pid1 = os.getpid() == 1
+        self.own_scratch = scratch is None
+        self.scratch = scratch or tempfile.mkdtemp(prefix="codeserve-sandbox-")
+        self.bundles: dict[str, dict[str, PlusCase]] = {}
+        self.uid = config["drop_uid"] if os.geteuid() == 0 and not report.active("user namespace") else None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        isolation.die_with_parent()
+        try:
+            isolation.prctl(isolation.PR_SET_DUMPABLE, 0)  # candidates may not ptrace us
+        except OSError:
+            pass
+        if not self.pid1:
+            # Orphaned daemons re-parent to us, so we can still find and kill them.
+            try:
+                isolation.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+            except OSError:
+                pass
+        for name in self.cfg["preimport"]:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - a missing optional module is fine
+                pass
+        gc.collect()
+        gc.freeze()  # keep the shared heap out of the children's GC: less copy-on-write
+
+    def serve(self, stdin: BinaryIO) -> None:
+        _write_all(1, encode_frame({"ready": True, "pid1": self.pid1,
+                                    "layers": self.report.as_dicts()}))
+        while (frame := read_frame(stdin)) is not None:
+            job, _ = frame
+            if job.get("kind") == "shutdown":
+                break
+            header, blob = self.run(job)
+            header["id"] = job.get("id")
+            _write_all(1, encode_frame(header, blob))
+        if self.own_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # -- one job ----------------------------------------------------------------------------
+    def _case(self, job: dict[str, Any]) -> PlusCase | None:
+        if job["kind"] == "exec":
+            return None
+        path = job["bundle"]
+        if path not in self.bundles:
+            if len(self.bundles) >= 2:
+                self.bundles.pop(next(iter(self.bundles)))
+            with open(path, "rb") as f:
+                self.bundles[path] = pickle.load(f)  # written by our own harness, trusted
+        return self.bundles[path][job["task_id"]]
+
+    def run(self, job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        try:
+            case = self._case(job)
+        except (OSError, KeyError, pickle.UnpicklingError) as exc:
+            return {"status": "error", "detail": f"cannot load test inputs: {exc}"}, b""
+        workdir = tempfile.mkdtemp(dir=self.scratch)
+        if self.uid is not None:
+            os.chown(workdir, self.uid, self.uid)
+        timeout = float(job["timeout"])
+        cap = self.cfg["report_cap"] if job["kind"] != "truth" else 1 << 31
+        oom_before = self.cgroups.oom_kills()
+        rfd, wfd = os.pipe()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            self._child(job, case, workdir, wfd, timeout)
+        os.close(wfd)
+        try:
+            status, data, timed_out = self._supervise(pid, rfd, started + timeout, cap)
+        finally:
+            os.close(rfd)
+            self._kill_everything(pid)
+            self._wipe_scratch()
+        elapsed = time.monotonic() - started
+        header, blob = self._verdict(status, data, timed_out, oom_before)
+        header["elapsed_s"] = round(elapsed, 6)
+        return header, blob
+
+    def _supervise(self, pid: int, rfd: int, deadline: float, cap: int) -> tuple[int, bytearray, bool]:
+        data = bytearray()
+        pidfd = os.pidfd_open(pid)
+        sel = selectors.DefaultSelector()
+        sel.register(rfd, selectors.EVENT_READ)
+        sel.register(pidfd, selectors.EVENT_READ)
+        status, timed_out = -1, False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                for key, _ in sel.select(remaining):
+                    if key.fd == rfd:
+                        chunk = os.read(rfd, 1 << 16)
+                        if not chunk:
+                            sel.unregister(rfd)
+                        elif len(data) < cap:
+                            data += chunk[: cap - len(data)]
+                    else:
+                        _, status = os.waitpid(pid, 0)
+                        return status, self._drain(rfd, data, cap, pid), False
+        finally:
+            sel.close()
+            os.close(pidfd)
+        return status, data, timed_out
+
+    def _drain(self, rfd: int, data: bytearray, cap: int, pid: int) -> bytearray:
+        # The child has exited: kill anything it left behind holding the pipe, then read to EOF.
+        self._kill_everything(pid)
+        os.set_blocking(rfd, False)
+        try:
+            while chunk := os.read(rfd, 1 << 16):
+                if len(data) < cap:
+                    data += chunk[: cap - len(data)]
+        except BlockingIOError:
+            pass
+        return data
+
+    def _kill_everything(self, pid: int) -> None:
+        if self.pid1:
+            try:
+                os.kill(-1, signal.SIGKILL)  # from PID 1: every process in the namespace but us
+            except ProcessLookupError:
+                pass
+        else:
+            self._kill_descendants(pid)
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+
+    def _kill_descendants(self, pid: int) -> None:
+        # Degraded mode (no PID namespace): the candidate's process group, processes in our
+        # cgroup, and orphans that re-parented to us as subreaper.
+        for _ in range(50):
+            victims = {p for p in self.cgroups.procs() if p not in (os.getpid(), os.getppid())}
+            victims |= set(_children_of_self())
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if not victims:
+                return
+            for victim in victims:
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            while True:
+                try:
+                    if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                        break
+                except ChildProcessError:
+                    break
+            time.sleep(0.001)
+
+    def _wipe_scratch(self) -> None:
+        for entry in os.scandir(self.scratch):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+
+    def _verdict(self, status: int, data: bytearray, timed_out: bool,
+                 oom_before: int) -> tuple[dict[str, Any], bytes]:
+        if timed_out:
+            return {"status": "timeout", "detail": "wall-clock limit exceeded"}, b""
+        report = _parse_report(bytes(data))
+        if report is not None:
+            return report
+        if self.cgroups.oom_kills() > oom_before:
+            return {"status": "memory", "detail": "killed by the memory cgroup limit"}, b""
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU:
+                return {"status": "timeout", "detail": "CPU time limit exceeded"}, b""
+            return {"status": "killed", "detail": f"killed by {signal.Signals(sig).name}"}, b""
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+        return {"status": "error", "error_type": "SystemExit",
+                "detail": f"the program exited (status {code}) before a verdict"}, b""
+
+    # -- the candidate's process -----------------------------------------------------------------
+    def _child(self, job: dict[str, Any], case: PlusCase | None, workdir: str, wfd: int,
+               timeout: float) -> None:
+        try:
+            os.setsid()
+            isolation.die_with_parent()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+            os.chdir(workdir)
+            os.environ.clear()
+            os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir,
+                               "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
+            self._limit(timeout)
+            if self.uid is not None or self.report.active("user namespace"):
+                isolation.drop_privileges(self.uid if self.uid is not None else os.getuid())
+            try:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write("1000")  # if anything must die on OOM, it is the candidate
+            except OSError:
+                pass
+            header, blob = execute(job["kind"], job["program"], case, self.cfg["output_cap"])
+        except BaseException as exc:  # noqa: BLE001
+            header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
+        try:
+            payload = json.dumps(header, default=repr).encode()
+            _write_all(wfd, _HEADER.pack(len(payload), len(blob)) + payload + blob)
+        finally:
+            os._exit(0)
+
+    def _limit(self, timeout: float) -> None:
+        cfg = self.cfg
+        with open("/proc/self/statm") as f:
+            vm_bytes = int(f.read().split()[0]) * resource.getpagesize()
+        cpu = math.ceil(timeout) + 1
+        limits = {
+            resource.RLIMIT_AS: vm_bytes + (cfg["memory_mb"] << 20),
+            resource.RLIMIT_CPU: cpu,
+            resource.RLIMIT_FSIZE: cfg["file_size_mb"] << 20,
+            resource.RLIMIT_NOFILE: cfg["open_files"],
+            resource.RLIMIT_CORE: 0,
+            resource.RLIMIT_NPROC: cfg["max_procs"],
+        }
+        for which, value in limits.items():
+            hard = value + 1 if which == resource.RLIMIT_CPU else value  # SIGXCPU before SIGKILL
+            try:
+                resource.setrlimit(which, (value, hard))
+            except (ValueError, OSError):
+                pass
+
+
+def _parse_report(data: bytes) -> tuple[dict[str, Any], bytes] | None:
+    if len(data) < _HEADER.size:
+        return None
+    n_json, n_blob = _HEADER.unpack(data[: _HEADER.size])
+    body = data[_HEADER.size:]
+    if len(body) < n_json + n_blob:
+        return None
+    try:
+        header = json.loads(body[:n_json])
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or header.get("status") not in _STATUSES:
+        return None
+    return header, bytes(body[n_json:n_json + n_blob])
+
+
+_STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
+
+
+def _children_of_self() -> list[int]:
+    kids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                kids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def main() -> int:
+    """Worker entry point: read the config frame, isolate, fork the zygote, serve jobs."""
+    stdin = sys.stdin.buffer
+    frame = read_frame(stdin)
+    if frame is None:
+        return 2
+    cfg = frame[0]
+    # No PR_SET_PDEATHSIG here: it fires when the harness *thread* that spawned us exits. The
+    # zygote exits on EOF of its job pipe instead, which the harness holds until it dies.
+    if os.getppid() != cfg["parent_pid"]:
+        return 2  # the harness is already gone
+    report = isolation.LayerReport()
+    report.add("process per candidate", True, "fork of a warm zygote; exec never in the harness")
+    cgroups = isolation.setup_cgroups(report, cfg["cgroups"], cfg["name"], cfg["max_pids"],
+                                      cfg["cgroup_memory_mb"])
+    isolation.enter_namespaces(report, cfg["namespaces"])
+    scratch = isolation.setup_filesystem(report, cfg["readonly"], cfg["tmpfs_mb"])
+    if report.active("pid namespace"):
+        pid = os.fork()  # the first child becomes PID 1 of the new namespace
+        if pid:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status) & 0xFF
+        isolation.mount_proc(report) if report.active("mount namespace") else report.add(
+            "private /proc", False, "no mount namespace")
+    else:
+        report.add("private /proc", False, "no PID namespace")
+    zygote = Zygote(cfg, report, cgroups, scratch)
+    zygote.prepare()
+    zygote.serve(stdin)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Kernel isolation layers for sandbox workers, via libc (no external tools).
+
+Each `setup_*` function tries one layer and records in a `LayerReport` whether it is active and,
+if not, why, so that the harness can print an honest start-up report and degrade with a warning
+instead of failing. Runs inside the worker process (`client.forkserver`), never in the harness.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+MOUNT_ATTR_RDONLY = 0x1
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+SYS_MOUNT_SETATTR = 442  # same number on every architecture (new-style syscall table)
+SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(platform.machine())
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "codeserve"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+
+def _check(ret: int) -> None:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{errno.errorcode.get(err, err)}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    enc = (lambda s: s.encode() if s else None)
+    _check(_libc.mount(enc(source), target.encode(), enc(fstype), ctypes.c_ulong(flags), enc(data)))
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)))
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (so no sandbox outlives the harness)."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Layer:
+    name: str
+    active: bool
+    detail: str = ""
+
+
+@dataclass
+class LayerReport:
+    """What a worker managed to switch on; sent to the harness at start-up."""
+
+    layers: list[Layer] = field(default_factory=list)
+
+    def add(self, name: str, active: bool, detail: str = "") -> bool:
+        self.layers.append(Layer(name, active, detail))
+        return active
+
+    def active(self, name: str) -> bool:
+        return any(la.name == name and la.active for la in self.layers)
+
+    def as_dicts(self) -> list[dict[str, object]]:
+        return [asdict(la) for la in self.layers]
+
+
+def enter_namespaces(report: LayerReport, want: bool) -> None:
+    """User (only when not root), mount, network and PID namespaces, each tried on its own."""
+    if not want:
+        for name in ("mount namespace", "network namespace", "pid namespace"):
+            report.add(name, False, "disabled by settings")
+        return
+    if os.geteuid() != 0:
+        uid, gid = os.getuid(), os.getgid()
+        try:
+            unshare(CLONE_NEWUSER)
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+            report.add("user namespace", True, "unprivileged: namespaces via a user namespace")
+        except OSError as exc:
+            report.add("user namespace", False, f"unshare(CLONE_NEWUSER) failed: {exc}")
+    for name, flag in (("mount namespace", CLONE_NEWNS), ("network namespace", CLONE_NEWNET),
+                       ("pid namespace", CLONE_NEWPID)):
+        try:
+            unshare(flag)
+            report.add(name, True)
+        except OSError as exc:
+            report.add(name, False, f"unshare failed: {exc}")
+
+
+def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int) -> str | None:
+    """Inside a private mount namespace: everything read-only, then a size-capped tmpfs on /tmp.
+
+    Returns the scratch root for candidate directories ("/tmp" on success, None otherwise).
+    """
+    if not report.active("mount namespace"):
+        report.add("read-only filesystem", False, "no mount namespace")
+        report.add("private /tmp", False, "no mount namespace")
+        return None
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks to the host
+    except OSError as exc:
+        report.add("read-only filesystem", False, f"making mounts private failed: {exc}")
+        report.add("private /tmp", False, "mounts not private")
+        return None
+    if want_readonly:
+        attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+        try:
+            _check(_libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), b"/",
+                                 ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
+                                 ctypes.c_size_t(ctypes.sizeof(attr))))
+            report.add("read-only filesystem", True, "every mount read-only except the private /tmp")
+        except OSError as exc:
+            report.add("read-only filesystem", False, f"mount_setattr failed: {exc}")
+    else:
+        report.add("read-only filesystem", False, "disabled by settings")
+    try:
+        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
+        report.add("private /tmp", True, f"tmpfs capped at {tmpfs_mb} MiB")
+        return "/tmp"
+    except OSError as exc:
+        report.add("private /tmp", False, f"tmpfs mount failed: {exc}")
+        return None
+
+
+def mount_proc(report: LayerReport) -> None:
+    """Fresh /proc for the new PID namespace, hiding the host's processes and their environ."""
+    try:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        report.add("private /proc", True)
+    except OSError as exc:
+        report.add("private /proc", False, f"mounting proc failed: {exc}; host processes visible")
+
+
+@dataclass
+class Cgroups:
+    """Per-worker cgroup v1 directories (pids, memory) the worker has moved itself into."""
+
+    dirs: dict[str, str] = field(default_factory=dict)
+
+    def oom_kills(self) -> int:
+        path = self.dirs.get("memory")
+        if not path:
+            return 0
+        try:
+            for line in Path(path, "memory.oom_control").read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def procs(self) -> list[int]:
+        path = self.dirs.get("pids")
+        try:
+            return [int(p) for p in Path(path, "cgroup.procs").read_text().split()] if path else []
+        except OSError:
+            return []
+
+
+def setup_cgroups(report: LayerReport, want: bool, name: str, max_pids: int,
+                  memory_mb: int) -> Cgroups:
+    """Move this process into fresh pids/memory cgroups (v1, root only): the pids limit stops fork
+    bombs even for root (RLIMIT_NPROC never binds root); the memory limit caps a candidate's whole
+    process tree."""
+    groups = Cgroups()
+    limits = {"pids": ("pids.max", str(max_pids)),
+              "memory": ("memory.limit_in_bytes", str(memory_mb << 20))}
+    for ctrl, (knob, value) in limits.items():
+        label = f"{ctrl} cgroup"
+        if not want:
+            report.add(label, False, "disabled by settings")
+            continue
+        base = CGROUP_ROOT / ctrl
+        if not (base / "cgroup.procs").exists():
+            report.add(label, False, f"no cgroup v1 {ctrl} controller at {base}")
+            continue
+        path = base / CGROUP_PARENT / name
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / knob).write_text(value)
+            (path / "cgroup.procs").write_text(str(os.getpid()))
+            groups.dirs[ctrl] = str(path)
+            report.add(label, True, f"{knob}={value}")
+        except OSError as exc:
+            report.add(label, False, f"cannot use {path}: {exc.strerror or exc}")
+    return groups
+
+
+def remove_cgroup_dirs(name: str) -> None:
+    """Remove one worker's cgroup directories (harness side, after the worker exited)."""
+    for ctrl in ("pids", "memory"):
+        try:
+            (CGROUP_ROOT / ctrl / CGROUP_PARENT / name).rmdir()
+        except OSError:
+            pass
+
+
+def drop_privileges(uid: int) -> None:
+    """Candidate side: as real root switch to `uid` (e.g. nobody) so file permissions apply;
+    otherwise drop every capability held in our user namespace. Then forbid regaining any."""
+    if os.geteuid() == 0 and not _in_user_namespace():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    else:
+        for cap in range(64):
+            try:
+                prctl(PR_CAPBSET_DROP, cap)
+            except OSError:
+                break  # past the last capability this kernel knows
+        _clear_capabilities()
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _in_user_namespace() -> bool:
+    try:
+        return Path("/proc/self/uid_map").read_text().split()[:3] != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+def _clear_capabilities() -> None:
+    if SYS_CAPSET is None:
+        return
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (ctypes.c_uint32 * 6)()  # two zeroed {effective, permitted, inheritable} sets
+    _check(_libc.syscall(ctypes.c_long(SYS_CAPSET), ctypes.byref(header), ctypes.byref(data)))

@@ -1,0 +1,302 @@
+"""Run untrusted programs in isolated, pre-warmed worker processes.
+
+    pool = SandboxPool()            # workers = cores; starts lazily
+    print(pool.start().describe())  # which isolation layers are active, and why not
+    result = pool.run(Job(kind="exec", program=src, timeout=3.0))
+    result.status                   # passed | failed | error | timeout | memory | killed
+
+Every job runs in a fresh forked process inside a worker's namespaces (see `client.forkserver`
+for the layout and `client.isolation` for the layers). `run` is thread-safe and blocks until a
+worker is free; `run_many` spreads jobs over all workers; `arun` is the asyncio variant. A worker
+that stops answering is killed (taking its whole namespace with it) and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from client import isolation
+from client.forkserver import encode_frame, read_frame
+
+log = logging.getLogger(__name__)
+
+Status = Literal["passed", "failed", "error", "timeout", "memory", "killed"]
+
+# Modules candidates commonly import, loaded once per worker so that no candidate pays for them.
+DEFAULT_PREIMPORT = [
+    "typing", "math", "re", "string", "collections", "itertools", "functools", "heapq", "bisect",
+    "operator", "copy", "random", "statistics", "fractions", "decimal", "hashlib", "datetime",
+    "json", "array", "cmath", "sys", "os", "unittest", "doctest", "numbers", "dataclasses",
+    "enum", "textwrap", "time", "abc", "queue", "struct",
+]
+
+
+class SandboxSettings(BaseSettings):
+    """Resource limits and isolation switches (env prefix CODESERVE_SANDBOX_)."""
+
+    model_config = SettingsConfigDict(env_prefix="CODESERVE_SANDBOX_", extra="ignore")
+
+    workers: int = Field(0, description="worker processes; 0 = number of CPU cores")
+    timeout_s: float = Field(3.0, gt=0, description="default wall-clock limit per candidate")
+    memory_mb: int = Field(1024, gt=0, description="address space a candidate may add")
+    cgroup_memory_mb: int = Field(3072, gt=0, description="memory cgroup limit per worker tree")
+    max_pids: int = Field(64, gt=4, description="pids cgroup limit per worker tree")
+    max_procs: int = Field(64, gt=1, description="RLIMIT_NPROC for candidates")
+    file_size_mb: int = 16
+    tmpfs_mb: int = 64
+    open_files: int = 128
+    output_cap_bytes: int = 16 << 10
+    report_cap_bytes: int = 64 << 10
+    drop_uid: int = Field(65534, description="uid candidates run as when the harness is root")
+    namespaces: bool = True
+    readonly_fs: bool = True
+    cgroups: bool = True
+    preimport: list[str] = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
+    grace_s: float = Field(5.0, description="extra time before a silent worker is replaced")
+
+
+class Job(BaseModel):
+    """One program to run. `kind` "plus"/"truth" also need `bundle` (file) and `task_id`."""
+
+    kind: Literal["exec", "plus", "truth"] = "exec"
+    program: str
+    timeout: float
+    bundle: str | None = None
+    task_id: str | None = None
+
+
+class RunResult(BaseModel):
+    status: Status
+    detail: str = ""
+    error_type: str | None = None
+    input_index: int | None = None
+    output: str | None = None
+    elapsed_s: float = 0.0
+    payload: bytes = Field(b"", exclude=True, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class LayerStatus(BaseModel):
+    name: str
+    active: bool
+    detail: str = ""
+
+
+class IsolationReport(BaseModel):
+    layers: list[LayerStatus]
+
+    def inactive(self) -> list[LayerStatus]:
+        return [la for la in self.layers if not la.active]
+
+    def is_active(self, name: str) -> bool:
+        return any(la.name == name and la.active for la in self.layers)
+
+    def describe(self) -> str:
+        lines = ["sandbox isolation:"]
+        for la in self.layers:
+            state = "active" if la.active else "INACTIVE"
+            lines.append(f"  {la.name}: {state}" + (f" ({la.detail})" if la.detail else ""))
+        return "\n".join(lines)
+
+
+class WorkerDied(Exception):
+    pass
+
+
+class _Worker:
+    """Harness-side handle on one forkserver process."""
+
+    _counter = 0
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        _Worker._counter += 1
+        self.name = f"w{os.getpid()}-{_Worker._counter}"
+        self.settings = settings
+        repo_root = str(Path(__file__).resolve().parents[1])
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "PYTHONPATH": repo_root, "PYTHONDONTWRITEBYTECODE": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "client.forkserver"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=None if os.environ.get("CODESERVE_SANDBOX_DEBUG") else subprocess.DEVNULL, env=env, cwd="/",
+            start_new_session=True,
+        )
+        config = {
+            "parent_pid": os.getpid(), "name": self.name,
+            "namespaces": settings.namespaces, "readonly": settings.readonly_fs,
+            "cgroups": settings.cgroups, "max_pids": settings.max_pids,
+            "cgroup_memory_mb": settings.cgroup_memory_mb, "tmpfs_mb": settings.tmpfs_mb,
+            "memory_mb": settings.memory_mb, "file_size_mb": settings.file_size_mb,
+            "open_files": settings.open_files, "max_procs": settings.max_procs,
+            "output_cap": settings.output_cap_bytes, "report_cap": settings.report_cap_bytes,
+            "drop_uid": settings.drop_uid, "preimport": settings.preimport,
+        }
+        self._send(encode_frame(config))
+        hello = self._receive(60.0)
+        self.layers = [LayerStatus(**la) for la in hello[0]["layers"]]
+
+    def _send(self, data: bytes) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise WorkerDied(f"sandbox worker gone: {exc}") from None
+
+    def _receive(self, timeout: float) -> tuple[dict[str, Any], bytes]:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        if not ready:
+            raise WorkerDied(f"sandbox worker silent for {timeout:.0f}s")
+        frame = read_frame(stdout)
+        if frame is None:
+            raise WorkerDied("sandbox worker exited")
+        return frame
+
+    def run(self, job: Job) -> RunResult:
+        self._send(encode_frame(job.model_dump(exclude_none=True)))
+        header, blob = self._receive(job.timeout + self.settings.grace_s)
+        header.pop("id", None)
+        return RunResult(**header, payload=blob)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass  # unflushed bytes to a dead worker
+        isolation.remove_cgroup_dirs(self.name)
+
+    def close(self) -> None:
+        try:
+            self._send(encode_frame({"kind": "shutdown"}))
+            self.proc.wait(timeout=5)
+        except (WorkerDied, ValueError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class SandboxPool:
+    """A pool of sandbox workers; see the module docstring."""
+
+    def __init__(self, settings: SandboxSettings | None = None, workers: int | None = None) -> None:
+        self.settings = settings or SandboxSettings()
+        self.size = workers or self.settings.workers or os.cpu_count() or 1
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._report: IsolationReport | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> IsolationReport:
+        """Start the workers (once) and return the isolation report, warning about gaps."""
+        with self._lock:
+            if self._report is None:
+                _remove_stale_cgroups()
+                with ThreadPoolExecutor(self.size) as ex:
+                    workers = list(ex.map(lambda _: _Worker(self.settings), range(self.size)))
+                for w in workers:
+                    self._all.append(w)
+                    self._idle.put(w)
+                self._report = IsolationReport(layers=workers[0].layers)
+                for la in self._report.inactive():
+                    log.warning("sandbox layer %s inactive: %s", la.name, la.detail)
+        return self._report
+
+    @property
+    def report(self) -> IsolationReport:
+        return self.start()
+
+    def close(self) -> None:
+        with self._lock:
+            for w in self._all:
+                w.close()
+            self._all.clear()
+            self._report = None
+            self._idle = queue.Queue()
+            if self._executor:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+
+    def __enter__(self) -> SandboxPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, job: Job) -> RunResult:
+        """Run one job on the next free worker (blocks while all are busy)."""
+        self.start()
+        worker = self._idle.get()
+        try:
+            result = worker.run(job)
+        except WorkerDied as exc:
+            worker = self._replace(worker)
+            result = RunResult(status="timeout" if "silent" in str(exc) else "killed",
+                               detail=str(exc))
+        finally:
+            self._idle.put(worker)
+        return result
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.kill()
+        fresh = _Worker(self.settings)
+        with self._lock:
+            self._all = [fresh if w is worker else w for w in self._all]
+        return fresh
+
+    def run_many(self, jobs: Iterable[Job]) -> Iterator[tuple[int, RunResult]]:
+        """Run jobs on all workers at once; yields (index, result) as they complete."""
+        self.start()
+        with ThreadPoolExecutor(self.size) as ex:
+            futures = {ex.submit(self.run, job): i for i, job in enumerate(jobs)}
+            from concurrent.futures import as_completed
+
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+
+    async def arun(self, job: Job) -> RunResult:
+        """asyncio variant of `run`; concurrency is bounded by the number of workers."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="sandbox")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, job)
+
+
+def _remove_stale_cgroups() -> None:
+    # Empty per-worker cgroups left by a harness that crashed; rmdir fails on live ones.
+    for ctrl in ("pids", "memory"):
+        parent = isolation.CGROUP_ROOT / ctrl / isolation.CGROUP_PARENT
+        if parent.is_dir():
+            for child in parent.iterdir():
+                if child.is_dir():
+                    try:
+                        child.rmdir()
+                    except OSError:
+                        pass
