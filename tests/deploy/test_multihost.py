@@ -1,0 +1,180 @@
+"""The gateway and two engine replicas on three hosts (network namespaces on one bridge): traffic
+is spread over both replicas, unplugging one keeps every request succeeding through the other,
+and plugging it back brings it into rotation again. The replicas are the mock vLLM server; the
+gateway is the real `codeserve serve` with an upstream model listing both."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.netlab import NetworkLab, unavailable_reason
+
+REPO = Path(__file__).resolve().parents[2]
+PORT = 8000
+GATEWAY_PORT = 8080
+MODEL = "mock"
+BATCH = 24
+REPLICAS = ("r1", "r2")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[NetworkLab]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"multi-host test skipped: {reason}")
+    lab = NetworkLab()
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.close()
+
+
+def _run_in(lab: NetworkLab, host: str, *args: str, timeout: float = 90) -> dict:
+    done = subprocess.run(
+        lab.command(host, sys.executable, "-m", "tests.deploy.traffic", *args),
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )
+    assert done.returncode == 0, f"traffic {args} in {host} failed: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
+
+
+def _received(lab: NetworkLab, replica: str) -> int:
+    # Asked on the replica's own loopback: still works while its link to the bridge is down.
+    return int(_run_in(lab, replica, "get", f"http://127.0.0.1:{PORT}/mock/stats")["received"])
+
+
+@pytest.fixture(scope="module")
+def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    logs = tmp_path_factory.mktemp("multihost")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    replicas = {}
+    for name in REPLICAS:
+        replicas[name] = lab.add_host(name)
+    gateway = lab.add_host("gw")
+
+    for name in replicas:
+        lab.popen(name, [sys.executable, "-m", "loadtest.mock_server", "--host", "0.0.0.0",
+                         "--port", str(PORT), "--ttft-ms", "20", "--itl-ms", "5"],
+                  log=(logs / f"{name}.log").open("wb"), cwd=REPO, env=env)
+    for name in replicas:
+        assert _run_in(lab, name, "wait", f"http://127.0.0.1:{PORT}/health",
+                       "--timeout", "30")["ok"], (logs / f"{name}.log").read_text()
+
+    models = logs / "models.yaml"
+    urls = ", ".join(f'"http://{addr}:{PORT}"' for addr in replicas.values())
+    models.write_text(
+        "models:\n"
+        f"  - name: {MODEL}\n"
+        "    model: mock-model\n"
+        "    fim: none\n"
+        "    engine:\n"
+        "      kind: upstream\n"
+        f"      urls: [{urls}]\n"
+    )
+    # Short timeouts so an unplugged replica is noticed within a second or two.
+    gateway_env = dict(
+        env,
+        HF_HUB_OFFLINE="1",
+        CODESERVE_HEALTH_INTERVAL_S="0.5",
+        CODESERVE_HEALTH_TIMEOUT_S="1",
+        CODESERVE_CONNECT_TIMEOUT_S="1",
+        CODESERVE_READ_TIMEOUT_S="5",
+        CODESERVE_EJECT_SECONDS="2",
+    )
+    log = logs / "gateway.log"
+    lab.popen("gw", [sys.executable, "-m", "server.cli", "serve", "--models-file", str(models),
+                     "--host", gateway, "--port", str(GATEWAY_PORT)],
+              log=log.open("wb"), cwd=REPO, env=gateway_env)
+    base = f"http://{gateway}:{GATEWAY_PORT}"
+    ready = _run_in(lab, "gw", "wait", f"{base}/ready", "--timeout", "60")
+    assert ready["ok"], f"gateway not ready: {ready}\n{log.read_text()[-3000:]}"
+    return {"base": base, "log": str(log), **{r: f"http://{a}:{PORT}" for r, a in replicas.items()}}
+
+
+def _batch(lab: NetworkLab, base: str) -> dict:
+    return _run_in(lab, "gw", "complete", base, "--model", MODEL,
+                   "--requests", str(BATCH), "--concurrency", "8")
+
+
+def _all_ok(result: dict) -> bool:
+    return result["statuses"] == [200] * BATCH
+
+
+def _replica_healthy(lab: NetworkLab, base: str, replica: str) -> bool | None:
+    """The gateway's codeserve_replica_healthy for one replica URL (None: not exported yet)."""
+    text = _run_in(lab, "gw", "get", f"{base}/metrics", "--text")["text"]
+    series = f'codeserve_replica_healthy{{model="{MODEL}",replica="{replica}"}}'
+    for line in text.splitlines():
+        if line.startswith(series):
+            return float(line.split()[-1]) == 1.0
+    return None
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
+        time.sleep(0.3)
+
+
+def _spread(lab: NetworkLab, base: str) -> dict[str, int]:
+    """Send one batch (all must succeed); how many requests each replica received."""
+    before = {r: _received(lab, r) for r in REPLICAS}
+    result = _batch(lab, base)
+    assert _all_ok(result), result
+    return {r: _received(lab, r) - before[r] for r in REPLICAS}
+
+
+def test_replicas_share_traffic_survive_a_cut_link_and_rejoin(
+    lab: NetworkLab, stack: dict[str, str]
+) -> None:
+    base, r1_url = stack["base"], stack["r1"]
+
+    # 1. Both replicas take part.
+    spread = _spread(lab, base)
+    assert spread["r1"] > 0 and spread["r2"] > 0, f"traffic not spread: {spread}"
+    assert sum(spread.values()) == BATCH
+
+    # 2. Unplug r1: once the gateway's health checks take it out, every request succeeds
+    #    through r2 alone.
+    lab.set_link("r1", up=False)
+    _wait_for(lambda: _replica_healthy(lab, base, r1_url) is False, 15, "r1 marked unhealthy")
+    for _ in range(2):
+        assert _spread(lab, base) == {"r1": 0, "r2": BATCH}
+
+    # 3. Plug r1 back: health checks bring it back into rotation.
+    lab.set_link("r1", up=True)
+    _wait_for(lambda: _replica_healthy(lab, base, r1_url) is True, 15, "r1 healthy again")
+    _wait_for(lambda: _spread(lab, base)["r1"] > 0, 15, "r1 to receive traffic again")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gateway (server/engines/client.py): a request written to a pooled keep-alive "
+    "connection of a replica that just vanished waits read_timeout_s and answers 504 instead of "
+    "failing over; a fresh connect that times out (aiohttp.ConnectionTimeoutError) is not "
+    "failed over either. Reported to the lead; remove this mark when fixed.",
+)
+def test_requests_sent_right_after_a_cut_fail_over(
+    lab: NetworkLab, stack: dict[str, str]
+) -> None:
+    base = stack["base"]
+    spread = _spread(lab, base)  # both replicas now hold pooled connections
+    assert spread["r1"] > 0 and spread["r2"] > 0, f"traffic not spread: {spread}"
+    lab.set_link("r1", up=False)
+    try:
+        result = _batch(lab, base)  # before any health check could notice
+        assert _all_ok(result), f"requests failed right after r1 was unplugged: {result}"
+    finally:
+        lab.set_link("r1", up=True)
+        _wait_for(lambda: _replica_healthy(lab, base, stack["r1"]) is True, 15,
+                  "r1 healthy again")
