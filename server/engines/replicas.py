@@ -24,6 +24,8 @@ class Replica:
 class ReplicaPool:
     eject_seconds: float = 10.0
     replicas: list[Replica] = field(default_factory=list)
+    # Ties on in-flight count rotate, so light sequential traffic still reaches every replica.
+    _turn: int = 0
 
     def set_urls(self, urls: Iterable[str], *, healthy: bool = False) -> None:
         """Replace the replica set, keeping the state of replicas that stay."""
@@ -33,7 +35,10 @@ class ReplicaPool:
     def pick(self, exclude: Replica | None = None) -> Replica | None:
         now = time.monotonic()
         best: Replica | None = None
-        for r in self.replicas:
+        count = len(self.replicas)
+        self._turn += 1
+        for i in range(count):
+            r = self.replicas[(self._turn + i) % count]
             if r is exclude or not r.available(now):
                 continue
             if best is None or r.in_flight < best.in_flight:

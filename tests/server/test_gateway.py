@@ -192,3 +192,40 @@ async def test_balances_replicas_and_fails_over() -> None:
 def test_settings_split_comma_lists() -> None:
     settings = Settings(api_keys="a, b", cors_origins="")
     assert settings.api_keys == ["a", "b"] and settings.cors_origins == []
+
+
+async def test_discovery_spreads_over_every_address_of_a_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`discover: true`: a name with two addresses (like a headless Service with two pods)
+    becomes two replicas, both of which get traffic."""
+    import socket
+
+    from server import discovery
+    from server.config import ModelsFile
+
+    first = MockServer(MockConfig(host="127.0.0.1"))
+    await first.start()
+    port = int(first.url.rsplit(":", 1)[1])
+    second = MockServer(MockConfig(host="127.0.0.2", port=port))
+    await second.start()
+
+    async def fake_dns(host: str, port: int) -> list:
+        assert host == "engines.test"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+                for ip in ("127.0.0.1", "127.0.0.2")]
+
+    monkeypatch.setattr(discovery, "_loop_getaddrinfo", fake_dns)
+    models = ModelsFile.model_validate({"models": [{
+        "name": "coder", "model": "org/coder",
+        "engine": {"kind": "upstream", "urls": [f"http://engines.test:{port}"],
+                   "discover": True, "discover_interval_s": 0.2}}]})
+    try:
+        async with running_gateway(models) as url, httpx.AsyncClient(base_url=url) as http:
+            body = {"model": "coder", "prompt": "x", "max_tokens": 1}
+            for _ in range(6):
+                assert (await http.post("/v1/completions", json=body)).status_code == 200
+        assert first.stats.received > 0 and second.stats.received > 0
+        assert first.stats.received + second.stats.received == 6
+    finally:
+        await first.stop()
+        await second.stop()
