@@ -73,7 +73,7 @@ class Zygote:
         self.pid1 = os.getpid() == 1
         self.own_scratch = scratch is None
         self.scratch = scratch or tempfile.mkdtemp(prefix="codeserve-sandbox-")
-        self.bundles: dict[str, dict[str, PlusCase]] = {}
+        self.bundles: dict[str, PlusCase] = {}
         self.uid = config["drop_uid"] if os.geteuid() == 0 and not report.active("user namespace") else None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -103,32 +103,34 @@ class Zygote:
         _write_all(1, encode_frame({"ready": True, "pid1": self.pid1,
                                     "layers": self.report.as_dicts()}))
         while (frame := read_frame(stdin)) is not None:
-            job, _ = frame
+            job, blob = frame
             if job.get("kind") == "shutdown":
                 break
-            header, blob = self.run(job)
+            if job.get("kind") == "bundle":
+                header, blob = self.load_bundle(job["key"], blob), b""
+            else:
+                header, blob = self.run(job)
             header["id"] = job.get("id")
             _write_all(1, encode_frame(header, blob))
         if self.own_scratch:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     # -- one job ----------------------------------------------------------------------------
-    def _case(self, job: dict[str, Any]) -> PlusCase | None:
-        if job["kind"] == "exec":
-            return None
-        path = job["bundle"]
-        if path not in self.bundles:
-            if len(self.bundles) >= 2:
-                self.bundles.pop(next(iter(self.bundles)))
-            with open(path, "rb") as f:
-                self.bundles[path] = pickle.load(f)  # written by our own harness, trusted
-        return self.bundles[path][job["task_id"]]
+    def load_bundle(self, key: str, blob: bytes) -> dict[str, Any]:
+        """Keep one task's Plus test data (a `PlusCase` pickled by our own harness) in memory, so
+        every forked candidate shares it copy-on-write. Insertion-ordered eviction, mirrored by
+        the harness to know what we hold."""
+        while len(self.bundles) >= self.cfg["max_bundles"]:
+            self.bundles.pop(next(iter(self.bundles)))
+        self.bundles[key] = pickle.loads(blob)
+        gc.freeze()
+        return {"status": "passed", "detail": f"bundle {key} loaded"}
 
     def run(self, job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         try:
-            case = self._case(job)
-        except (OSError, KeyError, pickle.UnpicklingError) as exc:
-            return {"status": "error", "detail": f"cannot load test inputs: {exc}"}, b""
+            case = self.bundles[job["bundle"]] if job["kind"] != "exec" else None
+        except KeyError as exc:
+            return {"status": "error", "detail": f"no test inputs for {exc}"}, b""
         workdir = tempfile.mkdtemp(dir=self.scratch)
         if self.uid is not None:
             os.chown(workdir, self.uid, self.uid)
@@ -274,7 +276,7 @@ class Zygote:
             os.environ.clear()
             os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir,
                                "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
-            self._limit(timeout)
+            self._limit(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
             if self.uid is not None or self.report.active("user namespace"):
                 isolation.drop_privileges(self.uid if self.uid is not None else os.getuid())
             try:
@@ -291,13 +293,13 @@ class Zygote:
         finally:
             os._exit(0)
 
-    def _limit(self, timeout: float) -> None:
+    def _limit(self, timeout: float, memory_mb: int) -> None:
         cfg = self.cfg
         with open("/proc/self/statm") as f:
             vm_bytes = int(f.read().split()[0]) * resource.getpagesize()
         cpu = math.ceil(timeout) + 1
         limits = {
-            resource.RLIMIT_AS: vm_bytes + (cfg["memory_mb"] << 20),
+            resource.RLIMIT_AS: vm_bytes + (memory_mb << 20),
             resource.RLIMIT_CPU: cpu,
             resource.RLIMIT_FSIZE: cfg["file_size_mb"] << 20,
             resource.RLIMIT_NOFILE: cfg["open_files"],

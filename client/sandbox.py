@@ -21,10 +21,10 @@ import select
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +33,10 @@ from client import isolation
 from client.forkserver import encode_frame, read_frame
 
 log = logging.getLogger(__name__)
+
+# Per-task Plus test data a worker keeps in memory (the harness mirrors the eviction order).
+MAX_BUNDLES = 4
+BundleSource = Union[bytes, Callable[[], bytes]]
 
 Status = Literal["passed", "failed", "error", "timeout", "memory", "killed"]
 
@@ -53,7 +57,7 @@ class SandboxSettings(BaseSettings):
     workers: int = Field(0, description="worker processes; 0 = number of CPU cores")
     timeout_s: float = Field(3.0, gt=0, description="default wall-clock limit per candidate")
     memory_mb: int = Field(1024, gt=0, description="address space a candidate may add")
-    cgroup_memory_mb: int = Field(3072, gt=0, description="memory cgroup limit per worker tree")
+    cgroup_memory_mb: int = Field(6144, gt=0, description="memory cgroup limit per worker tree")
     max_pids: int = Field(64, gt=4, description="pids cgroup limit per worker tree")
     max_procs: int = Field(64, gt=1, description="RLIMIT_NPROC for candidates")
     file_size_mb: int = 16
@@ -70,13 +74,14 @@ class SandboxSettings(BaseSettings):
 
 
 class Job(BaseModel):
-    """One program to run. `kind` "plus"/"truth" also need `bundle` (file) and `task_id`."""
+    """One program to run. `kind` "plus"/"truth" also need `bundle`: the key of that task's
+    test data registered with `SandboxPool.register_bundle`."""
 
     kind: Literal["exec", "plus", "truth"] = "exec"
     program: str
     timeout: float
     bundle: str | None = None
-    task_id: str | None = None
+    memory_mb: int | None = None  # overrides SandboxSettings.memory_mb for this job
 
 
 class RunResult(BaseModel):
@@ -145,8 +150,9 @@ class _Worker:
             "memory_mb": settings.memory_mb, "file_size_mb": settings.file_size_mb,
             "open_files": settings.open_files, "max_procs": settings.max_procs,
             "output_cap": settings.output_cap_bytes, "report_cap": settings.report_cap_bytes,
-            "drop_uid": settings.drop_uid, "preimport": settings.preimport,
+            "drop_uid": settings.drop_uid, "preimport": settings.preimport, "max_bundles": MAX_BUNDLES,
         }
+        self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
         self._send(encode_frame(config))
         hello = self._receive(60.0)
         self.layers = [LayerStatus(**la) for la in hello[0]["layers"]]
@@ -170,7 +176,13 @@ class _Worker:
             raise WorkerDied("sandbox worker exited")
         return frame
 
-    def run(self, job: Job) -> RunResult:
+    def run(self, job: Job, bundles: dict[str, BundleSource]) -> RunResult:
+        if job.bundle and job.bundle not in self.loaded:
+            source = bundles[job.bundle]
+            data = source() if callable(source) else source
+            self._send(encode_frame({"kind": "bundle", "key": job.bundle}, data))
+            self._receive(60.0 + self.settings.grace_s)
+            self.loaded = [*self.loaded, job.bundle][-MAX_BUNDLES:]
         self._send(encode_frame(job.model_dump(exclude_none=True)))
         header, blob = self._receive(job.timeout + self.settings.grace_s)
         header.pop("id", None)
@@ -211,6 +223,7 @@ class SandboxPool:
         self._lock = threading.Lock()
         self._report: IsolationReport | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._bundles: dict[str, BundleSource] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> IsolationReport:
@@ -251,12 +264,20 @@ class SandboxPool:
         self.close()
 
     # -- running ------------------------------------------------------------------------------
+    def register_bundle(self, key: str, data: BundleSource) -> None:
+        """Make one task's pickled `PlusCase` (bytes, or a function returning them) available to
+        jobs as `key`; a worker receives it on its first job that needs it."""
+        self._bundles[key] = data
+
+    def drop_bundle(self, key: str) -> None:
+        self._bundles.pop(key, None)
+
     def run(self, job: Job) -> RunResult:
         """Run one job on the next free worker (blocks while all are busy)."""
         self.start()
         worker = self._idle.get()
         try:
-            result = worker.run(job)
+            result = worker.run(job, self._bundles)
         except WorkerDied as exc:
             worker = self._replace(worker)
             result = RunResult(status="timeout" if "silent" in str(exc) else "killed",

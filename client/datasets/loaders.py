@@ -51,7 +51,8 @@ def plus_tasks(path: Path, mbpp: bool) -> list[Task]:
     """HumanEval+ / MBPP+ rows; MBPP+ inputs get their tuple/set/complex types back."""
     tasks = []
     for r in read_records(path):
-        base, plus = r["base_input"], r["plus_input"]
+        # Mbpp/793 stores an empty plus_input as {} rather than [].
+        base, plus = (v if isinstance(v, list) else [] for v in (r["base_input"], r["plus_input"]))
         if mbpp:
             base, plus = deserialize_inputs(r["task_id"], base), deserialize_inputs(r["task_id"], plus)
         tasks.append(

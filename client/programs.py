@@ -1,0 +1,37 @@
+"""Build the program that judges one (task, completion) pair, per benchmark family.
+
+- HumanEval: prompt + completion + "\\n" + test + "\\n" + check(entry_point)
+- Infilling: prompt + completion + suffix + "\\n" + test + "\\n" + check(entry_point)
+- MBPP: completion + test_imports + test_setup_code + the asserts of test_list
+  (+ challenge_test_list when asked); task 367 only passes with its test_setup_code.
+- HumanEval+/MBPP+: the code only (prompt + completion for HumanEval+, the completion alone for
+  MBPP+); the worker then calls entry_point on every extra input (`client.candidate_exec`).
+"""
+
+from __future__ import annotations
+
+from client.datasets import Benchmark, Family, Task
+
+
+def build_program(benchmark: Benchmark, task: Task, completion: str,
+                  challenge_tests: bool = False) -> str:
+    """Source to run for `completion` of `task` (for Plus: the code defining the entry point)."""
+    family = benchmark.family
+    if family is Family.HUMANEVAL:
+        return f"{task.prompt}{completion}\n{task.test}\n\ncheck({task.entry_point})\n"
+    if family is Family.INFILL:
+        return f"{task.prompt}{completion}{task.suffix}\n{task.test}\n\ncheck({task.entry_point})\n"
+    if family is Family.MBPP:
+        tests = task.test_list + (task.challenge_test_list if challenge_tests else [])
+        parts = [completion, *task.test_imports, task.test_setup_code, *tests]
+        return "\n".join(p for p in parts if p) + "\n"
+    return task.prompt + completion if benchmark.completion_includes_prompt else completion
+
+
+def canonical_completion(benchmark: Benchmark, task: Task) -> str:
+    """The completion that reproduces the reference solution (the middle, for infilling)."""
+    return task.canonical_solution
+
+
+def job_kind(benchmark: Benchmark) -> str:
+    return "plus" if benchmark.family is Family.PLUS else "exec"
