@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 LITELLM_VENV = REPO / ".venv-litellm"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODEL = "mock-model"
+# LiteLLM refuses to start without a master key; every target gets the same header.
+BENCH_KEY = "sk-codeserve-bench-0123456789abcdef"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,10 +56,12 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    """Until `url` answers 200."""
+def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen | None = None) -> None:
+    """Until `url` answers 200 (fails at once if the server process exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -91,7 +95,7 @@ def codeserve_gateway(upstream: str) -> Iterator[tuple[str, int]]:
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_http(base + "/ready", timeout=30)
+            wait_http(base + "/ready", timeout=30, proc=proc)
             yield base, proc.pid
         finally:
             proc.terminate()
@@ -120,14 +124,14 @@ def litellm_proxy(upstream: str) -> Iterator[tuple[str, int]]:
             "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
         )
         env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-               "DISABLE_ADMIN_UI": "True"}
+               "DISABLE_ADMIN_UI": "True", "LITELLM_MASTER_KEY": BENCH_KEY}
         proc = subprocess.Popen(
             [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--port",
              str(port), "--num_workers", "1"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
+            wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120, proc=proc)
             yield f"http://127.0.0.1:{port}", proc.pid
         finally:
             proc.terminate()
@@ -169,7 +173,7 @@ async def closed_loop(base: str, stream: bool, concurrency: int, total: int) -> 
                 remaining -= 1
                 t0 = time.perf_counter()
                 async with session.post(url, json=body,
-                                        headers={"Authorization": "Bearer unused"}) as resp:
+                                        headers={"Authorization": f"Bearer {BENCH_KEY}"}) as resp:
                     data = await resp.read()
                     if resp.status != 200 or (stream and not data.endswith(b"[DONE]\n\n")):
                         raise RuntimeError(f"{base}: HTTP {resp.status}: {data[:200]!r}")
