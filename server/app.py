@@ -22,6 +22,7 @@ from server.metrics import GatewayMetrics
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.registry import ModelRegistry
 from server.router import router
+from server.scoring import ScoreService
 from server.serving import ClientDisconnected, CompletionService, validation_error
 
 log = logging.getLogger("codeserve")
@@ -100,11 +101,16 @@ def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
         session = new_session(settings.connect_timeout_s, settings.read_timeout_s)
         app.state.service = CompletionService(settings, registry, metrics, session)
         registry.start(session)
+        if settings.scoring_enabled:
+            app.state.scorer = ScoreService(settings)
+            await app.state.scorer.start()
         try:
             yield
         finally:
             app.state.draining = True
             await registry.stop()
+            if app.state.scorer is not None:
+                app.state.scorer.close()
             await session.close()
 
     app = FastAPI(title="Codeserve gateway", version="0.1.0", lifespan=lifespan,
@@ -113,6 +119,7 @@ def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.draining = False
+    app.state.scorer = None
     app.include_router(router)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -193,3 +193,14 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     models: dict[str, ModelState]
+
+
+class ScoreRequest(BaseModel):
+    """POST /v1/score: judge candidate completions of one benchmark task in the sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    benchmark: NonEmptyStr
+    task_id: NonEmptyStr
+    completions: list[str] = Field(min_length=1)
+    k: list[Annotated[int, Field(ge=1)]] | None = None

@@ -18,8 +18,10 @@ from server.protocol import (
     ModelCard,
     ModelList,
     ReadyResponse,
+    ScoreRequest,
 )
 from server.registry import ModelRegistry
+from server.scoring import ScoreService, disabled
 from server.serving import CHAT, COMPLETIONS, CompletionService
 
 ERRORS = {status: {"model": ErrorResponse}
@@ -43,6 +45,14 @@ def get_metrics(request: Request) -> GatewayMetrics:
     return metrics
 
 
+def get_scorer(request: Request) -> ScoreService:
+    scorer: ScoreService | None = request.app.state.scorer
+    if scorer is None:
+        raise disabled()
+    return scorer
+
+
+Scorer = Annotated[ScoreService, Depends(get_scorer)]
 Service = Annotated[CompletionService, Depends(get_service)]
 Registry = Annotated[ModelRegistry, Depends(get_registry)]
 Metrics = Annotated[GatewayMetrics, Depends(get_metrics)]
@@ -58,6 +68,12 @@ async def completions(request: Request, service: Service) -> Response:
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
 async def chat_completions(request: Request, service: Service) -> Response:
     return await service.handle(request, CHAT)
+
+
+@router.post("/v1/score", responses={**ERRORS, 503: {"model": ErrorResponse}})
+async def score(body: ScoreRequest, scorer: Scorer) -> JSONResponse:
+    result = await scorer.score(body)
+    return JSONResponse(result.model_dump(mode="json"))
 
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS)
