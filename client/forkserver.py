@@ -74,7 +74,21 @@ class Zygote:
         self.own_scratch = scratch is None
         self.scratch = scratch or tempfile.mkdtemp(prefix="codeserve-sandbox-")
         self.bundles: dict[str, PlusCase] = {}
-        self.uid = config["drop_uid"] if os.geteuid() == 0 and not report.active("user namespace") else None
+        self.uid = self._candidate_uid(config["drop_uid"])
+
+    def _candidate_uid(self, drop_uid: int) -> int | None:
+        """As real root, candidates run as `drop_uid` if they can still load Python; otherwise
+        (and in a user namespace) they keep our uid but lose every capability."""
+        report, uid = self.report, os.getuid()
+        if os.geteuid() != 0 or report.active("user namespace"):
+            report.add("unprivileged candidate", True, f"uid {uid}, no capabilities")
+            return None
+        if isolation.reachable_by_others(sorted({sys.base_prefix, sys.prefix})):
+            report.add("unprivileged candidate", True, f"uid {drop_uid}, no capabilities")
+            return drop_uid
+        report.add("unprivileged candidate", False,
+                   "uid 0 without capabilities: Python is not readable by other users")
+        return None
 
     # -- lifecycle --------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -99,9 +113,20 @@ class Zygote:
         gc.collect()
         gc.freeze()  # keep the shared heap out of the children's GC: less copy-on-write
 
+    def refusal(self) -> str | None:
+        """Why this worker must not run candidates, if so. Without a PID namespace, a candidate
+        sharing a uid with host processes could kill(-1) all of them; we fail closed."""
+        if self.pid1 or self.cfg["allow_unsafe"]:
+            return None
+        return ("no PID namespace, so candidates could signal every host process of their uid; "
+                "enable namespaces, or set CODESERVE_SANDBOX_ALLOW_UNSAFE=1 to run anyway")
+
     def serve(self, stdin: BinaryIO) -> None:
-        _write_all(1, encode_frame({"ready": True, "pid1": self.pid1,
-                                    "layers": self.report.as_dicts()}))
+        refusal = self.refusal()
+        _write_all(1, encode_frame({"ready": refusal is None, "refusal": refusal,
+                                    "pid1": self.pid1, "layers": self.report.as_dicts()}))
+        if refusal:
+            return
         while (frame := read_frame(stdin)) is not None:
             job, blob = frame
             if job.get("kind") == "shutdown":
@@ -277,8 +302,7 @@ class Zygote:
             os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir,
                                "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
             self._limit(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
-            if self.uid is not None or self.report.active("user namespace"):
-                isolation.drop_privileges(self.uid if self.uid is not None else os.getuid())
+            isolation.drop_privileges(self.uid)
             try:
                 with open("/proc/self/oom_score_adj", "w") as f:
                     f.write("1000")  # if anything must die on OOM, it is the candidate
@@ -357,10 +381,14 @@ def main() -> int:
         return 2  # the harness is already gone
     report = isolation.LayerReport()
     report.add("process per candidate", True, "fork of a warm zygote; exec never in the harness")
-    cgroups = isolation.setup_cgroups(report, cfg["cgroups"], cfg["name"], cfg["max_pids"],
+    disabled = set(cfg["disable"])
+    cgroups = isolation.setup_cgroups(report, disabled, cfg["name"], cfg["max_pids"],
                                       cfg["cgroup_memory_mb"])
-    isolation.enter_namespaces(report, cfg["namespaces"])
-    scratch = isolation.setup_filesystem(report, cfg["readonly"], cfg["tmpfs_mb"])
+    isolation.enter_namespaces(report, disabled)
+    drop_uid = os.geteuid() == 0 and not report.active("user namespace")
+    expose = sorted({sys.base_prefix, sys.prefix}) if drop_uid else None
+    scratch = isolation.setup_filesystem(report, "read-only filesystem" not in disabled,
+                                         cfg["tmpfs_mb"], expose)
     if report.active("pid namespace"):
         pid = os.fork()  # the first child becomes PID 1 of the new namespace
         if pid:

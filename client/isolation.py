@@ -12,6 +12,7 @@ import errno
 import os
 import platform
 import signal
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,9 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 1, 2, 4, 8, 4096
+MS_REC, MS_PRIVATE = 16384, 1 << 18
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
 MOUNT_ATTR_RDONLY = 0x1
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # same number on every architecture (new-style syscall table)
@@ -84,13 +87,12 @@ class LayerReport:
         return [asdict(la) for la in self.layers]
 
 
-def enter_namespaces(report: LayerReport, want: bool) -> None:
-    """User (only when not root), mount, network and PID namespaces, each tried on its own."""
-    if not want:
-        for name in ("mount namespace", "network namespace", "pid namespace"):
-            report.add(name, False, "disabled by settings")
-        return
-    if os.geteuid() != 0:
+def enter_namespaces(report: LayerReport, disabled: set[str]) -> None:
+    """User (only when not root), mount, network and PID namespaces, each tried on its own;
+    names in `disabled` are skipped (to run where they break, or to test degraded modes)."""
+    if os.geteuid() != 0 and "user namespace" in disabled:
+        report.add("user namespace", False, "disabled by settings")
+    elif os.geteuid() != 0:
         uid, gid = os.getuid(), os.getgid()
         try:
             unshare(CLONE_NEWUSER)
@@ -102,6 +104,9 @@ def enter_namespaces(report: LayerReport, want: bool) -> None:
             report.add("user namespace", False, f"unshare(CLONE_NEWUSER) failed: {exc}")
     for name, flag in (("mount namespace", CLONE_NEWNS), ("network namespace", CLONE_NEWNET),
                        ("pid namespace", CLONE_NEWPID)):
+        if name in disabled:
+            report.add(name, False, "disabled by settings")
+            continue
         try:
             unshare(flag)
             report.add(name, True)
@@ -109,8 +114,10 @@ def enter_namespaces(report: LayerReport, want: bool) -> None:
             report.add(name, False, f"unshare failed: {exc}")
 
 
-def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int) -> str | None:
-    """Inside a private mount namespace: everything read-only, then a size-capped tmpfs on /tmp.
+def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int,
+                     expose_for_others: list[str] | None = None) -> str | None:
+    """Inside a private mount namespace: a minimal /dev, `expose_for_others` made reachable for
+    an unprivileged candidate uid, everything read-only, then a size-capped tmpfs on /tmp.
 
     Returns the scratch root for candidate directories ("/tmp" on success, None otherwise).
     """
@@ -124,6 +131,9 @@ def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int) ->
         report.add("read-only filesystem", False, f"making mounts private failed: {exc}")
         report.add("private /tmp", False, "mounts not private")
         return None
+    minimal_dev(report)
+    if expose_for_others:
+        expose_paths(report, expose_for_others)
     if want_readonly:
         attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
         try:
@@ -144,10 +154,80 @@ def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int) ->
         return None
 
 
-def mount_proc(report: LayerReport) -> None:
-    """Fresh /proc for the new PID namespace, hiding the host's processes and their environ."""
+def _bind_back(fd: int, target: Path, is_dir: bool) -> None:
+    if is_dir:
+        target.mkdir(exist_ok=True)
+    else:
+        target.touch(exist_ok=True)
+    mount(f"/proc/self/fd/{fd}", str(target), None, MS_BIND)
+
+
+def minimal_dev(report: LayerReport) -> None:
+    """Replace /dev by a tmpfs holding only harmless nodes: a candidate left with uid 0 (even
+    without capabilities) could otherwise open root-owned block devices such as /dev/loop*."""
+    fds: dict[str, int] = {}
     try:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        for name in DEV_NODES:
+            if os.path.exists(f"/dev/{name}"):
+                fds[name] = os.open(f"/dev/{name}", os.O_PATH)
+        mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+        for name, fd in fds.items():
+            _bind_back(fd, Path("/dev", name), is_dir=False)
+        for link, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                           ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(dest, f"/dev/{link}")
+        report.add("minimal /dev", True, ", ".join(fds))
+    except OSError as exc:
+        report.add("minimal /dev", False, f"cannot rebuild /dev: {exc}")
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _closed_ancestor(path: Path) -> Path | None:
+    """The outermost directory on the way to `path` that other users cannot traverse."""
+    for ancestor in [*reversed(path.parents), path]:
+        try:
+            if not os.stat(ancestor).st_mode & stat.S_IXOTH:
+                return ancestor
+        except OSError:
+            return None
+    return None
+
+
+def expose_paths(report: LayerReport, paths: list[str]) -> None:
+    """Make each path (the Python installation) reachable for an unprivileged uid, without
+    changing the host: a closed ancestor such as /root (0700) is covered, in this mount
+    namespace only, by an empty tmpfs into which just the needed subdirectory is bound back.
+    This also hides the rest of that directory from candidates."""
+    done: list[str] = []
+    try:
+        for raw in paths:
+            target = Path(raw).resolve()
+            for _ in range(len(target.parts)):
+                closed = _closed_ancestor(target)
+                if closed is None:
+                    break
+                if closed == target:
+                    raise OSError(f"{target} itself is closed to other users")
+                child = closed / target.relative_to(closed).parts[0]
+                fd = os.open(child, os.O_PATH | os.O_DIRECTORY)
+                try:
+                    mount("tmpfs", str(closed), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+                    _bind_back(fd, child, is_dir=True)
+                finally:
+                    os.close(fd)
+                done.append(f"{closed} hidden except {child}")
+        report.add("interpreter reachable for candidate uid", True, "; ".join(done) or "already")
+    except OSError as exc:
+        report.add("interpreter reachable for candidate uid", False, str(exc))
+
+
+def mount_proc(report: LayerReport) -> None:
+    """Fresh read-only /proc for the new PID namespace, hiding the host's processes and their
+    environ (read-only: euid 0 may write many /proc/sys files even without capabilities)."""
+    try:
+        mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
         report.add("private /proc", True)
     except OSError as exc:
         report.add("private /proc", False, f"mounting proc failed: {exc}; host processes visible")
@@ -179,7 +259,7 @@ class Cgroups:
             return []
 
 
-def setup_cgroups(report: LayerReport, want: bool, name: str, max_pids: int,
+def setup_cgroups(report: LayerReport, disabled: set[str], name: str, max_pids: int,
                   memory_mb: int) -> Cgroups:
     """Move this process into fresh pids/memory cgroups (v1, root only): the pids limit stops fork
     bombs even for root (RLIMIT_NPROC never binds root); the memory limit caps a candidate's whole
@@ -189,7 +269,7 @@ def setup_cgroups(report: LayerReport, want: bool, name: str, max_pids: int,
               "memory": ("memory.limit_in_bytes", str(memory_mb << 20))}
     for ctrl, (knob, value) in limits.items():
         label = f"{ctrl} cgroup"
-        if not want:
+        if label in disabled:
             report.add(label, False, "disabled by settings")
             continue
         base = CGROUP_ROOT / ctrl
@@ -217,13 +297,14 @@ def remove_cgroup_dirs(name: str) -> None:
             pass
 
 
-def drop_privileges(uid: int) -> None:
-    """Candidate side: as real root switch to `uid` (e.g. nobody) so file permissions apply;
-    otherwise drop every capability held in our user namespace. Then forbid regaining any."""
-    if os.geteuid() == 0 and not _in_user_namespace():
+def drop_privileges(uid: int | None) -> None:
+    """Candidate side: switch to `uid` (as root: e.g. nobody, so file permissions apply), or, when
+    `uid` is None, keep ours but drop every capability (bounding set too, so exec regains none).
+    Then forbid regaining privileges through setuid binaries."""
+    if uid is not None and uid != os.geteuid():
         os.setgroups([])
         os.setgid(uid)
-        os.setuid(uid)
+        os.setuid(uid)  # leaving uid 0 clears all capabilities
     else:
         for cap in range(64):
             try:
@@ -234,11 +315,8 @@ def drop_privileges(uid: int) -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def _in_user_namespace() -> bool:
-    try:
-        return Path("/proc/self/uid_map").read_text().split()[:3] != ["0", "0", "4294967295"]
-    except OSError:
-        return False
+def reachable_by_others(paths: list[str]) -> bool:
+    return all(_closed_ancestor(Path(p).resolve()) is None for p in paths)
 
 
 class _CapHeader(ctypes.Structure):

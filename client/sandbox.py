@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client import isolation
 from client.forkserver import encode_frame, read_frame
+from server.errors import CliError
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,11 @@ class SandboxSettings(BaseSettings):
     output_cap_bytes: int = 16 << 10
     report_cap_bytes: int = 64 << 10
     drop_uid: int = Field(65534, description="uid candidates run as when the harness is root")
-    namespaces: bool = True
-    readonly_fs: bool = True
-    cgroups: bool = True
+    disable: list[str] = Field(default_factory=list, description=(
+        "layers to skip: user/mount/network/pid namespace, read-only filesystem, pids/memory "
+        "cgroup (for hosts where one breaks, and to test degraded modes)"))
+    allow_unsafe: bool = Field(False, description=(
+        "run even without a PID namespace (candidates could then signal host processes)"))
     preimport: list[str] = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
     grace_s: float = Field(5.0, description="extra time before a silent worker is replaced")
 
@@ -125,6 +128,10 @@ class WorkerDied(Exception):
     pass
 
 
+class SandboxUnavailableError(CliError):
+    """The machine cannot provide the isolation the sandbox insists on."""
+
+
 class _Worker:
     """Harness-side handle on one forkserver process."""
 
@@ -144,8 +151,8 @@ class _Worker:
         )
         config = {
             "parent_pid": os.getpid(), "name": self.name,
-            "namespaces": settings.namespaces, "readonly": settings.readonly_fs,
-            "cgroups": settings.cgroups, "max_pids": settings.max_pids,
+            "disable": settings.disable, "allow_unsafe": settings.allow_unsafe,
+            "max_pids": settings.max_pids,
             "cgroup_memory_mb": settings.cgroup_memory_mb, "tmpfs_mb": settings.tmpfs_mb,
             "memory_mb": settings.memory_mb, "file_size_mb": settings.file_size_mb,
             "open_files": settings.open_files, "max_procs": settings.max_procs,
@@ -154,8 +161,11 @@ class _Worker:
         }
         self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
         self._send(encode_frame(config))
-        hello = self._receive(60.0)
-        self.layers = [LayerStatus(**la) for la in hello[0]["layers"]]
+        hello = self._receive(60.0)[0]
+        self.layers = [LayerStatus(**la) for la in hello["layers"]]
+        if not hello["ready"]:
+            self.kill()
+            raise SandboxUnavailableError(f"sandbox refused to start: {hello['refusal']}")
 
     def _send(self, data: bytes) -> None:
         try:
@@ -232,7 +242,13 @@ class SandboxPool:
             if self._report is None:
                 _remove_stale_cgroups()
                 with ThreadPoolExecutor(self.size) as ex:
-                    workers = list(ex.map(lambda _: _Worker(self.settings), range(self.size)))
+                    futures = [ex.submit(_Worker, self.settings) for _ in range(self.size)]
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                workers = [f.result() for f in futures if f.exception() is None]
+                if errors:
+                    for w in workers:
+                        w.close()
+                    raise errors[0]
                 for w in workers:
                     self._all.append(w)
                     self._idle.put(w)
