@@ -46,6 +46,9 @@ def _gateway_flags(parser: argparse.ArgumentParser) -> None:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Client libraries log every request at INFO; that is our access log's job, and it is off.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def load_settings(args: argparse.Namespace) -> Any:
@@ -98,6 +101,10 @@ def run_quickstart(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.n < 1:
         raise CliError("--limit and -n must be at least 1")
     settings, models = settings_and_models(args)
+    if settings.log_level != "debug":
+        # Engine start-up chatter drowns the summary; a failing engine still gets its last
+        # lines logged by the supervisor.
+        logging.getLogger("codeserve.engine").setLevel(logging.WARNING)
     return quickstart(settings, models, limit=args.limit, n=args.n, out_dir=args.out,
                       keep_serving=not args.exit, data_dir=args.data_dir)
 

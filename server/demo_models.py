@@ -174,6 +174,12 @@ def build_demo_model(out_dir: Path, family_name: str, seed: int = 0) -> Path:
     """Write a tiny random-weight model of `family_name` to `out_dir` and return it."""
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    # Config defaults of some families warn about token ids we override anyway, and saving draws
+    # a progress bar: noise for a model built in seconds.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
     fam = family(family_name)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
+from typing import Any
 
 from server.config import ManagedEngine
 from server.engines.health import EngineRunner
@@ -24,6 +26,8 @@ engine_log = logging.getLogger("codeserve.engine")
 
 # An engine that stayed up this long is considered healthy again: its backoff starts over.
 STABLE_AFTER_S = 120.0
+# Lines of an engine's own log repeated when it dies, so the cause is visible at any log level.
+TAIL_LINES = 25
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,6 +61,10 @@ class ManagedRunner(EngineRunner):
     process: asyncio.subprocess.Process | None = None
     _stopping = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+
     @property
     def engine(self) -> ManagedEngine:
         engine = self.entry.spec.engine
@@ -75,12 +83,13 @@ class ManagedRunner(EngineRunner):
                 backoff, restarts = self.settings.restart_backoff_initial_s, 0
             restarts += 1
             if restarts > self.settings.max_restarts:
-                log.error("[%s] engine %s; giving up after %d restarts", self.entry.name,
-                          outcome, restarts - 1)
+                log.error("[%s] engine %s; giving up after %d restarts; its last lines:\n%s",
+                          self.entry.name, outcome, restarts - 1, "\n".join(self._tail))
                 self.set_state("failed")
                 return
             self.metrics.engine_restarts.labels(self.entry.name).inc()
-            log.warning("[%s] engine %s; restarting in %.1fs", self.entry.name, outcome, backoff)
+            log.warning("[%s] engine %s; restarting in %.1fs; its last lines:\n%s",
+                        self.entry.name, outcome, backoff, "\n".join(self._tail))
             self.set_state("restarting")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.restart_backoff_max_s)
@@ -138,8 +147,11 @@ class ManagedRunner(EngineRunner):
     async def _pump_logs(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         name = self.entry.name
-        while line := await process.stdout.readline():
-            engine_log.info("[%s] %s", name, line.decode(errors="replace").rstrip())
+        self._tail.clear()
+        while raw := await process.stdout.readline():
+            line = raw.decode(errors="replace").rstrip()
+            self._tail.append(line)
+            engine_log.info("[%s] %s", name, line)
 
     async def _terminate(self, process: asyncio.subprocess.Process, *, kill: bool) -> None:
         if process.returncode is not None:
