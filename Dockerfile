@@ -25,7 +25,9 @@ COPY loadtest loadtest
 
 # ---------------------------------------------------------------- slim runtime base (Debian)
 FROM ${PYTHON_IMAGE} AS slim-base
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/codeserve codeserve
+# The cache dir exists (owned by the user) so a volume mounted there starts writable.
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/codeserve codeserve \
+    && install -d -o codeserve -g codeserve /home/codeserve/.cache
 ENV PATH=/opt/codeserve/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -69,8 +71,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && CODESERVE_VENV=/opt/codeserve/venv /opt/codeserve/src/scripts/install.sh --gpu --no-dev
 
 # ---------------------------------------------------------------- final images
+# Another base image, so slim-base's runtime settings are repeated here: keep the two in step
+# (tests/deploy/test_dockerfile.py checks every target's user, healthcheck, signal, entrypoint).
 FROM ${VLLM_IMAGE} AS gpu
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/codeserve codeserve
+# The cache dir exists (owned by the user) so a volume mounted there starts writable.
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/codeserve codeserve \
+    && install -d -o codeserve -g codeserve /home/codeserve/.cache
 COPY --from=build-gpu /opt/codeserve /opt/codeserve
 ENV PATH=/opt/codeserve/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

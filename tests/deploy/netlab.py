@@ -93,8 +93,8 @@ class NetworkLab:
     def popen(self, host: str, argv: list[str], *, log: IO[bytes], cwd: Path,
               env: dict[str, str]) -> subprocess.Popen[bytes]:
         # `ip netns exec` execs the command, so the Popen pid is the server itself.
-        proc = subprocess.Popen(self.command(host, *argv), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=cwd, env=env)
+        proc = subprocess.Popen(self.command(host, *argv), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=cwd, env=env)
         self.processes.append(proc)
         return proc
 
