@@ -60,7 +60,12 @@ class CappedWriter(io.TextIOBase):
         return True
 
     def text(self) -> str:
-        return "".join(self.parts) + (f"\n[... {self.dropped} characters dropped]" if self.dropped else "")
+        """What was kept, ending with a note of how much was dropped; at most `cap` characters."""
+        kept = "".join(self.parts)
+        if not self.dropped:
+            return kept
+        note = f"\n[... {self.dropped + max(0, len(kept) - self.cap + 48)} characters dropped]"
+        return kept[: max(0, self.cap - 48)] + note
 
 
 def _short(text: str) -> str:
@@ -190,5 +195,5 @@ def execute(kind: str, source: str, case: PlusCase | None, output_cap: int) -> t
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     header, blob = result
     if capture.size:
-        header["output"] = capture.text()[:output_cap]
+        header["output"] = capture.text()
     return header, blob

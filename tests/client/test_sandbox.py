@@ -1,0 +1,208 @@
+"""Sandbox behaviour: verdict kinds, Plus comparisons, worker recovery, async use, and the
+unprivileged / degraded start-up paths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+import shutil
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.candidate_exec import CappedWriter, PlusCase, outputs_match
+from client.sandbox import Job, SandboxPool, SandboxSettings, SandboxUnavailableError
+from tests.client.sandbox_helpers import descendants
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[SandboxPool]:
+    with SandboxPool(SandboxSettings(workers=2)) as p:
+        yield p
+
+
+@pytest.mark.parametrize("program,status,detail", [
+    ("assert 1 + 1 == 2\n", "passed", ""),
+    ("x = 3\nassert x == 4\n", "failed", "line 2: assert x == 4"),
+    ("assert False, 'custom message'\n", "failed", "custom message"),
+    ("{}['missing']\n", "error", "KeyError"),
+    ("import sys\nsys.exit(0)\n", "error", "SystemExit"),
+    ("import os\nos._exit(0)\n", "error", "exited (status 0) before a verdict"),
+    ("def f():\n    return f()\nf()\n", "error", "RecursionError"),
+    ("while True:\n    pass\n", "timeout", "wall-clock"),
+    ("x = [0] * 10**10\n", "memory", "MemoryError"),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", "killed", "SIGSEGV"),
+    ("def broken(:\n", "error", "SyntaxError"),
+])
+def test_verdicts(pool: SandboxPool, program: str, status: str, detail: str) -> None:
+    r = pool.run(Job(program=program, timeout=1.0))
+    assert r.status == status, r
+    assert detail in r.detail
+
+
+def test_output_is_captured_and_capped(pool: SandboxPool) -> None:
+    r = pool.run(Job(program="print('hello')\nprint('x' * 10**6)\n", timeout=5.0))
+    assert r.passed and r.output.startswith("hello\n") and "dropped" in r.output
+    assert len(r.output) <= pool.settings.output_cap_bytes
+    writer = CappedWriter(100)
+    writer.write("a" * 60 + "b" * 60)
+    assert writer.text() == "a" * 52 + "\n[... 68 characters dropped]"
+
+
+def test_candidate_cannot_see_the_harness_or_its_tmp(pool: SandboxPool, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    r = pool.run(Job(program=textwrap.dedent(f"""
+        import os
+        assert not os.path.exists({str(marker)!r})
+        assert os.getpid() > 1 and os.getppid() == 1   # inside its own PID namespace
+        caps = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1]
+        assert int(caps, 16) == 0   # no capabilities, whatever the uid
+        assert os.environ['HOME'] == os.getcwd()
+        assert set(os.listdir('/dev')) >= {{'null', 'urandom'}} and 'loop0' not in os.listdir('/dev')
+        """), timeout=5.0))
+    assert r.passed, r
+
+
+def test_every_job_gets_a_fresh_directory(pool: SandboxPool) -> None:
+    jobs = [Job(program="import os\nassert os.listdir('.') == []\nopen('leftover', 'w').close()\n",
+                timeout=5.0)] * 6
+    assert all(r.passed for _, r in pool.run_many(jobs))
+
+
+def test_zygote_death_is_recovered(pool: SandboxPool) -> None:
+    worker = pool._all[0]
+    zygote = descendants(worker.proc.pid)[0]
+    os.kill(zygote, 9)
+    results = [pool.run(Job(program="assert True\n", timeout=5.0)) for _ in range(3)]
+    assert {r.status for r in results} <= {"passed", "killed"}
+    assert results[-1].passed and any(r.passed for r in results)
+    assert all(r.passed for _, r in pool.run_many([Job(program="pass", timeout=5.0)] * 4))
+
+
+def test_async_runs_concurrently(pool: SandboxPool) -> None:
+    async def main() -> list[str]:
+        jobs = [Job(program="import time\ntime.sleep(0.3)\n", timeout=5.0) for _ in range(4)]
+        return [r.status for r in await asyncio.gather(*(pool.arun(j) for j in jobs))]
+
+    assert asyncio.run(main()) == ["passed"] * 4
+
+
+def _plus_bundle(pool: SandboxPool, key: str, case: PlusCase) -> str:
+    pool.register_bundle(key, pickle.dumps(case))
+    return key
+
+
+def test_plus_jobs_compare_outputs_per_input(pool: SandboxPool) -> None:
+    case = PlusCase(entry_point="f", inputs=[[1], [2], [3]], base_count=2, expected=[2, 4, 6],
+                    time_limits=[1.0, 1.0, 0.5])
+    key = _plus_bundle(pool, "unit:double", case)
+    ok = pool.run(Job(kind="plus", program="def f(x):\n    return 2 * x\n", timeout=5, bundle=key))
+    assert ok.passed
+    wrong = pool.run(Job(kind="plus", program="def f(x):\n    return 2 * x if x < 3 else 0\n",
+                         timeout=5, bundle=key))
+    assert wrong.status == "failed" and wrong.input_index == 2 and "plus input 0" in wrong.detail
+    slow = pool.run(Job(kind="plus", timeout=5, bundle=key, program=(
+        "import time\ndef f(x):\n    if x == 3:\n        time.sleep(3)\n    return 2 * x\n")))
+    assert slow.status == "timeout" and slow.input_index == 2 and slow.elapsed_s < 2.5
+    missing = pool.run(Job(kind="plus", program="def g(x):\n    return x\n", timeout=5, bundle=key))
+    assert missing.status == "error" and "no function 'f'" in missing.detail
+
+
+def test_truth_jobs_return_outputs_and_times(pool: SandboxPool) -> None:
+    key = _plus_bundle(pool, "unit:truth", PlusCase(entry_point="f", inputs=[[1], [2]], base_count=1))
+    r = pool.run(Job(kind="truth", program="def f(x):\n    return {x}\n", timeout=5, bundle=key))
+    truth = pickle.loads(r.payload)
+    assert truth["outputs"] == [{1}, {2}] and len(truth["times"]) == 2
+
+
+@pytest.mark.parametrize("out,exp,atol,oracle,args,match", [
+    (1.0, 1.0 + 1e-9, 0.0, "", [], True),     # floats get atol 1e-6 by default
+    (1.0, 1.1, 0.0, "", [], False),
+    ([1.0, 2.0], [1.0, 2.0 + 1e-8], 0.0, "", [], True),
+    ((1.0,), [1.0 + 1e-9], 0.0, "", [], False),  # type must match when not exactly equal
+    (1, 1.0000001, 0.0, "", [], False),           # int vs float: exact only
+    (5.0, 5.00001, 1e-4, "", [], True),
+    (1.0, 999.0, 1e-4, "find_zero", [[-1.0, 1.0]], True),  # poly(-1 + x) at 1.0 is 0
+    (2.0, 1.0, 1e-4, "find_zero", [[-1.0, 1.0]], False),
+    ([3, 1, 2], [1, 2, 3], 0.0, "set_eq", [], True),
+    ("match-object", True, 0.0, "not_none", [], True),
+    (None, True, 0.0, "not_none", [], False),
+])
+def test_outputs_match(out: object, exp: object, atol: float, oracle: str, args: list,
+                       match: bool) -> None:
+    case = PlusCase(entry_point="f", inputs=[], base_count=0, atol=atol, oracle=oracle)
+    assert outputs_match(out, exp, case, args) is match
+
+
+def test_degraded_layers_are_reported_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="client.sandbox")
+    settings = SandboxSettings(workers=1, disable=["network namespace", "memory cgroup"])
+    with SandboxPool(settings) as p:
+        assert not p.report.is_active("network namespace")
+        assert "INACTIVE (disabled by settings)" in p.report.describe()
+        assert p.report.is_active("pid namespace")
+        r = p.run(Job(program="import socket\nsocket.socket().connect(('127.0.0.1', 9))\n",
+                      timeout=5))
+        assert r.status == "error"  # still judged; localhost is just unreachable or refused
+    assert any("network namespace" in rec.message for rec in caplog.records)
+
+
+def test_refuses_to_start_without_pid_namespace() -> None:
+    with pytest.raises(SandboxUnavailableError, match="PID namespace"):
+        SandboxPool(SandboxSettings(workers=1, disable=["pid namespace"])).start()
+
+
+UNPRIVILEGED_SCRIPT = """
+import json, sys, tempfile
+from client.sandbox import Job, SandboxPool, SandboxSettings
+canary = sys.argv[1]
+with SandboxPool(SandboxSettings(workers=1)) as pool:
+    runs = {
+        "ok": "assert 2 + 2 == 4",
+        "write": f"open({canary!r}, 'w').write('pwned')",
+        "bomb": "import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass",
+        "net": "import socket\\ns = socket.socket()\\ns.settimeout(1)\\ns.connect(('192.0.2.1', 80))",
+    }
+    verdicts = {k: pool.run(Job(program=v, timeout=1.5)).status for k, v in runs.items()}
+    print(json.dumps({"layers": [l.model_dump() for l in pool.report.layers], "verdicts": verdicts}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to switch to an unprivileged user")
+def test_works_as_an_unprivileged_user(tmp_path: Path) -> None:
+    python = "/usr/bin/python3"
+    site = next(REPO.glob(".venv/lib/python3*/site-packages"), None)
+    if not Path(python).exists() or site is None:
+        pytest.skip("needs a system python3 matching the venv to run as nobody")
+    canary_dir = Path(tempfile_dir := "/var/tmp") / f"codeserve-unpriv-{os.getpid()}"
+    canary_dir.mkdir(mode=0o777, exist_ok=True)
+    os.chmod(canary_dir, 0o777)
+    canary = canary_dir / "canary"
+    try:
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
+             UNPRIVILEGED_SCRIPT, str(canary)],
+            capture_output=True, text=True, timeout=60, cwd="/",
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{site}", "HOME": str(canary_dir)},
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        layers = {la["name"]: la["active"] for la in result["layers"]}
+        assert layers["user namespace"] and layers["pid namespace"] and layers["network namespace"]
+        assert layers["read-only filesystem"]
+        assert not layers["pids cgroup"]  # not writable for an unprivileged user: reported
+        assert result["verdicts"] == {"ok": "passed", "write": "error", "bomb": "timeout",
+                                      "net": "error"}
+        assert not canary.exists()
+    finally:
+        shutil.rmtree(canary_dir, ignore_errors=True)
