@@ -89,9 +89,10 @@ def run_command(args: argparse.Namespace) -> int:
           f"results in {outcome.out_dir / 'results.json'}")
     if not results.complete:
         missing = sum(results.missing_samples.values())
+        first_error = next(iter(results.errors), "unknown")
         print(f"codeserve: warning: {missing} samples missing after "
-              f"{results.throughput.failed_requests} failed requests; rerun the same command "
-              "to fetch them", file=sys.stderr)
+              f"{results.throughput.failed_requests} failed requests (most common error: "
+              f"{first_error}); rerun the same command to fetch them", file=sys.stderr)
         return EXIT_INCOMPLETE
     return 0
 

@@ -14,6 +14,7 @@ import asyncio
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
@@ -42,6 +43,7 @@ from client.run_scoring import ScoredRun, score_run
 RECORDS_FILE = "records.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
+MAX_ERRORS_SHOWN = 10
 
 
 class EvalConfig(BaseModel):
@@ -209,6 +211,7 @@ def _results(
         pass_at_k=scored.pass_at_k,
         complete=not missing,
         missing_samples=missing,
+        errors=dict(Counter(r.error for r in records if r.error).most_common(MAX_ERRORS_SHOWN)),
         tasks=scored.tasks,
         latency=latency_summary(records),
         throughput=throughput(records),

@@ -148,6 +148,9 @@ class EvalResults(BaseModel):
     pass_at_k: dict[str, float]
     complete: bool
     missing_samples: dict[str, int] = Field(default_factory=dict)
+    errors: dict[str, int] = Field(
+        default_factory=dict, description="failed requests per error message, most frequent first"
+    )
     tasks: list[TaskResult]
     latency: LatencySummary
     throughput: Throughput

@@ -83,6 +83,9 @@ def tables(results: EvalResults) -> list[Table]:
         for task in results.tasks
     ])
     found = [run, passk, latency, speed]
+    if results.errors:
+        found.append(Table("Errors", ["error", "requests"],
+                           [[_short(e, 200), str(c)] for e, c in results.errors.items()]))
     if results.missing_samples:
         found.append(Table("Missing samples (rerun the same command to fetch them)",
                            ["task", "missing"],
