@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     max_n: int = Field(128, ge=1)
     max_tokens_limit: int = Field(32768, ge=1)
     max_stop: int = Field(16, ge=0)
+    # Stops the engine itself accepts (vLLM: 4); the gateway enforces any beyond these.
+    engine_max_stop: int = Field(4, ge=0)
     max_stop_chars: int = Field(256, ge=1)
     max_logprobs: int = Field(20, ge=0)
 

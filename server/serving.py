@@ -35,6 +35,7 @@ from server.errors import (
 from server.limits import check_limits
 from server.metrics import GatewayMetrics
 from server.protocol import ChatCompletionRequest, CompletionRequest
+from server.stops import StreamStops, split_stops, trim_choices
 from server.registry import ModelRegistry
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -121,7 +122,8 @@ class CompletionService:
                 f"model {entry.name!r} is {entry.state}; retry later",
                 headers={"Retry-After": "5"},
             )
-        payload = self.engine_payload(req, entry)
+        payload, extra_stops = self.engine_payload(req, entry)
+        text_field = "text" if isinstance(req, CompletionRequest) else "content"
         admission = self.registry.admissions[entry.name]
         name = entry.name
         self.metrics.queue_length.labels(name).set(admission.queued + 1)
@@ -131,33 +133,44 @@ class CompletionService:
             self.metrics.queue_length.labels(name).set(admission.queued)
         self.metrics.in_flight.labels(name).inc()
         prompts = req.prompt_count() if isinstance(req, CompletionRequest) else 1
-        self.metrics.candidates.labels(name).inc(req.n * prompts)
+        candidates = req.n * prompts
+        self.metrics.candidates.labels(name).inc(candidates)
         started = time.perf_counter()
         call = EngineCall(self.session, entry.pool, endpoint.path, payload, name)
         handed_over = False
         try:
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                stops = (StreamStops(extra_stops, candidates, text_field) if extra_stops
+                         else None)
                 response = await self._open_stream(request, call, entry, admission, started,
-                                                   include_usage)
+                                                   include_usage, stops)
                 handed_over = True
                 return response
-            return await self._unary(request, call, entry, started)
+            return await self._unary(request, call, entry, started, extra_stops, text_field)
         finally:
             if not handed_over:
                 self._finish(name, admission)
 
     def engine_payload(self, req: CompletionRequest | ChatCompletionRequest,
-                       entry: ModelEntry) -> bytes:
+                       entry: ModelEntry) -> tuple[bytes, list[str]]:
+        """The engine's request body, and the stop sequences the gateway must enforce itself."""
         data = req.model_dump(exclude_unset=True, exclude_none=True)
         data["model"] = entry.spec.upstream_model_name
         if isinstance(req, CompletionRequest):
             self.prepare_prompt(req, entry, data)
+        engine_stops, extra_stops = split_stops(req.stop_list(), self.settings.engine_max_stop)
+        if extra_stops:
+            if getattr(req, "echo", False) or req.logprobs:
+                raise InvalidRequestError(
+                    f"more than {self.settings.engine_max_stop} stop sequences cannot be "
+                    "combined with echo or logprobs", param="stop")
+            data["stop"] = engine_stops
         if req.stream:
             # Always ask the engine for usage so token metrics work; the extra chunk is dropped
             # again when the client did not ask for it.
             data["stream_options"] = {"include_usage": True}
-        return orjson.dumps(data)
+        return orjson.dumps(data), extra_stops
 
     def prepare_prompt(self, req: CompletionRequest, entry: ModelEntry,
                        data: dict[str, Any]) -> None:
@@ -173,7 +186,7 @@ class CompletionService:
         self.metrics.in_flight.labels(name).dec()
 
     async def _unary(self, request: Request, call: EngineCall, entry: ModelEntry,
-                     started: float) -> Response:
+                     started: float, extra_stops: list[str], text_field: str) -> Response:
         work = asyncio.ensure_future(self._fetch(call, entry))
         watcher = asyncio.ensure_future(_disconnected(request))
         try:
@@ -190,7 +203,9 @@ class CompletionService:
         if isinstance(usage, dict):
             self.metrics.record_usage(entry.name, int(usage.get("prompt_tokens") or 0),
                                       int(usage.get("completion_tokens") or 0))
-        if entry.spec.upstream_model_name != entry.name:
+        if extra_stops and isinstance(data, dict):
+            trim_choices(data.get("choices") or [], extra_stops, text_field)
+        if extra_stops or entry.spec.upstream_model_name != entry.name:
             data["model"] = entry.name
             raw = orjson.dumps(data)
         self.metrics.duration.labels(entry.name).observe(time.perf_counter() - started)
@@ -209,8 +224,8 @@ class CompletionService:
                                 f"{type(exc).__name__}") from None
 
     async def _open_stream(self, request: Request, call: EngineCall, entry: ModelEntry,
-                           admission: Admission, started: float,
-                           include_usage: bool) -> Response:
+                           admission: Admission, started: float, include_usage: bool,
+                           stops: StreamStops | None) -> Response:
         # Open the engine response before answering, so connection failures and engine
         # validation errors still get a proper status code instead of a broken stream.
         try:
@@ -220,13 +235,13 @@ class CompletionService:
             await call.__aexit__(type(exc), exc, None)
             raise
         return StreamingResponse(
-            self._relay(call, resp, entry, admission, started, include_usage),
+            self._relay(call, resp, entry, admission, started, include_usage, stops),
             media_type="text/event-stream", headers=SSE_HEADERS,
         )
 
     async def _relay(self, call: EngineCall, resp: aiohttp.ClientResponse, entry: ModelEntry,
-                     admission: Admission, started: float,
-                     include_usage: bool) -> AsyncIterator[bytes]:
+                     admission: Admission, started: float, include_usage: bool,
+                     stops: StreamStops | None) -> AsyncIterator[bytes]:
         name = entry.name
         rename = None
         if entry.spec.upstream_model_name != name:
@@ -248,10 +263,18 @@ class CompletionService:
                 events, pending = pending[: cut + 2], pending[cut + 2:]
                 if _USAGE_MARK in events:
                     events = self._take_usage(name, events, include_usage)
+                if stops is not None:
+                    events = self._apply_stops(events, stops)
                 if rename is not None:
                     events = events.replace(*rename)
                 if events:
                     yield events
+                if stops is not None and stops.should_abort:
+                    # Every candidate is done, some at a gateway-enforced stop: end the stream and
+                    # close the engine response, which aborts the generation nobody will read.
+                    if not events.endswith(DONE):
+                        yield DONE
+                    break
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = exc
             status = "502" if isinstance(exc, aiohttp.ClientError) else "504"
@@ -269,6 +292,20 @@ class CompletionService:
             self._finish(name, admission)
             self.metrics.duration.labels(name).observe(time.perf_counter() - started)
             self.metrics.requests.labels(name, status).inc()
+
+    @staticmethod
+    def _apply_stops(events: bytes, stops: StreamStops) -> bytes:
+        out: list[bytes] = []
+        for event in events.split(b"\n\n"):
+            if not event.startswith(b"data: {"):
+                if event:
+                    out.append(event + b"\n\n")
+                continue
+            chunk = orjson.loads(event[6:])
+            if not stops.feed(chunk):
+                continue
+            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        return b"".join(out)
 
     def _take_usage(self, name: str, events: bytes, keep: bool) -> bytes:
         """Record usage from the engine's usage chunk; drop that chunk unless the client asked."""
