@@ -42,6 +42,26 @@ def test_completions_n3_for_each_model(real_stack: Stack) -> None:
         assert result.usage is not None and result.usage.completion_tokens > 0
 
 
+def test_more_stops_than_vllm_accepts(real_stack: Stack) -> None:
+    """vLLM takes at most 4 stop strings; code-eval conventions send 7 (bigcode HumanEval)."""
+    stops = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```"]
+    direct = httpx.post(real_stack.engine_urls["qwen-demo"] + "/v1/completions", json={
+        "model": "qwen-demo", "prompt": "x", "max_tokens": 2, "stop": stops}, timeout=60)
+    assert direct.status_code == 400  # the engine alone refuses them
+    for stream in (False, True):
+        result = sdk(real_stack).completions.create(
+            model="qwen-demo", prompt="def f():\n", n=2, max_tokens=16, stop=stops,
+            stream=stream)
+        if stream:
+            texts = {0: "", 1: ""}
+            for chunk in result:
+                for choice in chunk.choices:
+                    texts[choice.index] += choice.text
+        else:
+            texts = {c.index: c.text for c in result.choices}
+        assert all(not any(s in text for s in stops) for text in texts.values())
+
+
 def test_streaming_yields_chunks_and_done(real_stack: Stack) -> None:
     body = {"model": "qwen-demo", "prompt": "import os\n", "max_tokens": 6, "n": 2,
             "stream": True, "stream_options": {"include_usage": True}}
