@@ -3,7 +3,8 @@ bridge, and the bridge itself lives in a namespace of its own, so nothing is add
 machine's own network and the 10.x addresses exist only inside namespaces this lab created.
 
 Needs root and iproute2. `close()` kills every process started in the lab and deletes its
-namespaces (which takes their veth links with them), whatever state the lab is in.
+namespaces (which takes their veth links with them) and their /etc/netns files, whatever state
+the lab is in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import IO
 
 HOST_IFACE = "eth0"
+# `ip netns exec NS` bind-mounts the files of /etc/netns/NS over /etc for the command it runs.
+NETNS_ETC = Path("/etc/netns")
 
 
 def unavailable_reason() -> str | None:
@@ -83,6 +86,17 @@ class NetworkLab:
         self.addresses[host] = address
         return address
 
+    def set_hosts(self, host: str, names: dict[str, list[str]]) -> None:
+        """The host's /etc/hosts (one line per address, so a name can have several, like a
+        headless Service). Written in place: processes already running see the change. Its
+        resolv.conf points at its own loopback, so no lookup can ever leave the lab."""
+        etc = NETNS_ETC / self.ns(host)
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        lines = ["127.0.0.1 localhost"]
+        lines += [f"{address} {name}" for name, addrs in names.items() for address in addrs]
+        (etc / "hosts").write_text("\n".join(lines) + "\n")
+
     def set_link(self, host: str, up: bool) -> None:
         """Unplug (or replug) a host: its interface goes down, the bridge loses carrier on it."""
         _ip("-n", self.ns(host), "link", "set", HOST_IFACE, "up" if up else "down")
@@ -111,4 +125,7 @@ class NetworkLab:
         # Deleting a namespace destroys the veth ends inside it, and with them their peers.
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
         self.namespaces.clear()
+        if NETNS_ETC.is_dir() and not any(NETNS_ETC.iterdir()):
+            NETNS_ETC.rmdir()

@@ -1,7 +1,9 @@
 """The gateway and two engine replicas on three hosts (network namespaces on one bridge): traffic
 is spread over both replicas, unplugging one keeps every request succeeding through the other,
-and plugging it back brings it into rotation again. The replicas are the mock vLLM server; the
-gateway is the real `codeserve serve` with an upstream model listing both."""
+and plugging it back brings it into rotation again. A second model reaches the same replicas
+through one host name with `discover: true` (the gateway host's /etc/hosts plays the headless
+Service's DNS): replicas follow the name's addresses without a restart. The replicas are the mock
+vLLM server; the gateway is the real `codeserve serve`."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 PORT = 8000
 GATEWAY_PORT = 8080
 MODEL = "mock"
+DISCOVERED = "discovered"
+ENGINES_NAME = "engines"
 BATCH = 24
 REPLICAS = ("r1", "r2")
 
@@ -47,11 +51,6 @@ def _run_in(lab: NetworkLab, host: str, *args: str, timeout: float = 90) -> dict
     return json.loads(done.stdout)
 
 
-def _received(lab: NetworkLab, replica: str) -> int:
-    # Asked on the replica's own loopback: still works while its link to the bridge is down.
-    return int(_run_in(lab, replica, "get", f"http://127.0.0.1:{PORT}/mock/stats")["received"])
-
-
 @pytest.fixture(scope="module")
 def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     logs = tmp_path_factory.mktemp("multihost")
@@ -61,14 +60,16 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         replicas[name] = lab.add_host(name)
     gateway = lab.add_host("gw")
 
-    for name in replicas:
-        lab.popen(name, [sys.executable, "-m", "loadtest.mock_server", "--host", "0.0.0.0",
+    for name, address in replicas.items():
+        lab.popen(name, [sys.executable, "-m", "loadtest.mock_server", "--host", address,
                          "--port", str(PORT), "--ttft-ms", "20", "--itl-ms", "5"],
                   log=(logs / f"{name}.log").open("wb"), cwd=REPO, env=env)
-    for name in replicas:
-        assert _run_in(lab, name, "wait", f"http://127.0.0.1:{PORT}/health",
+    for name, address in replicas.items():
+        assert _run_in(lab, "gw", "wait", f"http://{address}:{PORT}/health",
                        "--timeout", "30")["ok"], (logs / f"{name}.log").read_text()
 
+    # The discovered model starts with one replica behind the name.
+    lab.set_hosts("gw", {ENGINES_NAME: [replicas["r1"]]})
     models = logs / "models.yaml"
     urls = ", ".join(f'"http://{addr}:{PORT}"' for addr in replicas.values())
     models.write_text(
@@ -76,9 +77,12 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         f"  - name: {MODEL}\n"
         "    model: mock-model\n"
         "    fim: none\n"
-        "    engine:\n"
-        "      kind: upstream\n"
-        f"      urls: [{urls}]\n"
+        f"    engine: {{kind: upstream, urls: [{urls}]}}\n"
+        f"  - name: {DISCOVERED}\n"
+        "    model: mock-model\n"
+        "    fim: none\n"
+        f'    engine: {{kind: upstream, urls: ["http://{ENGINES_NAME}:{PORT}"], discover: true,\n'
+        "             discover_interval_s: 0.5}\n"
     )
     # Short timeouts so an unplugged replica is noticed within a second or two.
     gateway_env = dict(
@@ -87,7 +91,7 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         CODESERVE_HEALTH_INTERVAL_S="0.5",
         CODESERVE_HEALTH_TIMEOUT_S="1",
         CODESERVE_CONNECT_TIMEOUT_S="1",
-        CODESERVE_READ_TIMEOUT_S="5",
+        CODESERVE_READ_TIMEOUT_S="3",
         CODESERVE_EJECT_SECONDS="2",
     )
     log = logs / "gateway.log"
@@ -97,12 +101,19 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     base = f"http://{gateway}:{GATEWAY_PORT}"
     ready = _run_in(lab, "gw", "wait", f"{base}/ready", "--timeout", "60")
     assert ready["ok"], f"gateway not ready: {ready}\n{log.read_text()[-3000:]}"
-    return {"base": base, "log": str(log), **{r: f"http://{a}:{PORT}" for r, a in replicas.items()}}
+    return {"base": base, "log": str(log), **replicas}
 
 
-def _batch(lab: NetworkLab, base: str) -> dict:
-    return _run_in(lab, "gw", "complete", base, "--model", MODEL,
-                   "--requests", str(BATCH), "--concurrency", "8")
+def _batch(lab: NetworkLab, stack: dict[str, str], model: str = MODEL,
+           counted: tuple[str, ...] = REPLICAS) -> dict:
+    """BATCH completions through the gateway, with how many requests each `counted` replica
+    received meanwhile (asked from the gateway's host, so only replicas it can reach)."""
+    stats = [arg for r in counted for arg in ("--stats", f"http://{stack[r]}:{PORT}/mock/stats")]
+    result = _run_in(lab, "gw", "complete", stack["base"], "--model", model,
+                     "--requests", str(BATCH), "--concurrency", "8", *stats)
+    result["received"] = {r: result["received"][f"http://{stack[r]}:{PORT}/mock/stats"]
+                          for r in counted}
+    return result
 
 
 def _all_ok(result: dict) -> bool:
@@ -126,21 +137,21 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.3)
 
 
-def _spread(lab: NetworkLab, base: str) -> dict[str, int]:
+def _spread(lab: NetworkLab, stack: dict[str, str], model: str = MODEL,
+            counted: tuple[str, ...] = REPLICAS) -> dict[str, int]:
     """Send one batch (all must succeed); how many requests each replica received."""
-    before = {r: _received(lab, r) for r in REPLICAS}
-    result = _batch(lab, base)
+    result = _batch(lab, stack, model, counted)
     assert _all_ok(result), result
-    return {r: _received(lab, r) - before[r] for r in REPLICAS}
+    return result["received"]
 
 
 def test_replicas_share_traffic_survive_a_cut_link_and_rejoin(
     lab: NetworkLab, stack: dict[str, str]
 ) -> None:
-    base, r1_url = stack["base"], stack["r1"]
+    base, r1_url = stack["base"], f"http://{stack['r1']}:{PORT}"
 
     # 1. Both replicas take part.
-    spread = _spread(lab, base)
+    spread = _spread(lab, stack)
     assert spread["r1"] > 0 and spread["r2"] > 0, f"traffic not spread: {spread}"
     assert sum(spread.values()) == BATCH
 
@@ -148,33 +159,53 @@ def test_replicas_share_traffic_survive_a_cut_link_and_rejoin(
     #    through r2 alone.
     lab.set_link("r1", up=False)
     _wait_for(lambda: _replica_healthy(lab, base, r1_url) is False, 15, "r1 marked unhealthy")
-    for _ in range(2):
-        assert _spread(lab, base) == {"r1": 0, "r2": BATCH}
+    for _ in range(2):  # r1 is out of reach: count r2's share only
+        assert _spread(lab, stack, counted=("r2",)) == {"r2": BATCH}
 
     # 3. Plug r1 back: health checks bring it back into rotation.
     lab.set_link("r1", up=True)
     _wait_for(lambda: _replica_healthy(lab, base, r1_url) is True, 15, "r1 healthy again")
-    _wait_for(lambda: _spread(lab, base)["r1"] > 0, 15, "r1 to receive traffic again")
+    _wait_for(lambda: _spread(lab, stack)["r1"] > 0, 15, "r1 to receive traffic again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway (server/engines/client.py): a request written to a pooled keep-alive "
-    "connection of a replica that just vanished waits read_timeout_s and answers 504 instead of "
-    "failing over; a fresh connect that times out (aiohttp.ConnectionTimeoutError) is not "
-    "failed over either. Reported to the lead; remove this mark when fixed.",
-)
+def test_discovered_replicas_follow_the_name_without_restart(
+    lab: NetworkLab, stack: dict[str, str]
+) -> None:
+    assert _spread(lab, stack, DISCOVERED) == {"r1": BATCH, "r2": 0}
+
+    # Scale up: the name now has both addresses.
+    lab.set_hosts("gw", {ENGINES_NAME: [stack["r1"], stack["r2"]]})
+    _wait_for(lambda: _spread(lab, stack, DISCOVERED)["r2"] > 0, 15, "r2 to be discovered")
+
+    # Scale down: r1 leaves the name (a pod that stopped being ready). Every batch meanwhile
+    # succeeds; once the refresh lands, r1 gets nothing.
+    lab.set_hosts("gw", {ENGINES_NAME: [stack["r2"]]})
+    _wait_for(lambda: _spread(lab, stack, DISCOVERED)["r1"] == 0, 15, "r1 to be dropped")
+    assert _spread(lab, stack, DISCOVERED) == {"r1": 0, "r2": BATCH}
+
+
+# Known gateway gap (server/engines/client.py), reported to the lead: a request written to a pooled
+# keep-alive connection of a replica that just vanished waits read_timeout_s and answers 504
+# instead of failing over. Setting TCP_USER_TIMEOUT on engine sockets fixes it (tried here).
+KNOWN_GAP = "gateway answers 504 for requests stranded on a vanished replica's pooled connection"
+
+
+# Last in the module: requests it strands on the cut link may still reach r1 (TCP retransmits)
+# after the link is back, which would skew the counts of any test after it.
 def test_requests_sent_right_after_a_cut_fail_over(
     lab: NetworkLab, stack: dict[str, str]
 ) -> None:
     base = stack["base"]
-    spread = _spread(lab, base)  # both replicas now hold pooled connections
+    spread = _spread(lab, stack)  # both replicas now hold pooled connections
     assert spread["r1"] > 0 and spread["r2"] > 0, f"traffic not spread: {spread}"
     lab.set_link("r1", up=False)
     try:
-        result = _batch(lab, base)  # before any health check could notice
-        assert _all_ok(result), f"requests failed right after r1 was unplugged: {result}"
+        result = _batch(lab, stack, counted=("r2",))  # before any health check could notice
     finally:
         lab.set_link("r1", up=True)
-        _wait_for(lambda: _replica_healthy(lab, base, stack["r1"]) is True, 15,
-                  "r1 healthy again")
+        _wait_for(lambda: _replica_healthy(lab, base, f"http://{stack['r1']}:{PORT}") is True,
+                  15, "r1 healthy again")
+    failed = [s for s in result["statuses"] if s != 200]
+    if failed and set(failed) == {504}:
+        pytest.xfail(f"{KNOWN_GAP}: {len(failed)} of {BATCH} requests")
+    assert not failed, f"requests failed right after r1 was unplugged: {result}"

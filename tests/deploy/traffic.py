@@ -3,8 +3,9 @@ tests.deploy.traffic ...`) because the servers' addresses exist only there. Prin
 object on stdout.
 
   wait URL [--timeout S]                       poll until URL answers 200
-  complete BASE --model M [--requests N] [--concurrency C]
-                                               N completions; {"statuses": [...], "errors": [...]}
+  complete BASE --model M [--requests N] [--concurrency C] [--stats URL ...]
+                                               N completions; {"statuses": [...], "errors": [...],
+                                               "received": {URL: requests each mock replica got}}
   get URL [--text]                             the JSON body of URL ({"text": ...} with --text)
 """
 
@@ -41,7 +42,14 @@ async def wait(url: str, timeout: float) -> dict[str, object]:
     return {"ok": False, "last": last}
 
 
-async def complete(base: str, model: str, requests: int, concurrency: int) -> dict[str, object]:
+async def _received(client: httpx.AsyncClient, stats: list[str]) -> dict[str, int]:
+    """Requests each mock replica has received so far (its /mock/stats)."""
+    answers = await asyncio.gather(*(client.get(url) for url in stats))
+    return {url: int(a.raise_for_status().json()["received"]) for url, a in zip(stats, answers)}
+
+
+async def complete(base: str, model: str, requests: int, concurrency: int,
+                   stats: list[str]) -> dict[str, object]:
     slots = asyncio.Semaphore(concurrency)
     body = {"model": model, "prompt": "def add(a, b):", "max_tokens": 8, "temperature": 0}
 
@@ -54,8 +62,11 @@ async def complete(base: str, model: str, requests: int, concurrency: int) -> di
             return resp.status_code, "" if resp.status_code == 200 else resp.text[:300]
 
     async with _client(30.0) as client:
+        before = await _received(client, stats)
         results = await asyncio.gather(*(one(client) for _ in range(requests)))
-    return {"statuses": [s for s, _ in results], "errors": [e for _, e in results if e]}
+        after = await _received(client, stats)
+    return {"statuses": [s for s, _ in results], "errors": [e for _, e in results if e],
+            "received": {url: after[url] - before[url] for url in stats}}
 
 
 async def get(url: str, text: bool) -> object:
@@ -76,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_complete.add_argument("--model", required=True)
     p_complete.add_argument("--requests", type=int, default=20)
     p_complete.add_argument("--concurrency", type=int, default=8)
+    p_complete.add_argument("--stats", action="append", default=[])
     p_get = sub.add_parser("get")
     p_get.add_argument("url")
     p_get.add_argument("--text", action="store_true")
@@ -84,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "wait":
         result: object = asyncio.run(wait(args.url, args.timeout))
     elif args.cmd == "complete":
-        result = asyncio.run(complete(args.base, args.model, args.requests, args.concurrency))
+        result = asyncio.run(complete(args.base, args.model, args.requests, args.concurrency,
+                                      args.stats))
     else:
         result = asyncio.run(get(args.url, args.text))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
