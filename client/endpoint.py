@@ -64,6 +64,9 @@ class EndpointConfig(BaseModel):
     max_n_per_request: int | None = None
     stream: bool = False
     max_connections: int = 64
+    # OpenAI's API, and vLLM since it mirrors it, reject more than 4 stop sequences; the prompt
+    # formats apply their whole list client-side, so sending the first few loses nothing.
+    max_stop_sequences: int = 4
 
 
 class FatalEndpointError(CliError):
@@ -293,7 +296,7 @@ class EndpointClient:
         if params.seed is not None:
             body["seed"] = params.seed
         if prompt.stop:
-            body["stop"] = prompt.stop
+            body["stop"] = prompt.stop[: self.config.max_stop_sequences]
         if prompt.kind == "chat":
             body["messages"] = [m.model_dump() for m in prompt.messages or []]
         else:

@@ -21,8 +21,10 @@ from client.protocol import ChatMessage, PromptKind, PromptRequest
 from client.sanitize import extract_and_sanitize
 from server.errors import CliError
 
-HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
-MBPP_DOCSTRING_STOPS = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n```")
+# Most frequent first: endpoints take at most 4 (see EndpointConfig.max_stop_sequences); the rest
+# are applied to the returned text.
+HUMANEVAL_STOPS = ("\ndef", "\nclass", "\nif", "\nprint", "\n#", "\n@", "\n```")
+MBPP_DOCSTRING_STOPS = ("\nassert", '\n"""', "\nclass", "\nprint", "\nif", "\n```")
 MBPP_FEWSHOT_STOPS = ("[DONE]",)
 # Austin et al. / DeepSeek / lm-eval use MBPP tasks 2, 3 and 4 (the "prompt" split) as shots.
 MBPP_SHOT_IDS = (2, 3, 4)

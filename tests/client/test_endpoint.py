@@ -132,6 +132,13 @@ async def test_request_body_carries_sampling_stop_and_key() -> None:
                     "stop": ["\ndef"], "prompt": "def f():\n", "suffix": "\n    return x"}
 
 
+async def test_at_most_four_stop_sequences_are_sent() -> None:
+    transport, seen = scripted([ok_body(1)])
+    async with EndpointClient(EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport) as client:
+        await client.complete(PROMPT.model_copy(update={"stop": list("abcdefg")}), PARAMS, 1)
+    assert httpx.Response(200, content=seen[0].content).json()["stop"] == ["a", "b", "c", "d"]
+
+
 @pytest.mark.parametrize("code", [401, 404])
 async def test_auth_and_unknown_model_end_the_run(code: int) -> None:
     transport, _ = scripted([status(code, "nope")])
