@@ -56,14 +56,18 @@ async def _score(base: str, models: ModelsFile, out_dir: Path, limit: int, n: in
         )
         outcome = await run_eval(config)
         r = outcome.results
-        rows.append((spec.name, r.pass_at_k, r.throughput.candidates_per_s,
-                     r.latency.ttft_s, outcome.out_dir))
+        rows.append((spec.name, r.pass_at_k, r.throughput, r.latency.ttft_s.p50,
+                     outcome.out_dir))
     print("\ncodeserve: HumanEval slice scored through the gateway "
           f"({limit} tasks x {n} candidates per model)")
-    for name, passk, cps, ttft, path in rows:
-        ks = "  ".join(f"{k} {v:.3f}" for k, v in passk.items())
-        speed = f"{cps:.1f} candidates/s" if cps else "n/a"
-        print(f"  {name:<24} {ks}  {speed}  TTFT p50 {ttft.p50 * 1000:.0f} ms  -> {path}")
+    for name, passk, throughput, ttft, path in rows:
+        ks = "  ".join(f"{k} {v:.3f}" for k, v in passk.items()) or "pass@k n/a"
+        cps = throughput.candidates_per_s
+        speed = f"{cps:.1f} candidates/s" if cps else "candidates/s n/a"
+        first = f"TTFT p50 {ttft * 1000:.0f} ms" if ttft is not None else "TTFT n/a"
+        failed = (f"  ({throughput.failed_requests} failed requests: see the report)"
+                  if throughput.failed_requests else "")
+        print(f"  {name:<18} {ks}  {speed}  {first}  -> {path}{failed}")
 
 
 async def run_quickstart(settings: Settings, models: ModelsFile, *, limit: int, n: int,
