@@ -12,9 +12,8 @@ some endpoints cap or ignore `stop`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
 
 from client.datasets.models import Benchmark, Family, Task
 from client.protocol import ChatMessage, PromptKind, PromptRequest
@@ -36,10 +35,10 @@ def truncate_at_stops(text: str, stops: Sequence[str]) -> str:
 
 
 class PromptFormat(ABC):
-    name: ClassVar[str]
-    kind: ClassVar[PromptKind]
-    summary: ClassVar[str]
-    stops: ClassVar[tuple[str, ...]] = ()
+    name: str
+    kind: PromptKind
+    summary: str
+    stops: tuple[str, ...] = ()
 
     @abstractmethod
     def applies_to(self, benchmark: Benchmark) -> bool:
@@ -76,43 +75,44 @@ def _mbpp_docstring(task: Task, first_test: str) -> str:
     return f'"""\n{task.text or task.prompt}\n{first_test}\n"""\n'
 
 
-class HumanEvalFormat(PromptFormat):
-    name = "humaneval"
+class CompletionFormat(PromptFormat):
+    """A base-model format whose prompt is one rendering of the task."""
+
     kind = "completion"
-    summary = "base model continues the HumanEval prompt (signature + docstring)"
-    stops = HUMANEVAL_STOPS
+
+    def __init__(
+        self,
+        name: str,
+        summary: str,
+        stops: tuple[str, ...],
+        applies: Callable[[Benchmark], bool],
+        render: Callable[[Task], str],
+    ) -> None:
+        self.name, self.summary, self.stops = name, summary, stops
+        self._applies, self._render = applies, render
 
     def applies_to(self, benchmark: Benchmark) -> bool:
-        return _program_extends_prompt(benchmark)
+        return self._applies(benchmark)
 
     def build(self, task: Task) -> PromptRequest:
-        return self._completion_request(task.prompt)
+        return self._completion_request(self._render(task))
 
 
-class MbppDocstringFormat(PromptFormat):
-    name = "mbpp-docstring"
-    kind = "completion"
-    summary = "base model writes code after a docstring holding the problem and one assert"
-    stops = MBPP_DOCSTRING_STOPS
-
-    def applies_to(self, benchmark: Benchmark) -> bool:
-        return benchmark.family is Family.MBPP
-
-    def build(self, task: Task) -> PromptRequest:
-        return self._completion_request(_mbpp_docstring(task, task.test_list[0]))
-
-
-class MbppPlusFormat(PromptFormat):
-    name = "mbpp-plus"
-    kind = "completion"
-    summary = "base model writes code after MBPP+'s own prompt field (docstring + assert)"
-    stops = MBPP_DOCSTRING_STOPS
-
-    def applies_to(self, benchmark: Benchmark) -> bool:
-        return benchmark.family is Family.PLUS and not benchmark.completion_includes_prompt
-
-    def build(self, task: Task) -> PromptRequest:
-        return self._completion_request(task.prompt)
+HUMANEVAL = CompletionFormat(
+    "humaneval", "base model continues the HumanEval prompt (signature + docstring)",
+    HUMANEVAL_STOPS, _program_extends_prompt, lambda task: task.prompt,
+)
+MBPP_DOCSTRING = CompletionFormat(
+    "mbpp-docstring", "base model writes code after a docstring holding the problem and one assert",
+    MBPP_DOCSTRING_STOPS, lambda b: b.family is Family.MBPP,
+    lambda task: _mbpp_docstring(task, task.test_list[0]),
+)
+MBPP_PLUS = CompletionFormat(
+    "mbpp-plus", "base model writes code after MBPP+'s own prompt field (docstring + assert)",
+    MBPP_DOCSTRING_STOPS,
+    lambda b: b.family is Family.PLUS and not b.completion_includes_prompt,
+    lambda task: task.prompt,
+)
 
 
 class MbppFewShotFormat(PromptFormat):
@@ -196,10 +196,10 @@ class ChatFormat(PromptFormat):
 
 
 _FORMATS: tuple[PromptFormat, ...] = (
-    HumanEvalFormat(),
-    MbppDocstringFormat(),
+    HUMANEVAL,
+    MBPP_DOCSTRING,
     MbppFewShotFormat(),
-    MbppPlusFormat(),
+    MBPP_PLUS,
     ChatFormat(),
 )
 ORACLE_FORMAT = "oracle"
