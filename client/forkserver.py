@@ -23,7 +23,7 @@ import math
 import os
 import pickle
 import resource
-import selectors
+import select
 import shutil
 import signal
 import struct
@@ -74,6 +74,10 @@ class Zygote:
         self.own_scratch = scratch is None
         self.scratch = scratch or tempfile.mkdtemp(prefix="codeserve-sandbox-")
         self.bundles: dict[str, PlusCase] = {}
+        # One candidate at a time, so one fixed working directory (recreated per candidate).
+        self.workdir = os.path.join(self.scratch, "work")
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.oom_kills = cgroups.oom_kills()
         self.uid = self._candidate_uid(config["drop_uid"])
 
     def _candidate_uid(self, drop_uid: int) -> int | None:
@@ -105,6 +109,10 @@ class Zygote:
                 isolation.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
             except OSError:
                 pass
+        # Candidates inherit this environment: nothing of the harness's, HOME = their own dir.
+        os.environ.clear()
+        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.workdir,
+                           "TMPDIR": self.workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
         for name in self.cfg["preimport"]:
             try:
                 importlib.import_module(name)
@@ -152,22 +160,24 @@ class Zygote:
         return {"status": "passed", "detail": f"bundle {key} loaded"}
 
     def run(self, job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        # Hot path: keep the child's Python work small, since on many VMs each page it touches
+        # after fork (copy-on-write) costs more than the syscalls themselves.
         try:
             case = self.bundles[job["bundle"]] if job["kind"] != "exec" else None
         except KeyError as exc:
             return {"status": "error", "detail": f"no test inputs for {exc}"}, b""
-        workdir = tempfile.mkdtemp(dir=self.scratch)
+        os.mkdir(self.workdir, 0o700)
         if self.uid is not None:
-            os.chown(workdir, self.uid, self.uid)
+            os.chown(self.workdir, self.uid, self.uid)
         timeout = float(job["timeout"])
+        limits = self._limits(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
         cap = self.cfg["report_cap"] if job["kind"] != "truth" else 1 << 31
-        oom_before = self.cgroups.oom_kills()
         rfd, wfd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self._child(job, case, workdir, wfd, timeout)
+            self._child(job, case, wfd, limits)
         os.close(wfd)
         try:
             status, data, timed_out = self._supervise(pid, rfd, started + timeout, cap)
@@ -176,37 +186,30 @@ class Zygote:
             self._kill_everything(pid)
             self._wipe_scratch()
         elapsed = time.monotonic() - started
-        header, blob = self._verdict(status, data, timed_out, oom_before)
+        header, blob = self._verdict(status, data, timed_out)
         header["elapsed_s"] = round(elapsed, 6)
         return header, blob
 
     def _supervise(self, pid: int, rfd: int, deadline: float, cap: int) -> tuple[int, bytearray, bool]:
         data = bytearray()
         pidfd = os.pidfd_open(pid)
-        sel = selectors.DefaultSelector()
-        sel.register(rfd, selectors.EVENT_READ)
-        sel.register(pidfd, selectors.EVENT_READ)
-        status, timed_out = -1, False
+        poller = select.poll()
+        poller.register(rfd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                for key, _ in sel.select(remaining):
-                    if key.fd == rfd:
-                        chunk = os.read(rfd, 1 << 16)
-                        if not chunk:
-                            sel.unregister(rfd)
-                        elif len(data) < cap:
-                            data += chunk[: cap - len(data)]
-                    else:
+            while (remaining := deadline - time.monotonic()) > 0:
+                for fd, _ in poller.poll(max(1, int(remaining * 1000))):
+                    if fd == pidfd:
                         _, status = os.waitpid(pid, 0)
                         return status, self._drain(rfd, data, cap, pid), False
+                    chunk = os.read(rfd, 1 << 16)
+                    if not chunk:
+                        poller.unregister(rfd)
+                    elif len(data) < cap:
+                        data += chunk[: cap - len(data)]
         finally:
-            sel.close()
             os.close(pidfd)
-        return status, data, timed_out
+        return -1, data, True
 
     def _drain(self, rfd: int, data: bytearray, cap: int, pid: int) -> bytearray:
         # The child has exited: kill anything it left behind holding the pipe, then read to EOF.
@@ -260,6 +263,10 @@ class Zygote:
             time.sleep(0.001)
 
     def _wipe_scratch(self) -> None:
+        try:
+            os.rmdir(self.workdir)  # the usual case: the candidate left nothing behind
+        except OSError:
+            pass
         for entry in os.scandir(self.scratch):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
@@ -269,14 +276,16 @@ class Zygote:
                 except OSError:
                     pass
 
-    def _verdict(self, status: int, data: bytearray, timed_out: bool,
-                 oom_before: int) -> tuple[dict[str, Any], bytes]:
+    def _verdict(self, status: int, data: bytearray,
+                 timed_out: bool) -> tuple[dict[str, Any], bytes]:
         if timed_out:
             return {"status": "timeout", "detail": "wall-clock limit exceeded"}, b""
         report = _parse_report(bytes(data))
         if report is not None:
             return report
-        if self.cgroups.oom_kills() > oom_before:
+        oom_kills = self.cgroups.oom_kills()  # only our candidates live in this cgroup
+        if oom_kills > self.oom_kills:
+            self.oom_kills = oom_kills
             return {"status": "memory", "detail": "killed by the memory cgroup limit"}, b""
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
@@ -288,24 +297,25 @@ class Zygote:
                 "detail": f"the program exited (status {code}) before a verdict"}, b""
 
     # -- the candidate's process -----------------------------------------------------------------
-    def _child(self, job: dict[str, Any], case: PlusCase | None, workdir: str, wfd: int,
-               timeout: float) -> None:
+    def _child(self, job: dict[str, Any], case: PlusCase | None, wfd: int,
+               limits: list[tuple[int, int, int]]) -> None:
         try:
             os.setsid()
-            isolation.die_with_parent()
-            null = os.open(os.devnull, os.O_RDWR)
+            if not self.pid1:
+                isolation.die_with_parent()
             for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.close(null)
-            os.chdir(workdir)
-            os.environ.clear()
-            os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir,
-                               "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
-            self._limit(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
+                os.dup2(self.devnull, fd)
+            os.chdir(self.workdir)
+            for which, soft, hard in limits:
+                try:
+                    resource.setrlimit(which, (soft, hard))
+                except (ValueError, OSError):
+                    pass
             isolation.drop_privileges(self.uid)
-            try:
-                with open("/proc/self/oom_score_adj", "w") as f:
-                    f.write("1000")  # if anything must die on OOM, it is the candidate
+            try:  # if anything must die on OOM, it is the candidate
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+                os.write(fd, b"1000")
+                os.close(fd)
             except OSError:
                 pass
             header, blob = execute(job["kind"], job["program"], case, self.cfg["output_cap"])
@@ -317,25 +327,20 @@ class Zygote:
         finally:
             os._exit(0)
 
-    def _limit(self, timeout: float, memory_mb: int) -> None:
+    def _limits(self, timeout: float, memory_mb: int) -> list[tuple[int, int, int]]:
+        """(resource, soft, hard) for the next child, computed here so the child only applies."""
         cfg = self.cfg
         with open("/proc/self/statm") as f:
             vm_bytes = int(f.read().split()[0]) * resource.getpagesize()
         cpu = math.ceil(timeout) + 1
-        limits = {
-            resource.RLIMIT_AS: vm_bytes + (memory_mb << 20),
-            resource.RLIMIT_CPU: cpu,
-            resource.RLIMIT_FSIZE: cfg["file_size_mb"] << 20,
-            resource.RLIMIT_NOFILE: cfg["open_files"],
-            resource.RLIMIT_CORE: 0,
-            resource.RLIMIT_NPROC: cfg["max_procs"],
-        }
-        for which, value in limits.items():
-            hard = value + 1 if which == resource.RLIMIT_CPU else value  # SIGXCPU before SIGKILL
-            try:
-                resource.setrlimit(which, (value, hard))
-            except (ValueError, OSError):
-                pass
+        return [
+            (resource.RLIMIT_AS, vm_bytes + (memory_mb << 20), vm_bytes + (memory_mb << 20)),
+            (resource.RLIMIT_CPU, cpu, cpu + 1),  # SIGXCPU first, SIGKILL a second later
+            (resource.RLIMIT_FSIZE, cfg["file_size_mb"] << 20, cfg["file_size_mb"] << 20),
+            (resource.RLIMIT_NOFILE, cfg["open_files"], cfg["open_files"]),
+            (resource.RLIMIT_CORE, 0, 0),
+            (resource.RLIMIT_NPROC, cfg["max_procs"], cfg["max_procs"]),
+        ]
 
 
 def _parse_report(data: bytes) -> tuple[dict[str, Any], bytes] | None:
