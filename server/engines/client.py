@@ -5,7 +5,10 @@ decides whether the gateway meets its per-request budget (measured: aiohttp ~1.1
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 import orjson
@@ -22,13 +25,33 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 # Statuses an engine may return that are the client's fault and keep their meaning through us.
 _RELAYED_CLIENT_ERRORS = {400, 413, 422, 429}
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
-                   aiohttp.ClientOSError)
+                   aiohttp.ClientOSError, aiohttp.ConnectionTimeoutError)
+
+
+def engine_socket_factory(user_timeout_s: float) -> Callable[[Any], socket.socket]:
+    """Sockets that give up on a vanished peer: with TCP_USER_TIMEOUT the kernel aborts a
+    connection whose sent data stays unacknowledged, so a request written to a pooled
+    keep-alive connection of a replica that disappeared fails over quickly instead of waiting
+    for the read timeout (a live but slow engine still ACKs, so long generations are unaffected).
+    """
+
+    def make(addr_info: Any) -> socket.socket:
+        family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(user_timeout_s * 1000))
+        return sock
+
+    return make
 
 
 def new_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s,
                                     sock_read=read_timeout_s)
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=10)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=10,
+                                     socket_factory=engine_socket_factory(connect_timeout_s))
     # auto_decompress off: engines don't compress and the bytes are relayed as they come.
     return aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
                                  skip_auto_headers=("User-Agent",), json_serialize=None)

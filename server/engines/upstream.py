@@ -24,7 +24,7 @@ class UpstreamRunner(EngineRunner):
         pool = self.entry.pool
         urls = [str(u).rstrip("/") for u in engine.urls]
         if engine.discover:
-            self.refresher = ReplicaRefresher(urls, pool.set_urls,
+            self.refresher = ReplicaRefresher(urls, self._replicas_changed,
                                               interval_s=engine.discover_interval_s)
             await self.refresher.refresh()
             self.refresher.start()
@@ -37,6 +37,15 @@ class UpstreamRunner(EngineRunner):
             elif self.entry.state == "ready":
                 self.set_state("failed")
             await asyncio.sleep(self.settings.health_interval_s)
+
+    def _replicas_changed(self, urls: list[str]) -> None:
+        gone = {r.url for r in self.entry.pool.replicas} - set(urls)
+        self.entry.pool.set_urls(urls)
+        for url in gone:  # no stale health series for pods that no longer exist
+            try:
+                self.metrics.replica_healthy.remove(self.entry.name, url)
+            except KeyError:
+                pass
 
     async def stop(self) -> None:
         if self.refresher is not None:
