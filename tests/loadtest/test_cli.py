@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
 import pytest
 
 from loadtest.mock_config import MockConfig
@@ -46,7 +47,11 @@ def test_run_writes_json_and_html_and_compare_flags_regressions(
     svgs = _svgs((tmp_path / "r.html").read_text())
     assert len(svgs) == 3 and all(s.find("{http://www.w3.org/2000/svg}polyline") is not None for s in svgs)
 
-    assert main([*common, "--concurrency", "1", "--out", str(slow)]) == 0
+    httpx.post(mock_url + "/mock/config", json={"ttft_ms": 80}).raise_for_status()
+    try:
+        assert main([*common, "--rate", "40", "--out", str(slow)]) == 0
+    finally:
+        httpx.post(mock_url + "/mock/config", json={"ttft_ms": 10}).raise_for_status()
     capsys.readouterr()
     assert main(["loadtest", "compare", str(fast), str(fast), "--threshold", "5"]) == 0
     assert main(["loadtest", "compare", str(fast), str(slow), "--threshold", "5"]) == 1
