@@ -7,10 +7,10 @@ window, from the first measured request's intended send to the last measured ans
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from client.run_stats import percentile
 from loadtest.protocol import (
     CandidateRecord,
     Distribution,
@@ -20,16 +20,6 @@ from loadtest.protocol import (
     Summary,
     TimelinePoint,
 )
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); `ordered` is sorted."""
-    if not ordered:
-        raise ValueError("percentile of no values")
-    pos = (len(ordered) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def distribution(values: Iterable[float], scale: float = 1000.0) -> Distribution:
