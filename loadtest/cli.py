@@ -53,6 +53,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
     work = p.add_argument_group("workload")
     work.add_argument("--workload", default="synthetic", help="'synthetic' or a benchmark name (humaneval, mbpp+, ...)")
+    work.add_argument("--tasks", type=int, dest="max_tasks", help="benchmark: use only its first N tasks")
     work.add_argument("--data-dir", type=Path, help="benchmark files directory (default: the dataset cache)")
     work.add_argument("--prompt-tokens", type=int, default=128, help="synthetic prompt length")
     work.add_argument("--suffix-tokens", type=int, default=64, help="synthetic FIM suffix length")

@@ -52,7 +52,8 @@ class WorkloadSpec(BaseModel):
     ignore_eos: bool = False
     temperature: float | None = Field(None, ge=0)
     stop: list[str] = Field(default_factory=list)
-    pool_size: int = Field(512, ge=1, description="distinct prompts drawn from")
+    pool_size: int = Field(512, ge=1, description="distinct synthetic prompts drawn from")
+    max_tasks: int | None = Field(None, ge=1, description="benchmark: only its first tasks")
 
     @model_validator(mode="after")
     def _fim_needs_completions(self) -> WorkloadSpec:

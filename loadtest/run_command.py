@@ -64,7 +64,7 @@ def spec_from_args(args: argparse.Namespace, settings: LoadtestSettings) -> RunS
             source=args.workload, endpoint=args.endpoint, prompt_tokens=args.prompt_tokens,
             suffix_tokens=args.suffix_tokens, fim_fraction=args.fim_fraction, n=args.n,
             max_tokens=args.max_tokens, min_tokens=args.min_tokens, ignore_eos=args.ignore_eos,
-            temperature=args.temperature,
+            temperature=args.temperature, max_tasks=args.max_tasks,
         )
         slo = SloSpec(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, e2e_ms=args.slo_e2e_ms,
                       attainment=args.slo_attainment)

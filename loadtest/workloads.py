@@ -42,6 +42,7 @@ class Workload:
     spec: WorkloadSpec
     pool: list[PreparedRequest]
     benchmark: Any = None  # client.datasets.Benchmark when prompts came from one
+    prompt_format: Any = None  # its client.prompts.PromptFormat (None for infilling)
 
     def pick(self, rng: random.Random) -> PreparedRequest:
         return self.pool[rng.randrange(len(self.pool))]
@@ -92,7 +93,7 @@ def _split_for_fim(code: str, rng: random.Random) -> tuple[str, str]:
 
 
 def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path | None) -> Workload:
-    """Every task of the benchmark once (the pool is the benchmark, `pool_size` is ignored)."""
+    """Every task of the benchmark (or its first `max_tasks`) once; `pool_size` is ignored."""
     from client.datasets import Family, load_benchmark
     from client.prompts import resolve_format
 
@@ -105,7 +106,7 @@ def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path
     elif spec.endpoint == "chat":
         raise CliError(f"benchmark {spec.source!r} is fill-in-the-middle; use the completions endpoint")
     pool = []
-    for task in benchmark.tasks:
+    for task in benchmark.tasks[: spec.max_tasks]:
         fim = infill or rng.random() < spec.fim_fraction
         messages, stop, suffix = None, [], None
         if infill:
@@ -120,7 +121,7 @@ def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path
                 messages = [m.model_dump() for m in request.messages]
         body = _body(spec, model, prompt, suffix, stop, messages)
         pool.append(PreparedRequest(body, fim, None, task.task_id))
-    return Workload(spec, pool, benchmark)
+    return Workload(spec, pool, benchmark, fmt)
 
 
 def build_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path | None = None) -> Workload:
