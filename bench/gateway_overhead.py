@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -80,26 +81,32 @@ def free_port() -> int:
 
 
 @contextmanager
-def codeserve_gateway(upstream: str) -> Iterator[tuple[str, int]]:
+def proxy_process(config_name: str, config_text: str, command: list[str], ready_path: str,
+                  env: dict[str, str], timeout: float) -> Iterator[tuple[str, int]]:
+    """A proxy on a free port with its config in a temp file ({config} and {port} in
+    `command` are filled in); yields its base URL and PID once `ready_path` answers 200."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models.yaml"
-        models.write_text(
-            "models:\n  - name: mock-model\n    model: mock-model\n    engine:\n"
-            f"      kind: upstream\n      urls: ['{upstream}']\n"
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--models-file", str(models),
-             "--port", str(port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
+        config = Path(tmp) / config_name
+        config.write_text(config_text)
+        argv = [a.format(config=config, port=port) for a in command]
+        proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_http(base + "/ready", timeout=30, proc=proc)
+            wait_http(base + ready_path, timeout=timeout, proc=proc)
             yield base, proc.pid
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def codeserve_gateway(upstream: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    config = ("models:\n  - name: mock-model\n    model: mock-model\n    engine:\n"
+              f"      kind: upstream\n      urls: ['{upstream}']\n")
+    command = [sys.executable, "-m", "server.cli", "serve", "--models-file", "{config}",
+               "--port", "{port}", "--log-level", "warning"]
+    return proxy_process("models.yaml", config, command, "/ready", {"HF_HUB_OFFLINE": "1"}, 30)
 
 
 def litellm_available() -> bool:
@@ -112,30 +119,16 @@ def litellm_available() -> bool:
     return result.returncode == 0
 
 
-@contextmanager
-def litellm_proxy(upstream: str) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "litellm.yaml"
-        config.write_text(
-            "model_list:\n  - model_name: mock-model\n    litellm_params:\n"
-            f"      model: openai/mock-model\n      api_base: {upstream}/v1\n"
-            "      api_key: unused\n"
-            "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
-        )
-        env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-               "DISABLE_ADMIN_UI": "True", "LITELLM_MASTER_KEY": BENCH_KEY}
-        proc = subprocess.Popen(
-            [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--port",
-             str(port), "--num_workers", "1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120, proc=proc)
-            yield f"http://127.0.0.1:{port}", proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(30)
+def litellm_proxy(upstream: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    config = ("model_list:\n  - model_name: mock-model\n    litellm_params:\n"
+              f"      model: openai/mock-model\n      api_base: {upstream}/v1\n"
+              "      api_key: unused\n"
+              "litellm_settings:\n  drop_params: true\n  telemetry: false\n")
+    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True",
+           "LITELLM_MASTER_KEY": BENCH_KEY}
+    command = [str(LITELLM_VENV / "bin" / "litellm"), "--config", "{config}", "--port",
+               "{port}", "--num_workers", "1"]
+    return proxy_process("litellm.yaml", config, command, "/health/liveliness", env, 120)
 
 
 @dataclass
