@@ -28,12 +28,19 @@ class Admission:
             headers={"Retry-After": "1"},
         )
 
-    async def acquire(self) -> None:
+    def try_enter(self) -> bool:
+        """Take a free slot now (True) or report that the caller must queue (False). Refuses at
+        once (OverloadedError) when the queue is full too: no waiting, no task."""
         if self.in_flight < self.max_in_flight and not self._waiters:
             self.in_flight += 1
-            return
+            return True
         if len(self._waiters) >= self.max_queue:
             raise self._overloaded(f"{self.in_flight} in flight, {self.queued} queued")
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_enter():
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

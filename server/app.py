@@ -11,21 +11,29 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from server.auth import AuthMiddleware, load_api_keys
 from server.config import ModelsFile, Settings
+from server.disconnects import ClientDisconnected
 from server.engines.client import new_session
 from server.errors import APIError, InvalidRequestError
+from server.hosts import AllowedHostsMiddleware
 from server.metrics import GatewayMetrics
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.registry import ModelRegistry
 from server.router import router
 from server.scoring import ScoreService
-from server.serving import ClientDisconnected, CompletionService, validation_error
+from server.serving import CompletionService, validation_error
+from server.shutdown import Drain, DrainMiddleware
 
 log = logging.getLogger("codeserve")
+
+# Load balancers and monitoring reach these under any Host, also while draining, and without a
+# key (/metrics only unless `metrics_require_auth`).
+PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                  404: "invalid_request_error", 405: "invalid_request_error",
@@ -83,11 +91,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         js = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(js.pop("$defs", {}))
         components[model.__name__] = js
-        schema["paths"][path]["post"]["requestBody"] = {
+        operation = schema["paths"][path]["post"]
+        operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
         }
+        # With "stream": true the same 200 is a server-sent event stream.
+        operation["responses"]["200"]["content"]["text/event-stream"] = {
+            "schema": {"type": "string"}}
     app.openapi_schema = schema
     return schema
 
@@ -107,7 +119,7 @@ def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
         try:
             yield
         finally:
-            app.state.draining = True
+            drain.begin()
             await registry.stop()
             if app.state.scorer is not None:
                 app.state.scorer.close()
@@ -118,27 +130,37 @@ def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
-    app.state.draining = False
+    app.state.drain = drain = Drain()
     app.state.scorer = None
     app.include_router(router)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnected, _disconnected)
+    app.add_exception_handler(ClientDisconnect, _disconnected)
     app.add_exception_handler(Exception, _unexpected)
-    keys = load_api_keys(settings)
-    if keys:
-        app.add_middleware(AuthMiddleware, keys=keys,
-                           open_paths=_open_paths(settings), on_error=error_response)
+    _add_middleware(app, settings, drain)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
-def _open_paths(settings: Settings) -> frozenset[str]:
-    paths = {"/health", "/ready"}
-    if not settings.metrics_require_auth:
-        paths.add("/metrics")
-    return frozenset(paths)
+def _add_middleware(app: FastAPI, settings: Settings, drain: Drain) -> None:
+    # Each one added wraps the ones before: the host check runs first, then CORS (so preflights
+    # and refusals carry CORS headers), then auth, then the drain that counts requests.
+    app.add_middleware(DrainMiddleware, drain=drain, probe_paths=PROBE_PATHS)
+    keys = load_api_keys(settings)
+    if keys:
+        open_paths = PROBE_PATHS - ({"/metrics"} if settings.metrics_require_auth else set())
+        app.add_middleware(AuthMiddleware, keys=keys, open_paths=open_paths,
+                           on_error=error_response)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"], max_age=600)
+    if settings.allowed_hosts:
+        app.add_middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts,
+                           probe_paths=PROBE_PATHS, on_error=error_response)
 
 
 __all__ = ["create_app", "error_response", "validation_error"]

@@ -46,7 +46,8 @@ class AuthMiddleware:
         self.on_error = on_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] == "lifespan" or (scope["type"] == "http"
+                                           and scope["path"] in self.open_paths):
             await self.app(scope, receive, send)
             return
         token = b""
@@ -57,6 +58,9 @@ class AuthMiddleware:
                     token = rest.strip()
                 break
         if not token or not key_matches(token, self.keys):
+            if scope["type"] != "http":  # a websocket: no HTTP response to send, just refuse
+                await send({"type": "websocket.close", "code": 1008})
+                return
             response = self.on_error(
                 401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
                 code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},

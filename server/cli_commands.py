@@ -83,15 +83,14 @@ def settings_and_models(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from server.app import create_app
+    from server.shutdown import serve
 
     settings, models = settings_and_models(args)
     app = create_app(settings, models)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.access_log, loop="uvloop", http="httptools",
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None)
+    serve(app, app.state.drain, host=settings.host, port=settings.port,
+          log_level=settings.log_level, access_log=settings.access_log,
+          grace_s=settings.shutdown_grace_s)
     return 0
 
 

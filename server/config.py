@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,9 +15,12 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.errors import ConfigError
+
+# Lists given in the environment as "a,b" (or a JSON list), split by `_split_commas`.
+CommaList = Annotated[list[str], NoDecode]
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
@@ -72,13 +76,17 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(30.0, gt=0)
 
     # Auth: keys from the environment (comma separated) and/or a file with one key per line.
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: CommaList = Field(default_factory=list)
     api_keys_file: Path | None = None
     metrics_require_auth: bool = False
 
-    cors_origins: list[str] = Field(default_factory=list)
-    allowed_hosts: list[str] = Field(default_factory=list)
+    # CORS is off unless origins are listed ("*" allows any origin).
+    cors_origins: CommaList = Field(default_factory=list)
+    # Host header allow-list (exact names, "*.example.com"); empty accepts any Host.
+    allowed_hosts: CommaList = Field(default_factory=list)
 
+    # On SIGTERM, readiness fails and new requests get 503 while requests in flight get this
+    # long to finish; then the listener closes and the engines stop.
     shutdown_grace_s: float = Field(30.0, ge=0)
 
     # Built-in scoring (POST /v1/score).
@@ -91,9 +99,20 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if "*" in host[1:] or (host.startswith("*") and host != "*"
+                                   and not host.startswith("*.")):
+                raise ValueError(f"{host!r}: wildcards must look like '*.example.com'")
+        return hosts
 
 
 class ManagedEngine(BaseModel):

@@ -10,10 +10,14 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Settings,
                  max_model_len: int | None) -> None:
     prompts = req.prompt_count() if isinstance(req, CompletionRequest) else 1
-    if req.n * prompts > settings.max_n:
+    # best_of candidates are generated too (and only n returned): they cost the same memory.
+    best_of = req.best_of if isinstance(req, CompletionRequest) and req.best_of else 1
+    per_prompt = max(req.n, best_of)
+    if per_prompt * prompts > settings.max_n:
+        what = "n" if per_prompt == req.n else "best_of"
         raise InvalidRequestError(
-            f"n x prompts = {req.n * prompts} exceeds the limit of {settings.max_n} candidates "
-            "per request", param="n",
+            f"{what} x prompts = {per_prompt * prompts} exceeds the limit of {settings.max_n} "
+            "candidates per request", param=what,
         )
     max_tokens = req.max_tokens
     if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
@@ -22,6 +26,11 @@ def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Setti
         raise InvalidRequestError(
             f"max_tokens = {max_tokens} exceeds the limit of {settings.max_tokens_limit}",
             param="max_tokens",
+        )
+    if req.min_tokens is not None and req.min_tokens > (max_tokens or settings.max_tokens_limit):
+        raise InvalidRequestError(
+            f"min_tokens = {req.min_tokens} exceeds max_tokens = "
+            f"{max_tokens or settings.max_tokens_limit}", param="min_tokens",
         )
     if max_tokens is not None and max_model_len is not None and max_tokens >= max_model_len:
         raise InvalidRequestError(

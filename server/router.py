@@ -29,7 +29,7 @@ ERRORS = {status: {"model": ErrorResponse}
 
 
 def get_service(request: Request) -> CompletionService:
-    if request.app.state.draining:
+    if request.app.state.drain.draining:
         raise UnavailableError("the gateway is shutting down", headers={"Retry-After": "5"})
     service: CompletionService = request.app.state.service
     return service
@@ -92,11 +92,12 @@ async def health() -> HealthResponse:
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse},
+                                                               400: {"model": ErrorResponse},
                                                                404: {"model": ErrorResponse}})
 async def ready(request: Request, registry: Registry,
                 model: Annotated[str | None, Query(max_length=128)] = None) -> JSONResponse:
     states = {model: registry.get(model).state} if model else registry.states()
-    ok = all(s == "ready" for s in states.values()) and not request.app.state.draining
+    ok = all(s == "ready" for s in states.values()) and not request.app.state.drain.draining
     body = ReadyResponse(ready=ok, models=states).model_dump()  # type: ignore[arg-type]
     return JSONResponse(body, status_code=200 if ok else 503,
                         headers=None if ok else {"Retry-After": "5"})

@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from server.admission import Admission
 from server.config import Settings
+from server.disconnects import ClientDisconnected, unless_disconnected
 from server.engines.client import EngineCall, raise_for_engine_error
 from server.engines.health import ModelEntry
 from server.errors import (
@@ -41,10 +42,6 @@ from server.registry import ModelRegistry
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
 _USAGE_MARK = b'"choices":[]'
-
-
-class ClientDisconnected(Exception):
-    """The client went away; the engine request was aborted."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +85,6 @@ def parse_request(body: bytes, schema: type[BaseModel]) -> Any:
         raise validation_error(exc) from None
 
 
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 class CompletionService:
     def __init__(self, settings: Settings, registry: ModelRegistry, metrics: GatewayMetrics,
                  session: aiohttp.ClientSession) -> None:
@@ -112,6 +102,9 @@ class CompletionService:
         except APIError as exc:
             self.metrics.requests.labels(entry.name, str(exc.status_code)).inc()
             raise
+        except ClientDisconnected:
+            self.metrics.requests.labels(entry.name, "499").inc()
+            raise
 
     async def _serve(self, request: Request, endpoint: Endpoint,
                      req: CompletionRequest | ChatCompletionRequest,
@@ -126,11 +119,10 @@ class CompletionService:
         text_field = "text" if isinstance(req, CompletionRequest) else "content"
         admission = self.registry.admissions[entry.name]
         name = entry.name
-        self.metrics.queue_length.labels(name).set(admission.queued + 1)
-        try:
-            await admission.acquire()
-        finally:
-            self.metrics.queue_length.labels(name).set(admission.queued)
+        if not admission.try_enter():
+            # Queued: a client that gives up leaves the queue at once (its place, or a slot
+            # handed to it meanwhile, passes on). The queue gauge is read at scrape time.
+            await unless_disconnected(request, admission.acquire())
         self.metrics.in_flight.labels(name).inc()
         prompts = req.prompt_count() if isinstance(req, CompletionRequest) else 1
         candidates = req.n * prompts
@@ -143,11 +135,14 @@ class CompletionService:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
                 stops = (StreamStops(extra_stops, candidates, text_field) if extra_stops
                          else None)
-                response = await self._open_stream(request, call, entry, admission, started,
-                                                   include_usage, stops)
+                response = await unless_disconnected(request, self._open_stream(
+                    call, entry, admission, started, include_usage, stops))
                 handed_over = True
                 return response
-            return await self._unary(request, call, entry, started, extra_stops, text_field)
+            # Cancelling the engine call when the client leaves closes its connection: the
+            # engine aborts the generation.
+            return await unless_disconnected(
+                request, self._unary(call, entry, started, extra_stops, text_field))
         finally:
             if not handed_over:
                 self._finish(name, admission)
@@ -170,7 +165,12 @@ class CompletionService:
             # Always ask the engine for usage so token metrics work; the extra chunk is dropped
             # again when the client did not ask for it.
             data["stream_options"] = {"include_usage": True}
-        return orjson.dumps(data), extra_stops
+        try:
+            return orjson.dumps(data), extra_stops
+        except orjson.JSONEncodeError as exc:
+            # Validated JSON the encoder still refuses: integers beyond 64 bits or nesting
+            # deeper than 255 inside free-form fields (chat content parts).
+            raise InvalidRequestError(f"request cannot be forwarded: {exc}") from None
 
     def prepare_prompt(self, req: CompletionRequest, entry: ModelEntry,
                        data: dict[str, Any]) -> None:
@@ -185,19 +185,9 @@ class CompletionService:
         admission.release()
         self.metrics.in_flight.labels(name).dec()
 
-    async def _unary(self, request: Request, call: EngineCall, entry: ModelEntry,
-                     started: float, extra_stops: list[str], text_field: str) -> Response:
-        work = asyncio.ensure_future(self._fetch(call, entry))
-        watcher = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not work.done():
-            work.cancel()  # closes the engine connection: the engine aborts the generation
-            self.metrics.requests.labels(entry.name, "499").inc()
-            raise ClientDisconnected()
-        raw = work.result()
+    async def _unary(self, call: EngineCall, entry: ModelEntry, started: float,
+                     extra_stops: list[str], text_field: str) -> Response:
+        raw = await self._fetch(call, entry)
         data = orjson.loads(raw)
         usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(usage, dict):
@@ -223,8 +213,7 @@ class CompletionService:
             raise UpstreamError(502, f"engine for model {entry.name!r} failed: "
                                 f"{type(exc).__name__}") from None
 
-    async def _open_stream(self, request: Request, call: EngineCall, entry: ModelEntry,
-                           admission: Admission, started: float, include_usage: bool,
+    async def _open_stream(self, call: EngineCall, entry: ModelEntry, admission: Admission, started: float, include_usage: bool,
                            stops: StreamStops | None) -> Response:
         # Open the engine response before answering, so connection failures and engine
         # validation errors still get a proper status code instead of a broken stream.
@@ -277,7 +266,8 @@ class CompletionService:
                     break
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = exc
-            status = "502" if isinstance(exc, aiohttp.ClientError) else "504"
+            # aiohttp's read timeout is both a ClientError and a TimeoutError: a timeout.
+            status = "504" if isinstance(exc, asyncio.TimeoutError) else "502"
             message = ("engine timed out mid-stream" if status == "504"
                        else f"engine connection lost mid-stream ({type(exc).__name__})")
             body = {"error": {"message": message, "type": "upstream_error", "param": None,
