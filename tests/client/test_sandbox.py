@@ -206,3 +206,33 @@ def test_works_as_an_unprivileged_user(tmp_path: Path) -> None:
         assert not canary.exists()
     finally:
         shutil.rmtree(canary_dir, ignore_errors=True)
+
+
+HARNESS_SCRIPT = """
+from client.sandbox import Job, SandboxPool, SandboxSettings
+pool = SandboxPool(SandboxSettings(workers=1))
+pool.start()
+print(pool._all[0].proc.pid, flush=True)
+pool.run(Job(program="import time\\ntime.sleep(60)\\n", timeout=60))
+"""
+
+
+def test_candidates_die_with_the_harness() -> None:
+    import sys
+    import time
+
+    harness = subprocess.Popen([sys.executable, "-c", HARNESS_SCRIPT], stdout=subprocess.PIPE,
+                               text=True, cwd=REPO)
+    try:
+        worker = int(harness.stdout.readline())
+        deadline = time.monotonic() + 10
+        while len(descendants(worker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(descendants(worker)) == 2  # zygote + the sleeping candidate
+    finally:
+        harness.kill()
+        harness.wait()
+    deadline = time.monotonic() + 5
+    while descendants(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert descendants(worker) == []
