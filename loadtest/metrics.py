@@ -50,6 +50,14 @@ def measured(records: Sequence[RequestRecord]) -> list[RequestRecord]:
     return [r for r in records if not r.warmup]
 
 
+def _examples(records: Sequence[RequestRecord]) -> dict[str, str]:
+    examples: dict[str, str] = {}
+    for r in records:
+        if r.error and r.error_detail and r.error not in examples:
+            examples[r.error] = r.error_detail
+    return examples
+
+
 def summarize(records: Sequence[RequestRecord], spec: RunSpec) -> Summary:
     kept = measured(records)
     ok = [r for r in kept if r.ok]
@@ -72,6 +80,7 @@ def summarize(records: Sequence[RequestRecord], spec: RunSpec) -> Summary:
         requests_ok=len(ok),
         candidates_ok=len(cands),
         errors=dict(Counter(r.error for r in kept if r.error)),
+        error_examples=_examples(kept),
         request_throughput=len(ok) * per_s,
         candidate_throughput=len(cands) * per_s,
         output_token_throughput=sum(c.tokens for c in cands) * per_s,

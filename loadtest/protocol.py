@@ -137,6 +137,7 @@ class RequestRecord(BaseModel):
     completion_tokens: int | None = None  # usage: all candidates together
     status: int | None = None
     error: str | None = None  # error type; None when every candidate finished
+    error_detail: str | None = None  # the server's message, shortened
     task_id: str | None = None
     candidates: list[CandidateRecord] = Field(default_factory=list)
 
@@ -169,6 +170,7 @@ class Summary(BaseModel):
     requests_ok: int
     candidates_ok: int
     errors: dict[str, int] = Field(default_factory=dict)
+    error_examples: dict[str, str] = Field(default_factory=dict)  # one message per error type
     request_throughput: float
     candidate_throughput: float
     output_token_throughput: float

@@ -41,6 +41,7 @@ def rate_lines(s: Summary) -> list[tuple[str, str]]:
         lines.append(("SLO attainment", f"{(s.slo_attainment or 0) * 100:.1f}%"))
     if s.errors:
         lines.append(("errors", ", ".join(f"{k}={v}" for k, v in sorted(s.errors.items()))))
+        lines += [(f"  e.g. {k}", v) for k, v in sorted(s.error_examples.items())]
     if s.pass_rate is not None:
         lines.append(("pass rate (scored sample)", f"{s.pass_rate * 100:.1f}% of {s.scored}"))
     return lines

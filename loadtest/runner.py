@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 
 from loadtest.arrivals import schedule
 from loadtest.protocol import RequestRecord, RunSpec
@@ -28,6 +29,14 @@ T = TypeVar("T")
 # select(2) honours sub-millisecond timeouts where epoll rounds up to whole milliseconds, which
 # alone would put ~1 ms of send lag on every open-loop request; it only handles fds < 1024.
 _SELECT_FD_BUDGET = 900
+
+
+def error_message(body: bytes) -> str:
+    """The message of an OpenAI error object, else the start of the body."""
+    try:
+        return str(orjson.loads(body)["error"]["message"])[:300]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body[:300].decode(errors="replace")
 
 
 class LoadRunner:
@@ -69,25 +78,26 @@ class LoadRunner:
         clock = self.clock
         status: int | None = None
         error: str | None = None
+        detail: str | None = None
         sent = clock()
         try:
             async with session.post(self._url, data=req.body) as resp:
                 status = resp.status
                 if status != 200:
-                    await resp.read()
                     error = f"http_{status}"
+                    detail = error_message(await resp.read())
                 else:
                     async for data in resp.content.iter_any():
                         timer.feed(data, clock())
                     error = timer.outcome_error()
         except asyncio.TimeoutError:
             error = "timeout"
-        except aiohttp.ClientPayloadError:
-            error = "connection_dropped"
-        except aiohttp.ClientConnectionError:
-            error = "connection_error"
-        except aiohttp.ClientError:
-            error = "client_error"
+        except aiohttp.ClientPayloadError as exc:
+            error, detail = "connection_dropped", str(exc)
+        except aiohttp.ClientConnectionError as exc:
+            error, detail = "connection_error", str(exc)
+        except aiohttp.ClientError as exc:
+            error, detail = "client_error", str(exc)
         done = clock()
         origin = self.origin
         self.records.append(
@@ -103,6 +113,7 @@ class LoadRunner:
                 completion_tokens=timer.completion_tokens,
                 status=status,
                 error=error,
+                error_detail=detail,
                 task_id=req.task_id,
                 candidates=timer.candidates(intended),
             )

@@ -63,6 +63,7 @@ async def test_errors_are_counted_by_type() -> None:
     s, stats = result.summary, server.stats
     assert stats.failed > 0 and stats.died > 0
     assert s.errors == {"http_500": stats.failed, "connection_dropped": stats.died}
+    assert s.error_examples["http_500"] == "injected failure"
     assert s.requests_ok == stats.completed == 40 - stats.failed - stats.died
     assert result.records is not None and all(r.status == 500 for r in result.records if r.error == "http_500")
 
