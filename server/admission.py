@@ -47,7 +47,7 @@ class Admission:
             await asyncio.wait_for(asyncio.shield(waiter), self.timeout_s)
         except asyncio.TimeoutError:
             self._forget(waiter)
-            raise self._overloaded(f"queued for more than {self.timeout_s:.0f}s") from None
+            raise self._overloaded(f"queued for more than {self.timeout_s:g}s") from None
         except asyncio.CancelledError:
             self._forget(waiter)
             raise

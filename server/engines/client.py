@@ -107,17 +107,20 @@ class EngineCall:
                 self.response = await self.session.post(
                     replica.url + self.url_path, data=self.payload, headers=self.headers
                 )
-            except _CONNECT_ERRORS:
+            except BaseException as exc:
+                # Also when cancelled (the client went away while the engine worked): no
+                # __aexit__ follows a failed __aenter__, so the count is fixed here.
                 replica.in_flight -= 1
-                self.pool.eject(replica)
-                failed = replica
-                continue
-            except asyncio.TimeoutError:
-                replica.in_flight -= 1
-                self.pool.eject(replica)
-                raise EngineTimeoutError(
-                    f"engine for model {self.model!r} did not answer in time"
-                ) from None
+                if isinstance(exc, _CONNECT_ERRORS):
+                    self.pool.eject(replica)
+                    failed = replica
+                    continue
+                if isinstance(exc, asyncio.TimeoutError):
+                    self.pool.eject(replica)
+                    raise EngineTimeoutError(
+                        f"engine for model {self.model!r} did not answer in time"
+                    ) from None
+                raise
             self.replica = replica
             return self.response
         if failed is not None:
