@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
@@ -22,7 +20,7 @@ from server.engines.client import new_session
 from server.errors import APIError, InvalidRequestError
 from server.hosts import AllowedHostsMiddleware
 from server.metrics import GatewayMetrics
-from server.protocol import ChatCompletionRequest, CompletionRequest
+from server.openapi import gateway_openapi
 from server.registry import ModelRegistry
 from server.router import router
 from server.scoring import ScoreService
@@ -80,30 +78,6 @@ async def _unexpected(_: Request, exc: Exception) -> Response:
                           type_="server_error", code="internal_error")
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """OpenAPI with the real request bodies (handlers read raw bytes for speed)."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    bodies = {"/v1/completions": CompletionRequest, "/v1/chat/completions": ChatCompletionRequest}
-    for path, model in bodies.items():
-        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(js.pop("$defs", {}))
-        components[model.__name__] = js
-        operation = schema["paths"][path]["post"]
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-        }
-        # With "stream": true the same 200 is a server-sent event stream.
-        operation["responses"]["200"]["content"]["text/event-stream"] = {
-            "schema": {"type": "string"}}
-    app.openapi_schema = schema
-    return schema
-
-
 def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
     metrics = GatewayMetrics()
     registry = ModelRegistry(models.models, settings, metrics)
@@ -140,7 +114,8 @@ def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
     app.add_exception_handler(ClientDisconnect, _disconnected)
     app.add_exception_handler(Exception, _unexpected)
     _add_middleware(app, settings, drain)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    names = [spec.name for spec in models.models]
+    app.openapi = lambda: gateway_openapi(app, settings, names)  # type: ignore[method-assign]
     return app
 
 
