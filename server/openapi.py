@@ -22,7 +22,9 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/completions": CompletionRequest,
     "/v1/chat/completions": ChatCompletionRequest,
 }
-STREAMING_PATHS = ("/v1/completions", "/v1/chat/completions")
+# The `object` of each streamed chunk, per path that streams.
+STREAMING_PATHS = {"/v1/completions": "text_completion",
+                   "/v1/chat/completions": "chat.completion.chunk"}
 
 
 def gateway_openapi(app: FastAPI, settings: Settings, models: list[str]) -> dict[str, Any]:
@@ -39,10 +41,10 @@ def gateway_openapi(app: FastAPI, settings: Settings, models: list[str]) -> dict
             "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
         }
-    for path in STREAMING_PATHS:
+    for path, chunk_object in STREAMING_PATHS.items():
         # With "stream": true the same 200 is a server-sent event stream.
         ok = schema["paths"][path]["post"]["responses"]["200"]["content"]
-        ok["text/event-stream"] = {"schema": {"type": "string"}}
+        ok["text/event-stream"] = {"schema": _event_schema(chunk_object)}
     for model in REQUEST_BODIES.values():
         _describe_limits(components[model.__name__]["properties"], settings, models)
     app.openapi_schema = schema
@@ -76,3 +78,17 @@ def _branches(prop: dict[str, Any] | None) -> list[dict[str, Any]]:
     if prop is None:
         return []
     return list(prop.get("anyOf", [prop]))
+
+
+def _event_schema(chunk_object: str) -> dict[str, Any]:
+    """One server-sent event (OpenAPI before 3.2 describes each event with `schema`): a chunk,
+    an error object if the engine fails mid-stream, and finally `[DONE]`."""
+    chunk = {"type": "object", "required": ["id", "object", "created", "model", "choices"],
+             "properties": {"object": {"const": chunk_object},
+                            "choices": {"type": "array", "items": {"type": "object"}}}}
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [
+        {"const": "[DONE]"},
+        {"type": "string", "contentMediaType": "application/json",
+         "contentSchema": {"anyOf": [chunk, error]}},
+    ]}}}
