@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.errors import ConfigError
+from server.fim_templates import FIM_CHOICES, template_names
 
 # Lists given in the environment as "a,b" (or a JSON list), split by `_split_commas`.
 CommaList = Annotated[list[str], NoDecode]
@@ -161,6 +162,14 @@ class ModelSpec(BaseModel):
     # Tokenizer used for FIM rendering and limits (defaults to `model`).
     tokenizer: str | None = None
     max_model_len: int | None = Field(None, gt=0)
+
+    @field_validator("fim")
+    @classmethod
+    def _known_fim(cls, value: str) -> str:
+        if value not in FIM_CHOICES:
+            raise ValueError(f"unknown FIM template {value!r}; use auto, none or one of: "
+                             f"{', '.join(template_names())}")
+        return value
 
     @property
     def upstream_model_name(self) -> str:

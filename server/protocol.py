@@ -206,3 +206,88 @@ class ScoreRequest(BaseModel):
     task_id: NonEmptyStr
     completions: list[str] = Field(min_length=1)
     k: list[Annotated[int, Field(ge=1)]] | None = None
+
+
+class RenderedPrompt(BaseModel):
+    """One prompt exactly as the engine receives it."""
+
+    token_ids: list[int]
+    # The ids decoded with control tokens spelled out.
+    text: str
+    # "gateway": the gateway sends these ids (FIM prompts, token-id prompts). "engine": the
+    # engine gets the text and tokenizes it itself; the ids come from the same tokenizer.
+    tokenized_by: Literal["gateway", "engine"]
+    files_used: int = 0
+    files_dropped: int = 0
+
+
+class RenderResponse(BaseModel):
+    """POST /v1/completions/render: the engine's prompt for a completions body, no generation."""
+
+    object: Literal["completion.render"] = "completion.render"
+    model: str
+    fim_template: str | None
+    prompts: list[RenderedPrompt]
+    stop_token_ids: list[int] | None = None
+
+
+class InfillRequest(BaseModel):
+    """llama.cpp's `POST /infill` body, as llama.vscode sends it.
+
+    Ignored on purpose (llama.vscode sends them, they have no vLLM counterpart): `samplers` (the
+    engine's sampler order is fixed), `cache_prompt` (vLLM caches prefixes by itself),
+    `t_max_prompt_ms` and `t_max_predict_ms` (no per-request time budget), `n_indent`, `id_slot`,
+    `lora`.
+    """
+
+    model_config = _REQUEST_CONFIG
+
+    # llama.cpp serves one model; without `model` the first model with a FIM template answers.
+    model: str | None = Field(None, min_length=1)
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: list[FileContext] = Field(default_factory=list)
+    # The current line up to the cursor; llama.cpp appends it to `input_prefix`.
+    prompt: str = ""
+    # -1: no limit of our own (the engine's default); 0: a warm-up call, answered at once.
+    n_predict: int = Field(-1, ge=-1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = Field(None, ge=-1, le=2**63 - 1)
+    stop: list[NonEmptyStr] | None = None
+    stream: bool = False
+
+
+class InfillTimings(BaseModel):
+    prompt_n: int
+    predicted_n: int
+    # Measured only when streaming: time to the first token, and the rest.
+    prompt_ms: float | None = None
+    predicted_ms: float | None = None
+
+
+class InfillChunk(BaseModel):
+    """A streamed piece of an /infill answer (llama.cpp shape)."""
+
+    index: int = 0
+    content: str
+    tokens: list[int] = Field(default_factory=list)
+    stop: bool = False
+    id_slot: int = -1
+
+
+class InfillResponse(InfillChunk):
+    """The whole /infill answer, or the last streamed event (llama.cpp shape)."""
+
+    stop: bool = True
+    model: str
+    tokens_predicted: int
+    tokens_evaluated: int
+    tokens_cached: int = 0
+    truncated: bool
+    has_new_line: bool
+    stop_type: Literal["none", "eos", "word", "limit"]
+    stopping_word: str = ""
+    timings: InfillTimings

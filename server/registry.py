@@ -15,6 +15,7 @@ from server.engines.replicas import ReplicaPool
 from server.engines.supervisor import ManagedRunner
 from server.engines.upstream import UpstreamRunner
 from server.errors import ModelNotFoundError
+from server.fim import PromptRenderer
 from server.metrics import GatewayMetrics
 
 log = logging.getLogger("codeserve")
@@ -32,7 +33,7 @@ class ModelRegistry:
         for spec in specs:
             self.entries[spec.name] = ModelEntry(
                 spec=spec, pool=ReplicaPool(eject_seconds=settings.eject_seconds),
-                max_model_len=spec.max_model_len,
+                max_model_len=spec.max_model_len, renderer=PromptRenderer(spec, settings),
             )
             self.admissions[spec.name] = Admission(
                 spec.name, settings.max_in_flight, settings.max_queue, settings.queue_timeout_s
@@ -52,11 +53,22 @@ class ModelRegistry:
         return {name: e.state for name, e in self.entries.items()}
 
     def start(self, session: aiohttp.ClientSession) -> None:
+        for entry in self.entries.values():
+            self._tasks.append(asyncio.create_task(self._load_renderer(entry),
+                                                   name=f"tokenizer:{entry.name}"))
         for name, entry in self.entries.items():
             cls = ManagedRunner if isinstance(entry.spec.engine, ManagedEngine) else UpstreamRunner
             runner = cls(entry, session, self.settings, self.metrics)
             self.runners[name] = runner
             self._tasks.append(asyncio.create_task(self._guard(runner), name=f"engine:{name}"))
+
+    @staticmethod
+    async def _load_renderer(entry: ModelEntry) -> None:
+        # Tokenizers load in a worker thread while the engines start; requests that need one
+        # wait for it (PromptRenderer.wait).
+        if entry.renderer is not None:
+            await entry.renderer.load()
+            entry.fim_template = entry.renderer.template_name
 
     async def _guard(self, runner: EngineRunner) -> None:
         try:

@@ -9,15 +9,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from server.errors import UnavailableError
+from server.fim_dry_run import render_completion
+from server.infill import handle_infill
 from server.metrics import GatewayMetrics
 from server.protocol import (
     ChatCompletionResponse,
     CompletionResponse,
     ErrorResponse,
     HealthResponse,
+    InfillResponse,
     ModelCard,
     ModelList,
     ReadyResponse,
+    RenderResponse,
     ScoreRequest,
 )
 from server.registry import ModelRegistry
@@ -68,6 +72,16 @@ async def completions(request: Request, service: Service) -> Response:
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
 async def chat_completions(request: Request, service: Service) -> Response:
     return await service.handle(request, CHAT)
+
+
+@router.post("/v1/completions/render", response_model=RenderResponse, responses=ERRORS)
+async def render(request: Request, service: Service) -> RenderResponse:
+    return await render_completion(service, request)
+
+
+@router.post("/infill", response_model=InfillResponse, responses=ERRORS)
+async def infill(request: Request, service: Service) -> Response:
+    return await handle_infill(service, request)
 
 
 @router.post("/v1/score", responses={**ERRORS, 503: {"model": ErrorResponse}})

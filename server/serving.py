@@ -33,6 +33,7 @@ from server.errors import (
     PayloadTooLargeError,
     UpstreamError,
 )
+from server.fim import apply_fim
 from server.limits import check_limits
 from server.metrics import GatewayMetrics
 from server.protocol import ChatCompletionRequest, CompletionRequest
@@ -95,9 +96,15 @@ class CompletionService:
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
         body = await read_body(request, self.settings.max_body_bytes)
-        req = parse_request(body, endpoint.schema)
+        return await self.serve(request, endpoint, parse_request(body, endpoint.schema))
+
+    async def serve(self, request: Request, endpoint: Endpoint,
+                    req: CompletionRequest | ChatCompletionRequest) -> Response:
+        """Serve a validated request (also used by /infill, which builds its own)."""
         entry = self.registry.get(req.model)
         try:
+            if isinstance(req, CompletionRequest) and req.suffix is not None and entry.renderer:
+                await entry.renderer.wait()
             return await self._serve(request, endpoint, req, entry)
         except APIError as exc:
             self.metrics.requests.labels(entry.name, str(exc.status_code)).inc()
@@ -110,12 +117,14 @@ class CompletionService:
                      req: CompletionRequest | ChatCompletionRequest,
                      entry: ModelEntry) -> Response:
         check_limits(req, self.settings, entry.max_model_len)
+        # Built first so an invalid request (e.g. `suffix` for a model without FIM) is a 400
+        # whatever the engine's state.
+        payload, extra_stops = self.engine_payload(req, entry)
         if entry.state != "ready" and not entry.pool.any_available():
             raise ModelNotReadyError(
                 f"model {entry.name!r} is {entry.state}; retry later",
                 headers={"Retry-After": "5"},
             )
-        payload, extra_stops = self.engine_payload(req, entry)
         text_field = "text" if isinstance(req, CompletionRequest) else "content"
         admission = self.registry.admissions[entry.name]
         name = entry.name
@@ -174,12 +183,8 @@ class CompletionService:
 
     def prepare_prompt(self, req: CompletionRequest, entry: ModelEntry,
                        data: dict[str, Any]) -> None:
-        """Hook for prompt rendering (FIM). Without a FIM template, `suffix` is refused."""
-        if req.suffix is not None or req.extra_files:
-            raise InvalidRequestError(
-                f"model {entry.name!r} has no fill-in-the-middle template; "
-                "`suffix` is not supported for it", param="suffix",
-            )
+        """Prompt rendering: with `suffix`, the FIM prompt as token ids (`server.fim`)."""
+        apply_fim(req, entry.renderer, entry.max_model_len, data)
 
     def _finish(self, name: str, admission: Admission) -> None:
         admission.release()

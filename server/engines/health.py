@@ -12,6 +12,7 @@ import orjson
 
 from server.config import ModelSpec, Settings
 from server.engines.replicas import Replica, ReplicaPool
+from server.fim import PromptRenderer
 from server.metrics import GatewayMetrics
 from server.protocol import ModelState
 
@@ -28,6 +29,8 @@ class ModelEntry:
     created: int = field(default_factory=lambda: int(time.time()))
     max_model_len: int | None = None
     fim_template: str | None = None
+    # Tokenizer and FIM template, loaded at start-up (None only for entries built by hand).
+    renderer: PromptRenderer | None = None
 
     @property
     def name(self) -> str:
