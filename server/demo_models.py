@@ -14,7 +14,7 @@ import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from server.errors import CliError
 
@@ -43,6 +43,20 @@ evaluation, load testing) without downloading a model. Do not use it to judge co
 """
 
 
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+PLAIN_CHAT = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+TokenizerKind = Literal["byte-level", "metaspace", "metaspace-no-prefix"]
+
+
 @dataclass(frozen=True)
 class Family:
     """A code-model family: its architecture, tokenizer special tokens and chat template."""
@@ -53,19 +67,16 @@ class Family:
     special_tokens: tuple[str, ...]
     eos: str
     bos: str | None = None
-    chat_template: str | None = None
+    chat_template: str | None = PLAIN_CHAT
     extra_tokenizer_config: dict[str, Any] = field(default_factory=dict)
-
-
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-PLAIN_CHAT = (
-    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
+    # byte-level BPE (GPT-2 style) or SentencePiece-style "▁" words, with the implicit leading
+    # space (Llama, Mistral) or without (Gemma).
+    tokenizer: TokenizerKind = "byte-level"
+    # Whether the tokenizer puts `bos` before every encoding (Llama, Gemma, DeepSeek, Mistral).
+    add_bos: bool = False
+    # Added tokens that are not "special" in the real tokenizer (DeepSeek-Coder's FIM tokens).
+    plain_tokens: tuple[str, ...] = ()
+    unk: str | None = None
 
 
 def _common(vocab: int, ids: dict[str, int]) -> dict[str, Any]:
@@ -98,6 +109,47 @@ def _starcoder2(vocab: int, ids: dict[str, int]) -> Any:
     )
 
 
+def _llama_like(config_class: str, bos: str, eos: str, **extra: Any
+                ) -> Callable[[int, dict[str, int]], Any]:
+    """Config builder for families whose config takes the common Llama-style fields."""
+
+    def build(vocab: int, ids: dict[str, int]) -> Any:
+        import transformers
+
+        cls = getattr(transformers, config_class)
+        return cls(**_common(vocab, ids), bos_token_id=ids[bos], eos_token_id=ids[eos], **extra)
+
+    return build
+
+
+def _gpt_bigcode(vocab: int, ids: dict[str, int]) -> Any:
+    from transformers import GPTBigCodeConfig
+
+    eos = ids["<|endoftext|>"]
+    return GPTBigCodeConfig(vocab_size=vocab, n_positions=CONTEXT, n_embd=HIDDEN, n_layer=LAYERS,
+                            n_head=HEADS, n_inner=INTERMEDIATE, multi_query=True,
+                            bos_token_id=eos, eos_token_id=eos, torch_dtype="float32")
+
+
+def _gpt_neox(vocab: int, ids: dict[str, int]) -> Any:
+    from transformers import GPTNeoXConfig
+
+    eos = ids["<|endoftext|>"]
+    return GPTNeoXConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                         num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
+                         max_position_embeddings=CONTEXT, bos_token_id=eos, eos_token_id=eos,
+                         torch_dtype="float32")
+
+
+_STARCODER_TOKENS = (
+    "<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
+    "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>",
+    "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<empty_output>", "<commit_before>",
+    "<commit_msg>", "<commit_after>", "<reponame>",
+)
+_LLAMA_SPECIALS = ("<unk>", "<s>", "</s>")
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -123,8 +175,48 @@ FAMILIES: dict[str, Family] = {
             ),
             eos="<|endoftext|>",
             bos="<|endoftext|>",
-            chat_template=PLAIN_CHAT,
         ),
+        Family(name="starcoder", architecture="GPTBigCodeForCausalLM", build_config=_gpt_bigcode,
+               special_tokens=_STARCODER_TOKENS, eos="<|endoftext|>", bos="<|endoftext|>"),
+        Family(name="santacoder", architecture="GPTBigCodeForCausalLM", build_config=_gpt_bigcode,
+               special_tokens=("<|endoftext|>", "<fim-prefix>", "<fim-middle>", "<fim-suffix>",
+                               "<fim-pad>"),
+               eos="<|endoftext|>"),
+        Family(name="granite-code", architecture="GraniteForCausalLM",
+               build_config=_llama_like("GraniteConfig", "<|endoftext|>", "<|endoftext|>"),
+               special_tokens=_STARCODER_TOKENS, eos="<|endoftext|>", bos="<|endoftext|>"),
+        Family(name="stable-code", architecture="StableLmForCausalLM",
+               build_config=_llama_like("StableLmConfig", "<|endoftext|>", "<|endoftext|>"),
+               special_tokens=_STARCODER_TOKENS, eos="<|endoftext|>", bos="<|endoftext|>"),
+        Family(name="deepseek-coder", architecture="LlamaForCausalLM",
+               build_config=_llama_like("LlamaConfig", "<｜begin▁of▁sentence｜>",
+                                        "<｜end▁of▁sentence｜>"),
+               special_tokens=("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+               plain_tokens=("<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>", "<pad>"),
+               eos="<｜end▁of▁sentence｜>", bos="<｜begin▁of▁sentence｜>", add_bos=True),
+        Family(name="codellama", architecture="LlamaForCausalLM",
+               build_config=_llama_like("LlamaConfig", "<s>", "</s>"),
+               special_tokens=(*_LLAMA_SPECIALS, "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"),
+               eos="</s>", bos="<s>", unk="<unk>", tokenizer="metaspace", add_bos=True),
+        Family(name="codestral", architecture="MistralForCausalLM",
+               build_config=_llama_like("MistralConfig", "<s>", "</s>", sliding_window=None),
+               special_tokens=(*_LLAMA_SPECIALS, "[INST]", "[/INST]", "[PREFIX]", "[MIDDLE]",
+                               "[SUFFIX]"),
+               eos="</s>", bos="<s>", unk="<unk>", tokenizer="metaspace", add_bos=True),
+        Family(name="codegemma", architecture="GemmaForCausalLM",
+               build_config=_llama_like("GemmaConfig", "<bos>", "<eos>", head_dim=HIDDEN // HEADS),
+               special_tokens=("<pad>", "<eos>", "<bos>", "<unk>", "<|fim_prefix|>",
+                               "<|fim_middle|>", "<|fim_suffix|>", "<|file_separator|>",
+                               "<start_of_turn>", "<end_of_turn>"),
+               eos="<eos>", bos="<bos>", unk="<unk>", tokenizer="metaspace-no-prefix",
+               add_bos=True),
+        # Seed families without FIM: served, with `suffix` refused.
+        Family(name="phi-1", architecture="PhiForCausalLM",
+               build_config=_llama_like("PhiConfig", "<|endoftext|>", "<|endoftext|>"),
+               special_tokens=("<|endoftext|>",), eos="<|endoftext|>", bos="<|endoftext|>"),
+        Family(name="polycoder", architecture="GPTNeoXForCausalLM", build_config=_gpt_neox,
+               special_tokens=("<|endoftext|>", "<|padding|>"), eos="<|endoftext|>",
+               bos="<|endoftext|>"),
     )
 }
 
@@ -138,7 +230,7 @@ def family(name: str) -> Family:
         ) from None
 
 
-def _corpus(limit: int = CORPUS_BYTES) -> Iterator[str]:
+def _corpus(limit: int) -> Iterator[str]:
     """Python source from the local standard library, in a fixed order so builds are repeatable."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     used = 0
@@ -153,27 +245,74 @@ def _corpus(limit: int = CORPUS_BYTES) -> Iterator[str]:
         yield text
 
 
-def _train_tokenizer(fam: Family) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def _pipeline(fam: Family, tok: Any) -> list[str]:
+    """Set the pre-tokenizer and decoder of `fam`'s kind; returns the trainer's base alphabet."""
+    from tokenizers import decoders, pre_tokenizers
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    if fam.tokenizer == "byte-level":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        return list(pre_tokenizers.ByteLevel.alphabet())
+    scheme = "first" if fam.tokenizer == "metaspace" else "never"
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+    # Printable ASCII plus "☺", which Meta's CodeLlama code uses as a throw-away anchor.
+    return [chr(c) for c in range(32, 127)] + ["\n", "\t", "▁", "☺"]
+
+
+def _train_tokenizer(fam: Family, corpus_bytes: int, vocab_size: int) -> Any:
+    from tokenizers import AddedToken, Tokenizer, models, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=fam.unk))
+    alphabet = _pipeline(fam, tok)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_TARGET,
+        vocab_size=vocab_size,
         special_tokens=list(fam.special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=alphabet,
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus(corpus_bytes), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in fam.plain_tokens])
+    steps = [processors.ByteLevel(trim_offsets=False)] if fam.tokenizer == "byte-level" else []
+    if fam.add_bos and fam.bos:
+        steps.append(processors.TemplateProcessing(
+            single=f"{fam.bos} $A", pair=f"{fam.bos} $A {fam.bos} $B",
+            special_tokens=[(fam.bos, tok.token_to_id(fam.bos))]))
+    if steps:
+        tok.post_processor = steps[0] if len(steps) == 1 else processors.Sequence(steps)
     return tok
 
 
-def build_demo_model(out_dir: Path, family_name: str, seed: int = 0) -> Path:
+def build_demo_tokenizer(out_dir: Path, family_name: str, corpus_bytes: int = CORPUS_BYTES,
+                         vocab_size: int = VOCAB_TARGET) -> Any:
+    """Train `family_name`'s tokenizer and save it (HF layout) to `out_dir`; returns it."""
+    from transformers import PreTrainedTokenizerFast
+
+    fam = family(family_name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = _train_tokenizer(fam, corpus_bytes, vocab_size)
+    named = (fam.eos, fam.bos, fam.unk)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        eos_token=fam.eos,
+        bos_token=fam.bos,
+        pad_token=fam.eos,
+        unk_token=fam.unk,
+        additional_special_tokens=[t for t in fam.special_tokens if t not in named],
+        model_max_length=CONTEXT,
+        **fam.extra_tokenizer_config,
+    )
+    if fam.chat_template:
+        tokenizer.chat_template = fam.chat_template
+    tokenizer.save_pretrained(out_dir)
+    return raw
+
+
+def build_demo_model(out_dir: Path, family_name: str, seed: int = 0,
+                     corpus_bytes: int = CORPUS_BYTES, vocab_size: int = VOCAB_TARGET) -> Path:
     """Write a tiny random-weight model of `family_name` to `out_dir` and return it."""
     import torch
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     # Config defaults of some families warn about token ids we override anyway, and saving draws
@@ -182,22 +321,7 @@ def build_demo_model(out_dir: Path, family_name: str, seed: int = 0) -> Path:
     hf_logging.disable_progress_bar()
 
     fam = family(family_name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw = _train_tokenizer(fam)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        eos_token=fam.eos,
-        bos_token=fam.bos,
-        pad_token=fam.eos,
-        unk_token=None,
-        additional_special_tokens=[t for t in fam.special_tokens if t not in (fam.eos, fam.bos)],
-        model_max_length=CONTEXT,
-        **fam.extra_tokenizer_config,
-    )
-    if fam.chat_template:
-        tokenizer.chat_template = fam.chat_template
-    tokenizer.save_pretrained(out_dir)
-
+    raw = build_demo_tokenizer(out_dir, family_name, corpus_bytes, vocab_size)
     ids = {t: raw.token_to_id(t) for t in fam.special_tokens}
     # Round the vocabulary up so the embedding matrix is a friendly shape for the kernels.
     vocab = (raw.get_vocab_size() + 63) // 64 * 64
