@@ -328,7 +328,8 @@ class Zygote:
                 os.close(fd)
             except OSError:
                 pass
-            header, blob = execute(job["kind"], job["program"], case, self.cfg["output_cap"])
+            header, blob = execute(job["kind"], job["program"], case, self.cfg["output_cap"],
+                                   job.get("inputs"))
         except BaseException as exc:  # noqa: BLE001
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         try:

@@ -15,7 +15,7 @@ import pickle
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,12 +26,20 @@ from client.programs import build_program, canonical_completion
 from client.sandbox import Job, RunResult, SandboxPool
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: huge text outputs stored as digests
 
 # Tasks whose outputs cannot be compared directly (evalplus' special oracles).
 MBPP_NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
 MBPP_SET_EQ = {"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
                "larg_nnum", "intersection_array", "find_dissimilar", "Diff"}
+
+
+class Part(NamedTuple):
+    """A slice [first, stop) of a task's inputs judged as one job, with its wall limit."""
+
+    first: int
+    stop: int
+    timeout: float
 
 
 class PlusSettings(BaseSettings):
@@ -45,6 +53,7 @@ class PlusSettings(BaseSettings):
     time_limit_factor: float = 4.0
     task_timeout_s: float = Field(60.0, description="cap on one candidate's total input time")
     truth_timeout_s: float = Field(300.0, description="limit for one canonical run over all inputs")
+    part_s: float = Field(1.0, description="canonical seconds per job when a slow task is split")
     # evalplus allows 4 GiB; Mbpp/255's canonical output alone is ~1.6M tuples.
     memory_mb: int = Field(4096, description="address space a Plus candidate may add")
 
@@ -71,10 +80,11 @@ class _OutputUnpickler(pickle.Unpickler):
     _ALLOWED = {("builtins", n) for n in ("set", "frozenset", "complex", "bytearray", "slice",
                                            "range")}
     _ALLOWED |= {("collections", n) for n in ("OrderedDict", "defaultdict", "Counter", "deque")}
-    _ALLOWED |= {("decimal", "Decimal"), ("fractions", "Fraction"), ("builtins", "getattr")}
+    _ALLOWED |= {("decimal", "Decimal"), ("fractions", "Fraction"),
+                 ("client.candidate_exec", "Digest")}
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED and name != "getattr":
+        if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a sandbox result")
 
@@ -103,7 +113,8 @@ class PlusOracle:
         self.failures: dict[str, str] = {}  # task_id -> why no expected outputs exist
         self._cases_path: Path | None = None
         self._offsets: dict[str, tuple[int, int]] = {}
-        self._timeouts: dict[str, float] = {}
+        self._parts: dict[str, list[Part]] = {}
+        self._canonical_times: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     def _stem(self) -> str:
@@ -138,8 +149,7 @@ class PlusOracle:
         meta_path = folder / f"{self._stem()}.meta.json"
         if not (meta_path.is_file() and cases_path.is_file()):
             cases = self._compute()
-            timeouts = {tid: min(self.settings.task_timeout_s, sum(c.time_limits)) + 1.0
-                        for tid, c in cases.items()}
+            parts = {tid: self._plan(tid, c) for tid, c in cases.items()}
             blobs = {tid: pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
                      for tid, c in cases.items()}
             offsets, pos = {}, 0
@@ -147,10 +157,11 @@ class PlusOracle:
                 offsets[tid] = (pos, len(blob))
                 pos += len(blob)
             _atomic_write(b"".join(blobs.values()), cases_path)
-            meta = {"failures": self.failures, "timeouts": timeouts, "offsets": offsets}
+            meta = {"failures": self.failures, "parts": parts, "offsets": offsets}
             _atomic_write(json.dumps(meta).encode(), meta_path)
         meta = json.loads(meta_path.read_text())
-        self.failures, self._timeouts = meta["failures"], meta["timeouts"]
+        self.failures = meta["failures"]
+        self._parts = {tid: [Part(*p) for p in plan] for tid, plan in meta["parts"].items()}
         self._offsets = {k: tuple(v) for k, v in meta["offsets"].items()}
         self._cases_path = cases_path
 
@@ -193,11 +204,27 @@ class PlusOracle:
             self.failures[task_id] = f"canonical outputs unreadable: {exc}"
             return
         case.expected = truth["outputs"]
+        self._canonical_times[task_id] = truth["times"]
         s = self.settings
         case.time_limits = [max(s.min_time_limit_s, s.time_limit_factor * t)
                             for t in truth["times"]]
 
-    def timeout_for(self, task_id: str) -> float:
-        """Wall-clock limit of one candidate: its per-input limits summed, capped, plus 1 s."""
+    def _plan(self, task_id: str, case: PlusCase) -> list[tuple[int, int, float]]:
+        """Split a task whose canonical run is slow into parts of about `part_s` canonical
+        seconds, run as separate jobs (in parallel on several workers); each part's wall limit
+        is its per-input limits summed, capped, plus 1 s (evalplus' rule per task)."""
+        times = self._canonical_times.get(task_id, [])
+        bounds, start, acc = [], 0, 0.0
+        for i, t in enumerate(times):
+            if acc and acc + t > self.settings.part_s:
+                bounds.append((start, i))
+                start, acc = i, 0.0
+            acc += t
+        bounds.append((start, len(case.inputs)))
+        cap = self.settings.task_timeout_s
+        return [(a, b, min(cap, sum(case.time_limits[a:b])) + 1.0) for a, b in bounds]
+
+    def parts(self, task_id: str) -> list[Part]:
+        """The jobs one candidate of `task_id` is judged in: input slices with wall limits."""
         self._ensure()
-        return self._timeouts.get(task_id, self.settings.task_timeout_s + 1.0)
+        return self._parts.get(task_id) or [Part(0, 0, self.settings.task_timeout_s + 1.0)]

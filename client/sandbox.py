@@ -86,6 +86,7 @@ class Job(BaseModel):
     timeout: float
     bundle: str | None = None
     memory_mb: int | None = None  # overrides SandboxSettings.memory_mb for this job
+    inputs: tuple[int, int] | None = None  # "plus": only inputs [first, stop) of the task
 
 
 class RunResult(BaseModel):

@@ -132,18 +132,21 @@ class Scorer:
         if task_id not in self.benchmark:
             raise UnknownTaskError(self.benchmark.name, task_id)
 
-    def job(self, task_id: str, completion: str) -> Job | RunResult:
-        """The sandbox job for one sample, or a ready verdict when it cannot be judged."""
+    def jobs(self, task_id: str, completion: str) -> list[Job] | RunResult:
+        """The sandbox job(s) judging one sample (a slow Plus task is split into input slices,
+        see `PlusOracle.parts`), or a ready verdict when it cannot be judged."""
         task = self.benchmark.task(task_id)
         program = build_program(self.benchmark, task, completion)
         if self.oracle is None:
-            return Job(kind=job_kind(self.benchmark), program=program, timeout=self.timeout_s)
+            return [Job(kind=job_kind(self.benchmark), program=program, timeout=self.timeout_s)]
         key = self.oracle.bundle_key(task_id)
         if task_id in self.oracle.failures:
             return RunResult(status="error", detail="no expected outputs: "
                              + self.oracle.failures[task_id])
-        return Job(kind="plus", program=program, timeout=self.oracle.timeout_for(task_id),
-                   bundle=key, memory_mb=self.plus_settings.memory_mb)
+        parts = self.oracle.parts(task_id)
+        return [Job(kind="plus", program=program, timeout=p.timeout, bundle=key,
+                    memory_mb=self.plus_settings.memory_mb,
+                    inputs=(p.first, p.stop) if len(parts) > 1 else None) for p in parts]
 
     def verdict(self, sample: Sample, index: int, completion_id: int,
                 result: RunResult) -> SampleVerdict:
@@ -166,14 +169,25 @@ class Scorer:
         for s in samples:
             self.check_task(s.task_id)
         completion_ids = _completion_ids(samples)
-        prepared = [self.job(s.task_id, s.completion) for s in samples]
-        pending = [(i, j) for i, j in enumerate(prepared) if isinstance(j, Job)]
-        for i, j in enumerate(prepared):
-            if isinstance(j, RunResult):
-                yield self.verdict(samples[i], indices[i], completion_ids[i], j)
-        for k, result in self.pool.run_many(j for _, j in pending):
-            i = pending[k][0]
-            yield self.verdict(samples[i], indices[i], completion_ids[i], result)
+        flat: list[tuple[int, Job]] = []
+        parts: dict[int, list[RunResult | None]] = {}
+        for i, s in enumerate(samples):
+            prepared = self.jobs(s.task_id, s.completion)
+            if isinstance(prepared, RunResult):
+                yield self.verdict(s, indices[i], completion_ids[i], prepared)
+                continue
+            parts[i] = [None] * len(prepared)
+            flat += [(i, job) for job in prepared]
+        slot = {}  # position in `flat` -> index among its sample's parts
+        seen: dict[int, int] = defaultdict(int)
+        for k, (i, _) in enumerate(flat):
+            slot[k], seen[i] = seen[i], seen[i] + 1
+        for k, result in self.pool.run_many(job for _, job in flat):
+            i = flat[k][0]
+            parts[i][slot[k]] = result
+            if all(r is not None for r in parts[i]):
+                merged = merge_parts(parts.pop(i))  # type: ignore[arg-type]
+                yield self.verdict(samples[i], indices[i], completion_ids[i], merged)
 
     def report(self, verdicts: list[SampleVerdict], ks: Iterable[int]) -> ScoreReport:
         ks = list(ks)
@@ -192,6 +206,14 @@ class Scorer:
 
     def score(self, samples: Sequence[Sample], ks: Iterable[int] = (1, 10, 100)) -> ScoreReport:
         return self.report(list(self.iter_verdicts(samples)), ks)
+
+
+def merge_parts(results: list[RunResult]) -> RunResult:
+    """One verdict from a sample's input slices (in input order): the first that did not pass,
+    else passed; the time is the total."""
+    elapsed = sum(r.elapsed_s for r in results)
+    first_bad = next((r for r in results if not r.passed), results[0])
+    return first_bad.model_copy(update={"elapsed_s": elapsed})
 
 
 def _completion_ids(samples: Sequence[Sample]) -> list[int]:
@@ -242,9 +264,8 @@ class ScoringService:
             raise InvalidRequestError("every k must be >= 1", param="k")
         scorer = await asyncio.to_thread(self.scorer, benchmark)
         scorer.check_task(task_id)
-        jobs = await asyncio.to_thread(lambda: [scorer.job(task_id, c) for c in completions])
-        results = await asyncio.gather(
-            *(self.pool.arun(j) if isinstance(j, Job) else _ready(j) for j in jobs))
+        prepared = await asyncio.to_thread(lambda: [scorer.jobs(task_id, c) for c in completions])
+        results = await asyncio.gather(*(self._judge(p) for p in prepared))
         verdicts = [scorer.verdict(Sample(task_id=task_id, completion=c), i, i, r)
                     for i, (c, r) in enumerate(zip(completions, results))]
         correct = sum(v.passed for v in verdicts)
@@ -254,12 +275,13 @@ class ScoringService:
             pass_at_k={f"pass@{k}": pass_at_k(n, correct, k) for k in sorted(set(ks)) if k <= n},
             verdicts=verdicts)
 
+    async def _judge(self, prepared: list[Job] | RunResult) -> RunResult:
+        if isinstance(prepared, RunResult):
+            return prepared
+        return merge_parts(list(await asyncio.gather(*(self.pool.arun(j) for j in prepared))))
+
     def close(self) -> None:
         self.pool.close()
-
-
-async def _ready(result: RunResult) -> RunResult:
-    return result
 
 
 async def score_completions(benchmark: str, task_id: str, completions: list[str], *,
