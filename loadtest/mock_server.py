@@ -316,7 +316,12 @@ class MockServerThread:
         return self.server.url
 
     def patch(self, **changes: Any) -> None:
-        self._loop.call_soon_threadsafe(self.server.upstream.apply_patch, changes)
+        """Change behaviour at run time (waits until applied; invalid values raise)."""
+
+        async def apply() -> None:
+            self.server.upstream.apply_patch(changes)
+
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(timeout=10)
 
     def __enter__(self) -> str:
         self._thread.start()

@@ -172,8 +172,12 @@ async def test_bad_requests_get_openai_errors_and_config_patches_apply() -> None
 def test_thread_and_process_variants_serve_requests() -> None:
     import httpx
 
-    with MockServerThread(MockConfig(model_name="t")) as url:
+    thread = MockServerThread(MockConfig(model_name="t"))
+    with thread as url:
         assert httpx.get(url + "/v1/models").json()["data"][0]["id"] == "t"
+        thread.patch(health_status=503)
+        assert httpx.get(url + "/health").status_code == 503
+        assert thread.stats.received == 0
     config = MockConfig(model_name="p", itl_ms=1.5, strict_model=True)
     assert config_to_args(config) == ["--model-name", "p", "--strict-model", "--itl-ms", "1.5"]
     with MockServerProcess(config) as url:
