@@ -96,9 +96,13 @@ def summarize(records: Sequence[RequestRecord], spec: RunSpec) -> Summary:
     )
 
 
-def timeline(records: Sequence[RequestRecord], bucket_s: float = 1.0) -> list[TimelinePoint]:
-    """Finished candidates, tokens and requests per second, in buckets of `bucket_s` (warm-up
-    included, so the ramp is visible)."""
+def timeline(records: Sequence[RequestRecord], bucket_s: float | None = None) -> list[TimelinePoint]:
+    """Finished candidates, tokens and requests per second, in buckets of `bucket_s` (default:
+    1 s, shorter for runs under 40 s so a short run still draws a curve; warm-up included, so
+    the ramp is visible)."""
+    if bucket_s is None:
+        span = max((r.done_s for r in records), default=0.0)
+        bucket_s = 1.0 if span >= 40 else max(0.05, float(f"{span / 40:.1g}"))
     cands: Counter[int] = Counter()
     tokens: Counter[int] = Counter()
     reqs: Counter[int] = Counter()
