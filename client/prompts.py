@@ -246,3 +246,13 @@ def load_mbpp_shots(data_dir: Path | None) -> list[Task]:
 
     full = load_benchmark("mbpp-full", data_dir)
     return [full.task(f"Mbpp/{number}") for number in MBPP_SHOT_IDS]
+
+
+def register_format(fmt: PromptFormat) -> None:
+    """Add a format defined in another module (it subclasses PromptFormat, so it imports us)."""
+    global _FORMATS
+    _FORMATS = (*_FORMATS, fmt)
+
+
+# Last, so client.fim_prompts finds PromptFormat and register_format whichever is imported first.
+import client.fim_prompts  # noqa: E402,F401  (registers the fill-in-the-middle format)
