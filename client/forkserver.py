@@ -156,7 +156,10 @@ class Zygote:
         the harness to know what we hold."""
         while len(self.bundles) >= self.cfg["max_bundles"]:
             self.bundles.pop(next(iter(self.bundles)))
-        self.bundles[key] = pickle.loads(blob)
+        try:
+            self.bundles[key] = pickle.loads(blob)
+        except Exception as exc:  # noqa: BLE001 - its jobs will report the missing inputs
+            return {"status": "error", "detail": f"bundle {key} unreadable: {exc!r}"}
         self.vm_bytes = None
         gc.freeze()
         return {"status": "passed", "detail": f"bundle {key} loaded"}

@@ -174,7 +174,7 @@ class _Worker:
             assert self.proc.stdin is not None
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: already closed by kill()
             raise WorkerDied(f"sandbox worker gone: {exc}") from None
 
     def _receive(self, timeout: float) -> tuple[dict[str, Any], bytes]:
@@ -193,7 +193,9 @@ class _Worker:
             source = bundles[job.bundle]
             data = source() if callable(source) else source
             self._send(encode_frame({"kind": "bundle", "key": job.bundle}, data))
-            self._receive(60.0 + self.settings.grace_s)
+            ack = self._receive(60.0 + self.settings.grace_s)[0]
+            if ack.get("status") != "passed":
+                return RunResult(status="error", detail=str(ack.get("detail")))
             self.loaded = [*self.loaded, job.bundle][-MAX_BUNDLES:]
         self._send(encode_frame(job.model_dump(exclude_none=True)))
         header, blob = self._receive(job.timeout + self.settings.grace_s)
@@ -308,8 +310,14 @@ class SandboxPool:
         return result
 
     def _replace(self, worker: _Worker) -> _Worker:
+        """A fresh worker for a dead one; if none can start, the dead one goes back to the
+        pool (its next job fails fast and tries again) so that no caller waits forever."""
         worker.kill()
-        fresh = _Worker(self.settings)
+        try:
+            fresh = _Worker(self.settings)
+        except (OSError, WorkerDied, SandboxUnavailableError) as exc:
+            log.error("cannot restart a sandbox worker: %s", exc)
+            return worker
         with self._lock:
             self._all = [fresh if w is worker else w for w in self._all]
         return fresh
