@@ -184,7 +184,7 @@ def test_works_as_an_unprivileged_user(tmp_path: Path) -> None:
     site = next(REPO.glob(".venv/lib/python3*/site-packages"), None)
     if not Path(python).exists() or site is None:
         pytest.skip("needs a system python3 matching the venv to run as nobody")
-    canary_dir = Path(tempfile_dir := "/var/tmp") / f"codeserve-unpriv-{os.getpid()}"
+    canary_dir = Path("/var/tmp") / f"codeserve-unpriv-{os.getpid()}"
     canary_dir.mkdir(mode=0o777, exist_ok=True)
     os.chmod(canary_dir, 0o777)
     canary = canary_dir / "canary"
