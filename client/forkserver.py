@@ -99,7 +99,11 @@ class Zygote:
     def prepare(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        isolation.die_with_parent()
+        if self.pid1:
+            # Our parent is the single-threaded worker process. (Without a PID namespace we are
+            # that process, whose parent is a harness thread that may exit at any time: there we
+            # rely on EOF on stdin instead.)
+            isolation.die_with_parent()
         try:
             isolation.prctl(isolation.PR_SET_DUMPABLE, 0)  # candidates may not ptrace us
         except OSError:

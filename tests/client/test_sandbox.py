@@ -236,3 +236,14 @@ def test_candidates_die_with_the_harness() -> None:
     while descendants(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert descendants(worker) == []
+
+
+def test_unsafe_mode_without_pid_namespace_still_reaps_daemons() -> None:
+    settings = SandboxSettings(workers=1, disable=["pid namespace"], allow_unsafe=True)
+    with SandboxPool(settings) as p:
+        assert not p.report.is_active("pid namespace")
+        daemon = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(3600)\n")
+        assert p.run(Job(program=daemon, timeout=5)).status == "passed"
+        worker = p._all[0].proc.pid
+        assert descendants(worker) == []  # no zygote child here: the worker is the zygote
+        assert p.run(Job(program="assert True", timeout=5)).passed
