@@ -175,7 +175,11 @@ class Zygote:
             case = self.bundles[job["bundle"]] if job["kind"] != "exec" else None
         except KeyError as exc:
             return {"status": "error", "detail": f"no test inputs for {exc}"}, b""
-        os.mkdir(self.workdir, 0o700)
+        try:
+            os.mkdir(self.workdir, 0o700)
+        except FileExistsError:  # left over from a job that crashed its cleanup
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            os.mkdir(self.workdir, 0o700)
         if self.uid is not None:
             os.chown(self.workdir, self.uid, self.uid)
         timeout = float(job["timeout"])
