@@ -114,6 +114,8 @@ class Zygote:
                 isolation.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
             except OSError:
                 pass
+        isolation.forbid_new_privileges(self.report)
+        self.drop_privileges = isolation.PrivilegeDropper(self.uid)
         # Candidates inherit this environment: nothing of the harness's, HOME = their own dir.
         os.environ.clear()
         os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.workdir,
@@ -332,7 +334,7 @@ class Zygote:
                     resource.setrlimit(which, (soft, hard))
                 except (ValueError, OSError):
                     pass
-            isolation.drop_privileges(self.uid)
+            self.drop_privileges()
             try:  # if anything must die on OOM, it is the candidate
                 fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
                 os.write(fd, b"1000")

@@ -297,35 +297,48 @@ def remove_cgroup_dirs(name: str) -> None:
             pass
 
 
-def drop_privileges(uid: int | None) -> None:
-    """Candidate side: switch to `uid` (as root: e.g. nobody, so file permissions apply), or, when
-    `uid` is None, keep ours but drop every capability (bounding set too, so exec regains none).
-    Then forbid regaining privileges through setuid binaries."""
-    if uid is not None and uid != os.geteuid():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)  # leaving uid 0 clears all capabilities
-    else:
+def forbid_new_privileges(report: LayerReport) -> None:
+    """Zygote side, once: empty the capability bounding set and set no_new_privs. Both are
+    inherited by every candidate and irreversible, so no exec'd or setuid binary can ever give a
+    candidate capabilities back; the zygote itself keeps its current ones (it never execs)."""
+    try:
         for cap in range(64):
             try:
                 prctl(PR_CAPBSET_DROP, cap)
-            except OSError:
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
                 break  # past the last capability this kernel knows
-        _clear_capabilities()
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
-
-
-def reachable_by_others(paths: list[str]) -> bool:
-    return all(_closed_ancestor(Path(p).resolve()) is None for p in paths)
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        report.add("no new privileges", True, "empty capability bounding set, no_new_privs")
+    except OSError as exc:
+        report.add("no new privileges", False, str(exc))
 
 
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
 
-def _clear_capabilities() -> None:
-    if SYS_CAPSET is None:
-        return
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (ctypes.c_uint32 * 6)()  # two zeroed {effective, permitted, inheritable} sets
-    _check(_libc.syscall(ctypes.c_long(SYS_CAPSET), ctypes.byref(header), ctypes.byref(data)))
+class PrivilegeDropper:
+    """Candidate side: switch to `uid` (as root: e.g. nobody, so file permissions apply), or,
+    when `uid` is None, keep ours but clear every capability. Prepared in the zygote so that
+    the forked child runs as little Python (touches as few copy-on-write pages) as possible."""
+
+    def __init__(self, uid: int | None) -> None:
+        self.uid = uid if uid is not None and uid != os.geteuid() else None
+        self._header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+        self._data = (ctypes.c_uint32 * 6)()  # two zeroed {effective, permitted, inheritable}
+        self._args = (ctypes.c_long(SYS_CAPSET or -1), ctypes.byref(self._header),
+                      ctypes.byref(self._data))
+
+    def __call__(self) -> None:
+        if self.uid is not None:
+            os.setgroups([])
+            os.setgid(self.uid)
+            os.setuid(self.uid)  # leaving uid 0 clears all capabilities
+        elif SYS_CAPSET is not None:
+            _check(_libc.syscall(*self._args))
+
+
+def reachable_by_others(paths: list[str]) -> bool:
+    return all(_closed_ancestor(Path(p).resolve()) is None for p in paths)

@@ -64,8 +64,10 @@ def test_candidate_cannot_see_the_harness_or_its_tmp(pool: SandboxPool, tmp_path
         import os
         assert not os.path.exists({str(marker)!r})
         assert os.getpid() > 1 and os.getppid() == 1   # inside its own PID namespace
-        caps = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1]
-        assert int(caps, 16) == 0   # no capabilities, whatever the uid
+        status = dict(l.split(':', 1) for l in open('/proc/self/status'))
+        for field in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb'):
+            assert int(status[field], 16) == 0, field   # no capabilities, whatever the uid
+        assert status['NoNewPrivs'].strip() == '1'
         assert os.environ['HOME'] == os.getcwd()
         assert set(os.listdir('/dev')) >= {{'null', 'urandom'}} and 'loop0' not in os.listdir('/dev')
         """), timeout=5.0))
