@@ -85,14 +85,16 @@ class Stack:
     models: list[str] = field(default_factory=list)
 
     def engine_pids(self, name: str) -> list[int]:
-        """PIDs of the vLLM API server of `name` (found by its port)."""
+        """PIDs of the vLLM API server of `name` (found by its port); not of the launcher
+        above it, whose command line holds the same words after `--`."""
         import psutil
 
         port = self.engine_urls[name].rsplit(":", 1)[1]
         pids = []
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
-            if "vllm.entrypoints.openai.api_server" in cmd and port in cmd:
+            if ("vllm.entrypoints.openai.api_server" in cmd and port in cmd
+                    and "server.engines.launcher" not in cmd):
                 pids.append(proc.pid)
         return pids
 

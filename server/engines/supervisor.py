@@ -30,6 +30,22 @@ STABLE_AFTER_S = 120.0
 TAIL_LINES = 25
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
+def _kill_group(pgid: int) -> None:
+    # The launcher starts the engine in a session of its own: its PID is the group's ID.
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -165,6 +181,10 @@ class ManagedRunner(EngineRunner):
         try:
             await asyncio.wait_for(process.wait(), self.settings.engine_stop_timeout_s)
         except asyncio.TimeoutError:
+            # The launcher did not act (wedged or stopped): take the engine's process group
+            # down here, since killing the launcher alone would orphan it.
+            for leader in _children(process.pid):
+                _kill_group(leader)
             process.kill()
             await process.wait()
 

@@ -108,6 +108,26 @@ async def test_hung_engine_is_restarted(runner_factory) -> None:
     await until(lambda: runner.entry.state == "ready")
 
 
+async def test_wedged_launcher_still_takes_its_engine_down(runner_factory) -> None:
+    """The launcher itself stops responding (here: stopped along with its engine): the
+    supervisor kills the engine's process group itself, so no engine outlives the launcher."""
+    runner, task = await runner_factory(health_failures_to_eject=2)
+    await until(lambda: runner.entry.state == "ready")
+    launcher = psutil.Process(runner.engine_pid())
+    engine = engine_process(runner)
+    for proc in (engine, launcher):
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        await until(lambda: runner.entry.state in ("restarting", "starting"), timeout=15)
+        await until(lambda: not engine.is_running() or engine.status() == psutil.STATUS_ZOMBIE,
+                    timeout=5)
+        await until(lambda: runner.entry.state == "ready")
+    finally:
+        for proc in (engine, launcher):
+            if proc.is_running():
+                proc.send_signal(signal.SIGCONT)
+
+
 async def test_gives_up_after_max_restarts(runner_factory, monkeypatch) -> None:
     monkeypatch.setattr(supervisor, "vllm_command",
                         lambda *a: [sys.executable, "-c", "raise SystemExit(3)"])
