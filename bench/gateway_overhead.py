@@ -101,12 +101,15 @@ def proxy_process(config_name: str, config_text: str, command: list[str], ready_
             proc.wait(30)
 
 
-def codeserve_gateway(upstream: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
+def codeserve_gateway(upstream: str, **env: str
+                      ) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """`codeserve serve` in front of `upstream`; `env` adds CODESERVE_* settings."""
     config = ("models:\n  - name: mock-model\n    model: mock-model\n    engine:\n"
               f"      kind: upstream\n      urls: ['{upstream}']\n")
     command = [sys.executable, "-m", "server.cli", "serve", "--models-file", "{config}",
                "--port", "{port}", "--log-level", "warning"]
-    return proxy_process("models.yaml", config, command, "/ready", {"HF_HUB_OFFLINE": "1"}, 30)
+    return proxy_process("models.yaml", config, command, "/ready",
+                         {"HF_HUB_OFFLINE": "1", **env}, 30)
 
 
 def litellm_available() -> bool:
