@@ -8,8 +8,9 @@ figures are milliseconds (latencies) or per-second rates.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ArrivalMode = Literal["closed", "constant", "poisson"]
 Endpoint = Literal["completions", "chat"]
@@ -96,6 +97,14 @@ class RunSpec(BaseModel):
     max_inflight: int = Field(512, ge=1, description="open loop: requests in flight at most")
     score_fraction: float = Field(0.0, ge=0, le=1, description="share of candidates scored")
     seed: int = 0
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _has_an_end(self) -> RunSpec:

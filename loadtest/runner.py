@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import aiohttp
 import orjson
 
 from loadtest.arrivals import schedule
+from loadtest.http_client import ConnectFailed, ResponseBroken, StreamingClient
 from loadtest.protocol import RequestRecord, RunSpec
 from loadtest.records import StreamTimer
 from loadtest.workloads import PreparedRequest, Workload
@@ -52,7 +52,12 @@ class LoadRunner:
         self._issued = 0
         self._stopping = False
         path = "/chat/completions" if workload.spec.endpoint == "chat" else "/completions"
-        self._url = spec.base_url.rstrip("/") + path
+        headers = {"Content-Type": "application/json"}
+        if spec.api_key:
+            headers["Authorization"] = f"Bearer {spec.api_key}"
+        self._client = StreamingClient(spec.base_url, headers, spec.timeout_s, clock)
+        # Whole requests (head and body) encoded once, before anything is sent.
+        self._wire = {id(r): self._client.request_bytes(path, r.body) for r in workload.pool}
 
     def stop(self) -> None:
         """Stop sending; requests in flight still finish and are recorded."""
@@ -71,9 +76,7 @@ class LoadRunner:
     def _is_warmup(self, seq: int, intended: float) -> bool:
         return seq < self.spec.warmup_requests or intended - self.origin < self.spec.warmup_s
 
-    async def _send(
-        self, session: aiohttp.ClientSession, seq: int, req: PreparedRequest, keep: bool, intended: float
-    ) -> None:
+    async def _send(self, seq: int, req: PreparedRequest, keep: bool, intended: float) -> None:
         n = self.workload.spec.n
         timer = StreamTimer(n, keep_text=keep)
         clock = self.clock
@@ -82,23 +85,17 @@ class LoadRunner:
         detail: str | None = None
         sent = clock()
         try:
-            async with session.post(self._url, data=req.body) as resp:
-                status = resp.status
-                if status != 200:
-                    error = f"http_{status}"
-                    detail = error_message(await resp.read())
-                else:
-                    async for data in resp.content.iter_any():
-                        timer.feed(data, clock())
-                    error = timer.outcome_error()
-        except asyncio.TimeoutError:
+            status, error_body = await self._client.post(self._wire[id(req)], timer.feed)
+            if status != 200:
+                error, detail = f"http_{status}", error_message(error_body)
+            else:
+                error = timer.outcome_error()
+        except TimeoutError:
             error = "timeout"
-        except aiohttp.ClientPayloadError as exc:
+        except ResponseBroken as exc:
             error, detail = "connection_dropped", str(exc)
-        except aiohttp.ClientConnectionError as exc:
+        except ConnectFailed as exc:
             error, detail = "connection_error", str(exc)
-        except aiohttp.ClientError as exc:
-            error, detail = "client_error", str(exc)
         done = clock()
         origin = self.origin
         self.records.append(
@@ -131,10 +128,10 @@ class LoadRunner:
         assert spec.duration_s is not None
         return self.clock() - self.origin < spec.warmup_s + spec.duration_s
 
-    async def _user(self, session: aiohttp.ClientSession) -> None:
+    async def _user(self) -> None:
         while self._more_closed_loop():
             seq, req, keep = self._next_request()
-            await self._send(session, seq, req, keep, self.clock())
+            await self._send(seq, req, keep, self.clock())
 
     def _open_loop_offsets(self) -> list[float]:
         spec = self.spec
@@ -143,13 +140,13 @@ class LoadRunner:
         assert spec.duration_s is not None
         return schedule(spec.arrival, seed=spec.seed, duration_s=spec.warmup_s + spec.duration_s)
 
-    async def _open_loop(self, session: aiohttp.ClientSession) -> None:
+    async def _open_loop(self) -> None:
         slots = asyncio.Semaphore(self.spec.max_inflight)
         in_flight: set[asyncio.Task[None]] = set()
 
         async def send_then_free(seq: int, req: PreparedRequest, keep: bool, intended: float) -> None:
             try:
-                await self._send(session, seq, req, keep, intended)
+                await self._send(seq, req, keep, intended)
             finally:
                 slots.release()
 
@@ -171,36 +168,23 @@ class LoadRunner:
             await asyncio.gather(*in_flight)
 
     async def run(self) -> list[RequestRecord]:
-        spec = self.spec
-        headers = {"Content-Type": "application/json"}
-        if spec.api_key:
-            headers["Authorization"] = f"Bearer {spec.api_key}"
         # A full collection walks every object the process holds (modules, the request pool):
         # tens of milliseconds that would land on some request's send time. Freezing the heap
         # as it is now leaves the collector only what the run itself creates.
         gc.collect()
         gc.freeze()
         try:
-            return await self._run_session(headers)
-        finally:
-            gc.unfreeze()
-
-    async def _run_session(self, headers: dict[str, str]) -> list[RequestRecord]:
-        spec = self.spec
-        connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=headers,
-            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-        ) as session:
             # A short lead so the first intended send is not already late from setup work.
             self.origin = self.clock() + 0.02
             await asyncio.sleep(0.02)
-            if spec.arrival.mode == "closed":
-                assert spec.arrival.concurrency is not None
-                await asyncio.gather(*(self._user(session) for _ in range(spec.arrival.concurrency)))
+            if self.spec.arrival.mode == "closed":
+                assert self.spec.arrival.concurrency is not None
+                await asyncio.gather(*(self._user() for _ in range(self.spec.arrival.concurrency)))
             else:
-                await self._open_loop(session)
+                await self._open_loop()
+        finally:
+            gc.unfreeze()
+            self._client.close()
         self.records.sort(key=lambda r: r.seq)
         return self.records
 
