@@ -21,12 +21,11 @@ from server.errors import InvalidRequestError
 from server.fim_prompter import FimPrompter, Overflow, Rendering, TemplateMismatch
 from server.fim_templates import BY_NAME, TEMPLATES, FimTemplate
 from server.fim_tokenizer import ModelTokenizer, locate_tokenizer, read_model_type
+from server.limits import ENGINE_DEFAULT_MAX_TOKENS
 from server.protocol import CompletionRequest
 
 log = logging.getLogger("codeserve")
 
-# vLLM's default max_tokens for /v1/completions, used to budget the prompt when none is given.
-ENGINE_DEFAULT_MAX_TOKENS = 16
 _ALL_CONTROL = frozenset(s for t in TEMPLATES for s in t.control_spellings())
 
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING
+
 from server.config import Settings
 from server.errors import InvalidRequestError
 from server.protocol import ChatCompletionRequest, CompletionRequest
+
+if TYPE_CHECKING:
+    from server.fim_tokenizer import ModelTokenizer
+
+# Completions' max_tokens when the request sets none (vLLM, like OpenAI).
+ENGINE_DEFAULT_MAX_TOKENS = 16
+# Every token covers at least one UTF-8 byte (byte-level BPE; SentencePiece falls back to
+# bytes), plus the few a tokenizer adds itself (BOS): a text of at most `room - this` bytes
+# cannot overflow the context and is not tokenized.
+_ADDED_TOKENS = 4
 
 
 def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Settings,
@@ -57,15 +70,37 @@ def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Setti
         raise InvalidRequestError("best_of must be at least n", param="best_of")
     if isinstance(req, CompletionRequest) and max_model_len is not None:
         longest = _longest_token_prompt(req)
-        if longest is not None and longest + (max_tokens or 16) > max_model_len:
-            raise InvalidRequestError(
-                f"prompt of {longest} tokens + max_tokens {max_tokens or 16} exceeds this "
-                f"model's context of {max_model_len} tokens", param="prompt",
-            )
+        if longest is not None:
+            _check_context(longest, req.max_tokens, max_model_len)
+
+
+async def check_prompt_fits(req: CompletionRequest, tokenizer: ModelTokenizer | None,
+                            max_model_len: int | None) -> None:
+    """Text prompts measured with the model's own tokenizer (as the engine will), so an
+    overflow is a 400 with the numbers before the engine is asked. Only prompts that might not
+    fit are tokenized, off the event loop: short ones cost nothing."""
+    if tokenizer is None or max_model_len is None:
+        return
+    room = max_model_len - (req.max_tokens or ENGINE_DEFAULT_MAX_TOKENS) - _ADDED_TOKENS
+    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+    long = [p for p in prompts if isinstance(p, str) and len(p.encode()) > room]
+    if not long:
+        return
+    counts = await asyncio.to_thread(lambda: [len(tokenizer.encode_prompt(p)) for p in long])
+    _check_context(max(counts), req.max_tokens, max_model_len)
+
+
+def _check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> None:
+    generated = max_tokens or ENGINE_DEFAULT_MAX_TOKENS
+    if prompt_tokens + generated > max_model_len:
+        raise InvalidRequestError(
+            f"prompt of {prompt_tokens} tokens + max_tokens {generated} exceeds this model's "
+            f"context of {max_model_len} tokens", param="prompt",
+        )
 
 
 def _longest_token_prompt(req: CompletionRequest) -> int | None:
-    """Length of the longest token-id prompt; string prompts are measured by the engine."""
+    """Length of the longest token-id prompt (text prompts: `check_prompt_fits`)."""
     p = req.prompt
     if isinstance(p, list) and p and isinstance(p[0], int):
         return len(p)

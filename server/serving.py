@@ -34,7 +34,7 @@ from server.errors import (
     UpstreamError,
 )
 from server.fim import apply_fim
-from server.limits import check_limits
+from server.limits import check_limits, check_prompt_fits
 from server.metrics import GatewayMetrics
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.stops import StreamStops, split_stops, trim_choices
@@ -117,6 +117,9 @@ class CompletionService:
                      req: CompletionRequest | ChatCompletionRequest,
                      entry: ModelEntry) -> Response:
         check_limits(req, self.settings, entry.max_model_len)
+        if isinstance(req, CompletionRequest) and req.suffix is None and entry.renderer:
+            # (FIM prompts are rendered to fit the context instead.)
+            await check_prompt_fits(req, entry.renderer.tokenizer, entry.max_model_len)
         # Built first so an invalid request (e.g. `suffix` for a model without FIM) is a 400
         # whatever the engine's state.
         payload, extra_stops = self.engine_payload(req, entry)
@@ -218,7 +221,8 @@ class CompletionService:
             raise UpstreamError(502, f"engine for model {entry.name!r} failed: "
                                 f"{type(exc).__name__}") from None
 
-    async def _open_stream(self, call: EngineCall, entry: ModelEntry, admission: Admission, started: float, include_usage: bool,
+    async def _open_stream(self, call: EngineCall, entry: ModelEntry, admission: Admission,
+                           started: float, include_usage: bool,
                            stops: StreamStops | None) -> Response:
         # Open the engine response before answering, so connection failures and engine
         # validation errors still get a proper status code instead of a broken stream.

@@ -3,18 +3,22 @@ validated fields ever reach it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from aiohttp import web
+from tokenizers import Tokenizer
 
 from loadtest.mock_config import MockConfig
 from loadtest.mock_encoding import Kind
 from loadtest.mock_server import MockServer, MockUpstream
 from server.config import ModelsFile
+from server.demo_models import build_demo_tokenizer
 from tests.server.gateway_harness import running_gateway
 
 
@@ -39,9 +43,9 @@ async def engine() -> AsyncIterator[MockServer]:
     await server.stop()
 
 
-def models(url: str) -> ModelsFile:
+def models(url: str, model: str = "org/coder") -> ModelsFile:
     return ModelsFile.model_validate({"models": [{
-        "name": "coder", "model": "org/coder", "max_model_len": 512,
+        "name": "coder", "model": model, "max_model_len": 512,
         "engine": {"kind": "upstream", "urls": [url]}}]})
 
 
@@ -169,3 +173,35 @@ async def test_unknown_fields_never_reach_the_engine(engine: MockServer) -> None
                                "stream_options": {"include_usage": True}}
     assert sent_chat == {"model": "org/coder", "max_tokens": 2,
                          "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_text_prompt_over_the_context_is_400_with_the_numbers(
+        engine: MockServer, tmp_path: Path) -> None:
+    """With the model's tokenizer at hand the gateway counts text prompts itself (as the
+    engine would), so an overflow never reaches the engine."""
+    build_demo_tokenizer(tmp_path, "qwen2.5-coder", corpus_bytes=60_000, vocab_size=800)
+    count = lambda text: len(Tokenizer.from_file(str(tmp_path / "tokenizer.json"))  # noqa: E731
+                             .encode(text).ids)
+    too_long = "def f():\n    return 1\n" * 60
+    long_in_bytes_only = "return " * 300
+    assert count(too_long) + 100 > 512 >= count(too_long) + 16
+    assert len(long_in_bytes_only.encode()) > 512 >= count(long_in_bytes_only) + 16
+    async with running_gateway(models(engine.url, str(tmp_path))) as url, \
+            httpx.AsyncClient(base_url=url) as http:
+        for _ in range(100):  # the tokenizer loads in the background
+            card = (await http.get("/v1/models")).json()["data"][0]
+            if card["fim_template"]:
+                break
+            await asyncio.sleep(0.05)
+        over = await http.post("/v1/completions", json={
+            "model": "coder", "prompt": too_long, "max_tokens": 100})
+        batch = await http.post("/v1/completions", json={
+            "model": "coder", "prompt": ["short", too_long], "max_tokens": 100})
+        fits = [await http.post("/v1/completions", json={"model": "coder", "prompt": p})
+                for p in (too_long, long_in_bytes_only)]
+    expected = error(f"prompt of {count(too_long)} tokens + max_tokens 100 exceeds this "
+                     "model's context of 512 tokens", "prompt")
+    assert over.status_code == 400 and over.json() == expected
+    assert batch.status_code == 400 and batch.json() == expected
+    assert [r.status_code for r in fits] == [200, 200]
+    assert engine.stats.received == 2
