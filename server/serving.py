@@ -251,6 +251,10 @@ class CompletionService:
         error: BaseException | None = None
         try:
             async for chunk in resp.content.iter_any():
+                # When the engine is ahead, neither reading (buffered) nor writing (not paused)
+                # suspends: yield once per chunk so the loop still sees a client that hung up,
+                # and the stream is cancelled instead of relaying into the void.
+                await asyncio.sleep(0)
                 if first:
                     self.metrics.ttft.labels(name).observe(time.perf_counter() - started)
                     first = False

@@ -116,8 +116,18 @@ def test_context_overflow_is_a_clear_400(real_stack: Stack) -> None:
                       json={"model": "qwen-demo", "prompt": prompt, "max_tokens": 10})
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
-    assert error["type"] == "invalid_request_error"
-    assert "2048" in error["message"], error  # the context length, and how far over it is
+    # The gateway counts with the model's tokenizer, before the engine is asked.
+    direct = httpx.post(real_stack.engine_urls["qwen-demo"] + "/v1/completions", timeout=60,
+                        json={"model": "qwen-demo", "prompt": prompt, "max_tokens": 10})
+    print(f"\ngateway: {error['message']}\nvLLM: {direct.json()['error']['message']}")
+    prompt_tokens = int(error["message"].split()[2])
+    assert error == {"message": f"prompt of {prompt_tokens} tokens + max_tokens 10 exceeds this "
+                                "model's context of 2048 tokens", "type": "invalid_request_error",
+                     "param": "prompt", "code": None}
+    # Without the tokenizer the engine's own 400 is relayed: it names the context length and
+    # a lower bound of the prompt ("at least 2049 input tokens"), not the full count.
+    assert direct.status_code == 400
+    assert "2048" in direct.json()["error"]["message"]
     assert marker not in real_stack.log_path.read_text(errors="replace")
 
 
