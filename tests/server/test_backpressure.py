@@ -98,11 +98,12 @@ async def test_cancelled_queued_request_leaves_the_queue_quietly(
         assert metric((await http.get("/metrics")).text,
                       'codeserve_queue_length{model="coder"}') == 1
         assert (await first)[0].status_code == 200
-        resp, seconds = await patient
+        resp, _ = await patient
         metrics = (await http.get("/metrics")).text
     assert resp.status_code == 200
-    assert seconds < 2.0  # served right after the first: one engine turn, not two
-    assert slow_engine.stats.received == 2  # the quitter never reached the engine
+    # Served in the slot the first one freed: the quitter never reached the engine (counted,
+    # not timed: wall-clock bounds flake on a loaded 2-core machine).
+    assert slow_engine.stats.received == 2
     assert slow_engine.stats.max_running == 1
     assert metric(metrics, 'codeserve_requests_total{model="coder",status="499"}') == 1
     assert metric(metrics, 'codeserve_queue_length{model="coder"}') == 0

@@ -85,7 +85,7 @@ def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
 
 
 def test_grace_period_bounds_the_drain(tmp_path: Path) -> None:
-    mock = MockServerThread(MockConfig(ttft_ms=30_000))
+    mock = MockServerThread(MockConfig(ttft_ms=120_000))
     with mock as mock_url, gateway_process(tmp_path, {"coder": mock_url},
                                            CODESERVE_SHUTDOWN_GRACE_S="1") as gateway:
         results: list[httpx.Response | Exception] = []
@@ -94,11 +94,12 @@ def test_grace_period_bounds_the_drain(tmp_path: Path) -> None:
                    what="the slow request to reach the engine")
         started = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
-        gateway.process.wait(timeout=15)
+        gateway.process.wait(timeout=30)
         took = time.monotonic() - started
         slow.join(timeout=10)
-        # One second of grace plus uvicorn's short flush, not the request's 30 s.
-        assert took < 6, took
+        # One second of grace plus process teardown, nowhere near the request's 120 s (the
+        # margin absorbs a loaded machine: teardown alone took 7 s under load average 8).
+        assert took < 20, took
         wait_until(lambda: mock.stats.aborted == 1, timeout=5, interval=0.05,
                    what="the engine request to be aborted")
     assert "cutting 1 request(s) still in flight" in gateway.log()
