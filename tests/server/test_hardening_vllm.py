@@ -27,10 +27,9 @@ from tests.stack import (
 
 pytestmark = pytest.mark.vllm
 
-# A stream that keeps going for a while (the demo context is 2048 tokens).
-LONG = {"max_tokens": 1500, "ignore_eos": True, "temperature": 0}
 # Work that lasts seconds even on an idle machine, where one demo sequence of 1,900 tokens
-# takes about half a second: the client must drop while the engine is still generating.
+# (the demo context is 2,048) takes about half a second: the client must drop, or the engine
+# die, while it is still generating.
 HEAVY = {"max_tokens": 1900, "n": 16, "temperature": 1.0, "seed": 0, "ignore_eos": True}
 
 
@@ -83,30 +82,35 @@ def test_dropped_client_stops_the_generation(real_stack: Stack, stream: bool) ->
 def test_engine_killed_mid_stream_ends_with_error_event(real_stack: Stack) -> None:
     victim = "qwen-demo"
     url = real_stack.gateway_url
-    body = {"model": victim, "prompt": "class Stack:", "stream": True, **LONG}
+    body = {"model": victim, "prompt": "class Stack:", "stream": True, **HEAVY}
     events: list[str] = []
+    killed = False
     started = time.monotonic()
-    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as resp:
-        assert resp.status_code == 200
-        lines = resp.iter_lines()
-        for line in lines:
-            if line.startswith("data: "):
-                events.append(line[6:])
-            if len(events) == 3:
-                for pid in real_stack.engine_pids(victim):
-                    os.kill(pid, signal.SIGKILL)
-                break
-        events += [line[6:] for line in lines if line.startswith("data: ")]
-    assert time.monotonic() - started < 30  # ended, not hung until a timeout
+    try:
+        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            for line in lines:
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                if len(events) == 3:
+                    for pid in real_stack.engine_pids(victim):
+                        os.kill(pid, signal.SIGKILL)
+                        killed = True
+                    break
+            events += [line[6:] for line in lines if line.startswith("data: ")]
+        ended_after = time.monotonic() - started
+    finally:
+        if killed:  # the shared stack heals first (once the supervisor noticed the death)
+            wait_until(lambda: not ready(url + f"/ready?model={victim}"), timeout=30,
+                       interval=0.2, what=f"{victim} to be reported not ready")
+            wait_until(lambda: ready(url + f"/ready?model={victim}"), timeout=300, interval=1,
+                       what=f"{victim} to be restarted")
+    assert ended_after < 30  # the stream ended instead of hanging until a timeout
     assert events[-1] == "[DONE]"
     error = orjson.loads(events[-2])["error"]
     assert error["code"] == "engine_stream_error" and error["type"] == "upstream_error"
     assert all(e.startswith('{"id"') for e in events[:-2])
-    # The shared stack heals before the next test (first the supervisor notices the death).
-    wait_until(lambda: not ready(url + f"/ready?model={victim}"), timeout=30, interval=0.2,
-               what=f"{victim} to be reported not ready")
-    wait_until(lambda: ready(url + f"/ready?model={victim}"), timeout=300, interval=1,
-               what=f"{victim} to be restarted")
 
 
 def test_context_overflow_is_a_clear_400(real_stack: Stack) -> None:
