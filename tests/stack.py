@@ -118,3 +118,16 @@ def stop_gateway(proc: subprocess.Popen, timeout: float = 60) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def survivors(processes: list, timeout: float = 30) -> list:
+    """The psutil processes still alive (not zombies) once `timeout` has passed, or [] earlier."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive = list(processes)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if alive:
+            time.sleep(0.5)
+    return alive

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import httpx
 import openai
 import psutil
 import pytest
 
-from tests.stack import Stack, free_port, managed_models_yaml, start_gateway, wait_until
+from tests.stack import (
+    Stack,
+    free_port,
+    managed_models_yaml,
+    start_gateway,
+    survivors,
+    wait_until,
+)
 
 pytestmark = pytest.mark.vllm
 
@@ -154,9 +160,5 @@ def test_sigkilled_gateway_leaves_no_engine_processes(demo_model_dirs, tmp_path)
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.monotonic() + 30
-    alive = descendants
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.5)
+    alive = survivors(descendants, timeout=30)
     assert not alive, f"orphaned engine processes: {[p.pid for p in alive]}"

@@ -22,6 +22,7 @@ from tests.stack import (
     ready,
     start_gateway,
     stop_gateway,
+    survivors,
     wait_until,
 )
 
@@ -180,11 +181,7 @@ def test_hung_engine_times_out_fails_readiness_and_is_restarted(
         assert len(tree) >= 2  # launcher, API server (and vLLM's engine core)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        alive = tree
-        while alive and time.monotonic() < deadline:
-            alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-            time.sleep(0.5)
+        alive = survivors(tree, timeout=30)
         assert not alive, f"left behind: {[p.pid for p in alive]}"
     finally:
         for pid in stopped:  # never leave a stopped process around, whatever happened
