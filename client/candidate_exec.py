@@ -7,46 +7,69 @@ Three job kinds:
 - "truth": run the canonical solution on every input and return its outputs and timings.
 Only the "truth" kind returns a binary (pickled) payload; candidate reports are plain JSON so the
 harness never unpickles anything a candidate produced.
+
+Imported by the sandbox zygote, whose heap every candidate's fork copies: hence no dataclasses,
+traceback, pickle or hashlib at module level (together ~5 MB of heap per worker).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import math
-import pickle
 import signal
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 FILENAME = "<candidate>"
 DETAIL_CHARS = 300
 
 
-@dataclass
 class PlusCase:
-    """Extra-input test data of one Plus task, as loaded by the worker from a bundle file."""
+    """Extra-input test data of one Plus task, as loaded by the worker from a bundle file.
+    (A plain class pickled by its __dict__, as the dataclass it replaces: caches stay valid.)"""
 
-    entry_point: str
-    inputs: list[list[Any]]
-    base_count: int  # the first `base_count` inputs are the original (base) tests
-    atol: float = 0.0
-    oracle: str = ""  # "", "find_zero", "set_eq" or "not_none"
-    expected: list[Any] | None = None
-    time_limits: list[float] = field(default_factory=list)
+    def __init__(self, entry_point: str, inputs: list[list[Any]], base_count: int,
+                 atol: float = 0.0, oracle: str = "", expected: list[Any] | None = None,
+                 time_limits: list[float] | None = None) -> None:
+        self.entry_point = entry_point
+        self.inputs = inputs
+        self.base_count = base_count  # the first `base_count` inputs are the original tests
+        self.atol = atol
+        self.oracle = oracle  # "", "find_zero", "set_eq" or "not_none"
+        self.expected = expected
+        self.time_limits = time_limits if time_limits is not None else []
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is PlusCase and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"PlusCase({', '.join(f'{k}={v!r:.60}' for k, v in vars(self).items())})"
 
 
-@dataclass(frozen=True)
 class Digest:
     """Stands in for a huge expected output (Mbpp/255 returns 1.6M tuples, HumanEval/15 strings
     of megabytes) made only of str/bytes/None inside lists/tuples. For such values `==` holds
-    exactly when digests match, so neither the cache nor the workers need the value itself."""
+    exactly when digests match, so neither the cache nor the workers need the value itself.
+    Immutable and hashable; pickled by its __dict__ like the frozen dataclass it replaces."""
 
     value: str
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "value", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Digest is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Digest and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash((Digest, self.value))
+
+    def __repr__(self) -> str:
+        return f"Digest(value={self.value!r})"
 
 
 # Outputs at least this long are replaced by a Digest when they qualify.
@@ -71,6 +94,8 @@ def _only_text(value: list[Any] | tuple[Any, ...]) -> bool:
 
 class _HashWriter:
     def __init__(self, prefix: bytes) -> None:
+        import hashlib
+
         self.hash = hashlib.sha1(prefix, usedforsecurity=False)
 
     def write(self, data: bytes) -> int:
@@ -84,6 +109,9 @@ def digest_of(value: Any) -> str | None:
     For two values of which one is text-only (see `_only_text`), equal digests mean `==`:
     pickle without its memo ("fast" mode) is a pure function of such values, and any number,
     subclass or other type in the other value changes the bytes."""
+    import hashlib
+    import pickle
+
     kind = type(value)
     if kind in (str, bytes):
         data = value.encode("utf-8", "surrogatepass") if kind is str else value
@@ -147,10 +175,13 @@ def _short(text: str) -> str:
 def _failing_line(exc: BaseException, source: str) -> str:
     """'line N: <source line>' for the innermost frame inside the candidate program."""
     lines = source.splitlines()
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename == FILENAME and 0 < (frame.lineno or 0) <= len(lines):
-            return f"line {frame.lineno}: {lines[frame.lineno - 1].strip()}"
-    return ""
+    found = 0
+    tb = exc.__traceback__
+    while tb is not None:  # walked by hand: the traceback module costs every worker ~1.5 MB
+        if tb.tb_frame.f_code.co_filename == FILENAME and 0 < (tb.tb_lineno or 0) <= len(lines):
+            found = tb.tb_lineno
+        tb = tb.tb_next
+    return f"line {found}: {lines[found - 1].strip()}" if found else ""
 
 
 def classify(exc: BaseException, source: str, where: str = "") -> dict[str, Any]:
@@ -246,6 +277,8 @@ def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
             verdict["input_index"] = i
             return verdict, b""
     if truth:
+        import pickle
+
         return {"status": "passed"}, pickle.dumps({"outputs": outputs, "times": times})
     return {"status": "passed"}, b""
 

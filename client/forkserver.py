@@ -3,414 +3,88 @@
 Layout per worker (see `client.isolation` for the layers):
 
     harness --pipes--> worker W (host PID ns; cgroups, then unshare user?/mount/net/pid)
-                         └─ zygote Z = PID 1 of a fresh PID namespace, modules pre-imported
+                         └─ PID 1 of a fresh PID namespace, which execs the zygote
+                              (`client.zygote`: a lean interpreter, modules pre-imported)
                               └─ one forked child per candidate (setsid, rlimits, nobody/no caps)
 
-Z forks a child per job, enforces the wall-clock limit itself and, when the child finishes or
-times out, SIGKILLs every other process in its namespace (kill(-1) from PID 1), so setsid daemons
-and fork bombs die with their candidate. If Z dies, the kernel kills the whole namespace; if the
-harness dies, W and Z follow via PR_SET_PDEATHSIG.
-
-Wire format both ways: 8-byte header (JSON length, blob length, big-endian u32) + JSON + blob.
+This module only sets up the isolation, which needs ctypes, pathlib and friends; the zygote is
+a fresh interpreter without them (see `client.zygote` for why its heap size matters).
+Wire format both ways: `client.frames`.
 """
 
 from __future__ import annotations
 
-import gc
-import importlib
 import json
-import math
 import os
-import pickle
-import resource
-import select
-import shutil
-import signal
-import struct
+import site
 import sys
 import tempfile
-import time
-from typing import Any, BinaryIO
 
 from client import isolation
-from client.candidate_exec import PlusCase, execute
+from client.frames import HEADER
 
-_HEADER = struct.Struct(">II")
-
-
-def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
-    data = json.dumps(header).encode()
-    return _HEADER.pack(len(data), len(blob)) + data + blob
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
-    """One frame from a buffered binary stream; None at end of stream."""
-    head = stream.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        return None
-    n_json, n_blob = _HEADER.unpack(head)
-    data = stream.read(n_json)
-    blob = stream.read(n_blob) if n_blob else b""
-    if len(data) < n_json or len(blob) < n_blob:
-        return None
-    return json.loads(data), blob
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-class Zygote:
-    """The per-worker job loop (runs as PID 1 of the worker's PID namespace when available)."""
-
-    def __init__(self, config: dict[str, Any], report: isolation.LayerReport,
-                 cgroups: isolation.Cgroups, scratch: str | None) -> None:
-        self.cfg = config
-        self.report = report
-        self.cgroups = cgroups
-        self.pid1 = os.getpid() == 1
-        self.own_scratch = scratch is None
-        self.scratch = scratch or tempfile.mkdtemp(prefix="codeserve-sandbox-")
-        self.bundles: dict[str, PlusCase] = {}
-        # One candidate at a time, so one fixed working directory (recreated per candidate).
-        self.workdir = os.path.join(self.scratch, "work")
-        self.devnull = os.open(os.devnull, os.O_RDWR)
-        self.oom_kills = cgroups.oom_kills()
-        self.vm_bytes: int | None = None
-        self.uid = self._candidate_uid(config["drop_uid"])
-
-    def _candidate_uid(self, drop_uid: int) -> int | None:
-        """As real root, candidates run as `drop_uid` if they can still load Python; otherwise
-        (and in a user namespace) they keep our uid but lose every capability."""
-        report, uid = self.report, os.getuid()
-        if os.geteuid() != 0 or report.active("user namespace"):
-            report.add("unprivileged candidate", True, f"uid {uid}, no capabilities")
-            return None
-        if isolation.reachable_by_others(sorted({sys.base_prefix, sys.prefix})):
-            report.add("unprivileged candidate", True, f"uid {drop_uid}, no capabilities")
-            return drop_uid
-        report.add("unprivileged candidate", False,
-                   "uid 0 without capabilities: Python is not readable by other users")
-        return None
-
-    # -- lifecycle --------------------------------------------------------------------------
-    def prepare(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if self.pid1:
-            # Our parent is the single-threaded worker process. (Without a PID namespace we are
-            # that process, whose parent is a harness thread that may exit at any time: there we
-            # rely on EOF on stdin instead.)
-            isolation.die_with_parent()
-        try:
-            isolation.prctl(isolation.PR_SET_DUMPABLE, 0)  # candidates may not ptrace us
-        except OSError:
-            pass
-        if not self.pid1:
-            # Orphaned daemons re-parent to us, so we can still find and kill them.
-            try:
-                isolation.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-            except OSError:
-                pass
-        isolation.forbid_new_privileges(self.report)
-        self.drop_privileges = isolation.PrivilegeDropper(self.uid)
-        # Candidates inherit this environment: nothing of the harness's, HOME = their own dir.
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.workdir,
-                           "TMPDIR": self.workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
-        for name in self.cfg["preimport"]:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - a missing optional module is fine
-                pass
-        gc.collect()
-        gc.freeze()  # keep the shared heap out of the children's GC: less copy-on-write
-
-    def refusal(self) -> str | None:
-        """Why this worker must not run candidates, if so. Without a PID namespace, a candidate
-        sharing a uid with host processes could kill(-1) all of them; we fail closed."""
-        if self.pid1 or self.cfg["allow_unsafe"]:
-            return None
-        return ("no PID namespace, so candidates could signal every host process of their uid; "
-                "enable namespaces, or set CODESERVE_SANDBOX_ALLOW_UNSAFE=1 to run anyway")
-
-    def serve(self, stdin: BinaryIO) -> None:
-        refusal = self.refusal()
-        _write_all(1, encode_frame({"ready": refusal is None, "refusal": refusal,
-                                    "pid1": self.pid1, "layers": self.report.as_dicts()}))
-        if refusal:
-            return
-        while (frame := read_frame(stdin)) is not None:
-            job, blob = frame
-            if job.get("kind") == "shutdown":
-                break
-            if job.get("kind") == "bundle":
-                header, blob = self.load_bundle(job["key"], blob), b""
-            else:
-                header, blob = self.run(job)
-            header["id"] = job.get("id")
-            _write_all(1, encode_frame(header, blob))
-        if self.own_scratch:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-
-    # -- one job ----------------------------------------------------------------------------
-    def load_bundle(self, key: str, blob: bytes) -> dict[str, Any]:
-        """Keep one task's Plus test data (a `PlusCase` pickled by our own harness) in memory, so
-        every forked candidate shares it copy-on-write. Insertion-ordered eviction, mirrored by
-        the harness to know what we hold."""
-        while len(self.bundles) >= self.cfg["max_bundles"]:
-            self.bundles.pop(next(iter(self.bundles)))
-        try:
-            self.bundles[key] = pickle.loads(blob)
-        except Exception as exc:  # noqa: BLE001 - its jobs will report the missing inputs
-            return {"status": "error", "detail": f"bundle {key} unreadable: {exc!r}"}
-        self.vm_bytes = None
-        gc.freeze()
-        return {"status": "passed", "detail": f"bundle {key} loaded"}
-
-    def run(self, job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        # Hot path: keep the child's Python work small, since on many VMs each page it touches
-        # after fork (copy-on-write) costs more than the syscalls themselves.
-        try:
-            case = self.bundles[job["bundle"]] if job["kind"] != "exec" else None
-        except KeyError as exc:
-            return {"status": "error", "detail": f"no test inputs for {exc}"}, b""
-        try:
-            os.mkdir(self.workdir, 0o700)
-        except FileExistsError:  # left over from a job that crashed its cleanup
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            os.mkdir(self.workdir, 0o700)
-        if self.uid is not None:
-            os.chown(self.workdir, self.uid, self.uid)
-        timeout = float(job["timeout"])
-        limits = self._limits(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
-        cap = self.cfg["report_cap"] if job["kind"] != "truth" else 1 << 31
-        rfd, wfd = os.pipe()
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            os.close(rfd)
-            self._child(job, case, wfd, limits)
-        os.close(wfd)
-        status, data, timed_out = -1, bytearray(), True
-        try:
-            status, data, timed_out = self._supervise(pid, rfd, started + timeout, cap)
-        finally:
-            os.close(rfd)
-            if timed_out:  # otherwise _drain already did it
-                self._kill_everything(pid)
-            self._wipe_scratch()
-        elapsed = time.monotonic() - started
-        header, blob = self._verdict(status, data, timed_out)
-        header["elapsed_s"] = round(elapsed, 6)
-        return header, blob
-
-    def _supervise(self, pid: int, rfd: int, deadline: float, cap: int) -> tuple[int, bytearray, bool]:
-        data = bytearray()
-        pidfd = os.pidfd_open(pid)
-        poller = select.poll()
-        poller.register(rfd, select.POLLIN)
-        poller.register(pidfd, select.POLLIN)
-        # The harness sends nothing while a job runs, so activity on our stdin means it died:
-        # stop at once rather than let the candidate run on to its time limit.
-        poller.register(0, select.POLLIN | select.POLLHUP)
-        try:
-            while (remaining := deadline - time.monotonic()) > 0:
-                for fd, _ in poller.poll(max(1, int(remaining * 1000))):
-                    if fd == 0:
-                        self._kill_everything(pid)
-                        os._exit(1)
-                    if fd == pidfd:
-                        _, status = os.waitpid(pid, 0)
-                        return status, self._drain(rfd, data, cap, pid), False
-                    chunk = os.read(rfd, 1 << 16)
-                    if not chunk:
-                        poller.unregister(rfd)
-                    elif len(data) < cap:
-                        data += chunk[: cap - len(data)]
-        finally:
-            os.close(pidfd)
-        return -1, data, True
-
-    def _drain(self, rfd: int, data: bytearray, cap: int, pid: int) -> bytearray:
-        # The child has exited: kill anything it left behind holding the pipe, then read to EOF.
-        self._kill_everything(pid)
-        os.set_blocking(rfd, False)
-        try:
-            while chunk := os.read(rfd, 1 << 16):
-                if len(data) < cap:
-                    data += chunk[: cap - len(data)]
-        except BlockingIOError:
-            pass
+def _read_config() -> dict | None:
+    # Unbuffered: a buffered reader could swallow bytes that the exec'd zygote must read.
+    def exact(n: int) -> bytes:
+        data = b""
+        while len(data) < n and (chunk := os.read(0, n - len(data))):
+            data += chunk
         return data
 
-    def _kill_everything(self, pid: int) -> None:
-        if self.pid1:
-            try:
-                os.kill(-1, signal.SIGKILL)  # from PID 1: every process in the namespace but us
-            except ProcessLookupError:
-                pass
-        else:
-            self._kill_descendants(pid)
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-
-    def _kill_descendants(self, pid: int) -> None:
-        # Degraded mode (no PID namespace): the candidate's process group, processes in our
-        # cgroup, and orphans that re-parented to us as subreaper.
-        for _ in range(50):
-            victims = {p for p in self.cgroups.procs() if p not in (os.getpid(), os.getppid())}
-            victims |= set(_children_of_self())
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            if not victims:
-                return
-            for victim in victims:
-                try:
-                    os.kill(victim, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            while True:
-                try:
-                    if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                        break
-                except ChildProcessError:
-                    break
-            time.sleep(0.001)
-
-    def _wipe_scratch(self) -> None:
-        try:
-            os.rmdir(self.workdir)  # the usual case: the candidate left nothing behind
-        except OSError:
-            pass
-        for entry in os.scandir(self.scratch):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
-
-    def _verdict(self, status: int, data: bytearray,
-                 timed_out: bool) -> tuple[dict[str, Any], bytes]:
-        if timed_out:
-            return {"status": "timeout", "detail": "wall-clock limit exceeded"}, b""
-        report = _parse_report(bytes(data))
-        if report is not None:
-            return report
-        oom_kills = self.cgroups.oom_kills()  # only our candidates live in this cgroup
-        if oom_kills > self.oom_kills:
-            self.oom_kills = oom_kills
-            return {"status": "memory", "detail": "killed by the memory cgroup limit"}, b""
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig == signal.SIGXCPU:
-                return {"status": "timeout", "detail": "CPU time limit exceeded"}, b""
-            return {"status": "killed", "detail": f"killed by {signal.Signals(sig).name}"}, b""
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-        return {"status": "error", "error_type": "SystemExit",
-                "detail": f"the program exited (status {code}) before a verdict"}, b""
-
-    # -- the candidate's process -----------------------------------------------------------------
-    def _child(self, job: dict[str, Any], case: PlusCase | None, wfd: int,
-               limits: list[tuple[int, int, int]]) -> None:
-        try:
-            os.setsid()
-            if not self.pid1:
-                isolation.die_with_parent()
-            for fd in (0, 1, 2):
-                os.dup2(self.devnull, fd)
-            os.chdir(self.workdir)
-            for which, soft, hard in limits:
-                try:
-                    resource.setrlimit(which, (soft, hard))
-                except (ValueError, OSError):
-                    pass
-            self.drop_privileges()
-            try:  # if anything must die on OOM, it is the candidate
-                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-                os.write(fd, b"1000")
-                os.close(fd)
-            except OSError:
-                pass
-            header, blob = execute(job["kind"], job["program"], case, self.cfg["output_cap"],
-                                   job.get("inputs"))
-        except BaseException as exc:  # noqa: BLE001
-            header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
-        try:
-            if blob or header != _PASSED:
-                payload = json.dumps(header, default=repr).encode()
-                _write_all(wfd, _HEADER.pack(len(payload), len(blob)) + payload + blob)
-            else:
-                os.write(wfd, _PASSED_FRAME)  # the common case, pre-encoded: fewer pages touched
-        finally:
-            os._exit(0)
-
-    def _limits(self, timeout: float, memory_mb: int) -> list[tuple[int, int, int]]:
-        """(resource, soft, hard) for the next child, computed here so the child only applies."""
-        cfg = self.cfg
-        if self.vm_bytes is None:  # our address space only changes when a bundle is loaded
-            with open("/proc/self/statm") as f:
-                self.vm_bytes = int(f.read().split()[0]) * resource.getpagesize()
-        vm_bytes = self.vm_bytes
-        cpu = math.ceil(timeout) + 1
-        return [
-            (resource.RLIMIT_AS, vm_bytes + (memory_mb << 20), vm_bytes + (memory_mb << 20)),
-            (resource.RLIMIT_CPU, cpu, cpu + 1),  # SIGXCPU first, SIGKILL a second later
-            (resource.RLIMIT_FSIZE, cfg["file_size_mb"] << 20, cfg["file_size_mb"] << 20),
-            (resource.RLIMIT_NOFILE, cfg["open_files"], cfg["open_files"]),
-            (resource.RLIMIT_CORE, 0, 0),
-            (resource.RLIMIT_NPROC, cfg["max_procs"], cfg["max_procs"]),
-        ]
-
-
-def _parse_report(data: bytes) -> tuple[dict[str, Any], bytes] | None:
-    if len(data) < _HEADER.size:
+    head = exact(HEADER.size)
+    if len(head) < HEADER.size:
         return None
-    n_json, n_blob = _HEADER.unpack(data[: _HEADER.size])
-    body = data[_HEADER.size:]
-    if len(body) < n_json + n_blob:
+    n_json, _ = HEADER.unpack(head)
+    data = exact(n_json)
+    return json.loads(data) if len(data) == n_json else None
+
+
+def _candidate_uid(report: isolation.LayerReport, drop_uid: int) -> int | None:
+    """As real root, candidates run as `drop_uid` if they can still load Python; otherwise
+    (and in a user namespace) they keep our uid but lose every capability."""
+    uid = os.getuid()
+    if os.geteuid() != 0 or report.active("user namespace"):
+        report.add("unprivileged candidate", True, f"uid {uid}, no capabilities")
         return None
-    try:
-        header = json.loads(body[:n_json])
-    except ValueError:
-        return None
-    if not isinstance(header, dict) or header.get("status") not in _STATUSES:
-        return None
-    return header, bytes(body[n_json:n_json + n_blob])
+    if isolation.reachable_by_others(sorted({sys.base_prefix, sys.prefix})):
+        report.add("unprivileged candidate", True, f"uid {drop_uid}, no capabilities")
+        return drop_uid
+    report.add("unprivileged candidate", False,
+               "uid 0 without capabilities: Python is not readable by other users")
+    return None
 
 
-_STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
-_PASSED: dict[str, Any] = {"status": "passed"}
-_PASSED_FRAME = encode_frame(_PASSED)
-
-
-def _children_of_self() -> list[int]:
-    kids: list[int] = []
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children") as f:
-                kids += [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    return kids
+def exec_zygote(cfg: dict, report: isolation.LayerReport, cgroups: isolation.Cgroups,
+                scratch: str | None, exe_fd: int, root_fd: int) -> None:
+    """Replace this process by the zygote. The exec goes through file descriptors opened before
+    the filesystem was locked down, because a private /tmp may hide this interpreter and our
+    sources (e.g. a checkout under /tmp); `-S` keeps site's imports out of the zygote's heap,
+    and site-packages are put on its path by hand so candidates can still import them."""
+    uid = _candidate_uid(report, cfg["drop_uid"])
+    own_scratch = scratch is None
+    scratch = scratch or tempfile.mkdtemp(prefix="codeserve-sandbox-")
+    workdir = os.path.join(scratch, "work")
+    zygote_cfg = {**cfg, "layers": report.as_dicts(), "cgroups": cgroups.dirs, "uid": uid,
+                  "scratch": scratch, "own_scratch": own_scratch, "root_fd": root_fd}
+    boot = (f"import sys; sys.path[:0] = ['/proc/self/fd/{root_fd}']; "
+            f"sys.path += {site.getsitepackages()!r}; "
+            "from client.zygote import main; main()")
+    # Candidates inherit this environment: nothing of the harness's, HOME = their own dir.
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+    os.set_inheritable(root_fd, True)
+    os.execve(f"/proc/self/fd/{exe_fd}",
+              [sys.executable, "-I", "-S", "-c", boot, json.dumps(zygote_cfg)], env)
 
 
 def main() -> int:
-    """Worker entry point: read the config frame, isolate, fork the zygote, serve jobs."""
-    stdin = sys.stdin.buffer
-    frame = read_frame(stdin)
-    if frame is None:
+    """Worker entry point: read the config frame, isolate, exec the zygote (as PID 1)."""
+    cfg = _read_config()
+    if cfg is None:
         return 2
-    cfg = frame[0]
     # No PR_SET_PDEATHSIG here: it fires when the harness *thread* that spawned us exits. The
     # zygote exits on EOF of its job pipe instead, which the harness holds until it dies.
     if os.getppid() != cfg["parent_pid"]:
@@ -420,6 +94,8 @@ def main() -> int:
     disabled = set(cfg["disable"])
     cgroups = isolation.setup_cgroups(report, disabled, cfg["name"], cfg["max_pids"],
                                       cfg["cgroup_memory_mb"])
+    exe_fd = os.open(sys.executable, os.O_PATH)
+    root_fd = os.open(ROOT, os.O_PATH | os.O_DIRECTORY)
     isolation.enter_namespaces(report, disabled)
     drop_uid = os.geteuid() == 0 and not report.active("user namespace")
     expose = sorted({sys.base_prefix, sys.prefix}) if drop_uid else None
@@ -437,10 +113,8 @@ def main() -> int:
             "private /proc", False, "no mount namespace")
     else:
         report.add("private /proc", False, "no PID namespace")
-    zygote = Zygote(cfg, report, cgroups, scratch)
-    zygote.prepare()
-    zygote.serve(stdin)
-    return 0
+    exec_zygote(cfg, report, cgroups, scratch, exe_fd, root_fd)
+    return 2  # not reached
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ instead of failing. Runs inside the worker process (`client.forkserver`), never 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
-import platform
-import signal
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from client import privileges
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -26,22 +25,15 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom")
 MOUNT_ATTR_RDONLY = 0x1
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # same number on every architecture (new-style syscall table)
-SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(platform.machine())
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "codeserve"
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = privileges.libc
+_check = privileges.check
 
 
 class _MountAttr(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
-
-
-def _check(ret: int) -> None:
-    if ret == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{errno.errorcode.get(err, err)}: {os.strerror(err)}")
 
 
 def unshare(flags: int) -> None:
@@ -51,16 +43,6 @@ def unshare(flags: int) -> None:
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
     enc = (lambda s: s.encode() if s else None)
     _check(_libc.mount(enc(source), target.encode(), enc(fstype), ctypes.c_ulong(flags), enc(data)))
-
-
-def prctl(option: int, arg: int) -> None:
-    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0)))
-
-
-def die_with_parent() -> None:
-    """SIGKILL this process when its parent dies (so no sandbox outlives the harness)."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -295,49 +277,6 @@ def remove_cgroup_dirs(name: str) -> None:
             (CGROUP_ROOT / ctrl / CGROUP_PARENT / name).rmdir()
         except OSError:
             pass
-
-
-def forbid_new_privileges(report: LayerReport) -> None:
-    """Zygote side, once: empty the capability bounding set and set no_new_privs. Both are
-    inherited by every candidate and irreversible, so no exec'd or setuid binary can ever give a
-    candidate capabilities back; the zygote itself keeps its current ones (it never execs)."""
-    try:
-        for cap in range(64):
-            try:
-                prctl(PR_CAPBSET_DROP, cap)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                break  # past the last capability this kernel knows
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-        report.add("no new privileges", True, "empty capability bounding set, no_new_privs")
-    except OSError as exc:
-        report.add("no new privileges", False, str(exc))
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class PrivilegeDropper:
-    """Candidate side: switch to `uid` (as root: e.g. nobody, so file permissions apply), or,
-    when `uid` is None, keep ours but clear every capability. Prepared in the zygote so that
-    the forked child runs as little Python (touches as few copy-on-write pages) as possible."""
-
-    def __init__(self, uid: int | None) -> None:
-        self.uid = uid if uid is not None and uid != os.geteuid() else None
-        self._header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-        self._data = (ctypes.c_uint32 * 6)()  # two zeroed {effective, permitted, inheritable}
-        self._args = (ctypes.c_long(SYS_CAPSET or -1), ctypes.byref(self._header),
-                      ctypes.byref(self._data))
-
-    def __call__(self) -> None:
-        if self.uid is not None:
-            os.setgroups([])
-            os.setgid(self.uid)
-            os.setuid(self.uid)  # leaving uid 0 clears all capabilities
-        elif SYS_CAPSET is not None:
-            _check(_libc.syscall(*self._args))
 
 
 def reachable_by_others(paths: list[str]) -> bool:

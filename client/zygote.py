@@ -1,0 +1,402 @@
+"""The sandbox zygote: a lean, warm interpreter that forks one process per candidate.
+
+`client.forkserver` sets up a worker's isolation and then execs this module (as PID 1 of the
+worker's PID namespace when there is one), so the heap that every candidate's fork copies holds
+only what candidates need: no ctypes structures, pathlib, pydantic or harness modules. Fork,
+exit and copy-on-write faults cost in proportion to that heap (on a 2-core VM, the old heap of
+~11 MB of anonymous memory made them most of a candidate's cost).
+
+The zygote forks a child per job, enforces the wall-clock limit itself and, when the child
+finishes or times out, SIGKILLs every other process in its namespace (kill(-1) from PID 1), so
+setsid daemons and fork bombs die with their candidate. If the zygote dies, the kernel kills the
+whole namespace; if the harness dies, the worker and the zygote follow via PR_SET_PDEATHSIG.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import math
+import os
+import resource
+import select
+import signal
+import sys
+import time
+from typing import Any, BinaryIO
+
+from client import privileges
+from client.candidate_exec import PlusCase, execute
+from client.frames import HEADER, encode_frame, parse_report, read_frame, write_all
+
+# Run in the zygote before freezing its heap: the first compile() builds the AST types and the
+# first exception the traceback machinery; done here, no candidate pays for them (~1 ms each).
+_WARM_UP = ("def f(xs):\n    return sorted(set(xs))[::-1]\n"
+            "assert f([3, 1, 3]) == [3, 1]\nassert f([]) == [1], 'warm-up'\n")
+
+
+class Zygote:
+    """The per-worker job loop (runs as PID 1 of the worker's PID namespace when available)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.cfg = config
+        self.layers: list[dict[str, Any]] = config["layers"]
+        self.cgroup_dirs: dict[str, str] = config["cgroups"]
+        self.pid1 = os.getpid() == 1
+        self.own_scratch = config["own_scratch"]
+        self.scratch = config["scratch"]
+        self.bundles: dict[str, PlusCase] = {}
+        # One candidate at a time, so one fixed working directory (recreated per candidate).
+        self.workdir = os.path.join(self.scratch, "work")
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.oom_kills = self._oom_kills()
+        self.vm_bytes: int | None = None
+        self.uid: int | None = config["uid"]
+
+    def _oom_kills(self) -> int:
+        path = self.cgroup_dirs.get("memory")
+        try:
+            with open(f"{path}/memory.oom_control") as f:
+                for line in f:
+                    if line.startswith("oom_kill "):
+                        return int(line.split()[1])
+        except (OSError, ValueError, TypeError):
+            pass
+        return 0
+
+    def _cgroup_procs(self) -> list[int]:
+        path = self.cgroup_dirs.get("pids")
+        try:
+            with open(f"{path}/cgroup.procs") as f:
+                return [int(p) for p in f.read().split()] if path else []
+        except OSError:
+            return []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.pid1:
+            # Our parent is the single-threaded worker process. (Without a PID namespace we are
+            # that process, whose parent is a harness thread that may exit at any time: there we
+            # rely on EOF on stdin instead.)
+            privileges.die_with_parent()
+        try:
+            privileges.prctl(privileges.PR_SET_DUMPABLE, 0)  # candidates may not ptrace us
+        except OSError:
+            pass
+        if not self.pid1:
+            # Orphaned daemons re-parent to us, so we can still find and kill them.
+            try:
+                privileges.prctl(privileges.PR_SET_CHILD_SUBREAPER, 1)
+            except OSError:
+                pass
+        refused = privileges.forbid_new_privileges()
+        self.layers.append({"name": "no new privileges", "active": refused is None,
+                            "detail": refused or "empty capability bounding set, no_new_privs"})
+        self.drop_privileges = privileges.PrivilegeDropper(self.uid)
+        for name in self.cfg["preimport"]:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - a missing optional module is fine
+                pass
+        for _ in range(2):  # see _WARM_UP
+            execute("exec", _WARM_UP, None, self.cfg["output_cap"])
+        gc.collect()
+        gc.freeze()  # keep the shared heap out of the children's GC: less copy-on-write
+
+    def refusal(self) -> str | None:
+        """Why this worker must not run candidates, if so. Without a PID namespace, a candidate
+        sharing a uid with host processes could kill(-1) all of them; we fail closed."""
+        if self.pid1 or self.cfg["allow_unsafe"]:
+            return None
+        return ("no PID namespace, so candidates could signal every host process of their uid; "
+                "enable namespaces, or set CODESERVE_SANDBOX_ALLOW_UNSAFE=1 to run anyway")
+
+    def serve(self, stdin: BinaryIO) -> None:
+        refusal = self.refusal()
+        write_all(1, encode_frame({"ready": refusal is None, "refusal": refusal,
+                                   "pid1": self.pid1, "layers": self.layers}))
+        if refusal:
+            return
+        while (frame := read_frame(stdin)) is not None:
+            job, blob = frame
+            if job.get("kind") == "shutdown":
+                break
+            if job.get("kind") == "bundle":
+                header, blob = self.load_bundle(job["key"], blob), b""
+            else:
+                header, blob = self.run(job)
+            header["id"] = job.get("id")
+            write_all(1, encode_frame(header, blob))
+        if self.own_scratch:
+            _rmtree(self.scratch)
+
+    # -- one job ----------------------------------------------------------------------------
+    def load_bundle(self, key: str, blob: bytes) -> dict[str, Any]:
+        """Keep one task's Plus test data (a `PlusCase` pickled by our own harness) in memory, so
+        every forked candidate shares it copy-on-write. Insertion-ordered eviction, mirrored by
+        the harness to know what we hold."""
+        while len(self.bundles) >= self.cfg["max_bundles"]:
+            self.bundles.pop(next(iter(self.bundles)))
+        import pickle  # not before a Plus benchmark needs it: a smaller heap for the others
+
+        try:
+            self.bundles[key] = pickle.loads(blob)
+        except Exception as exc:  # noqa: BLE001 - its jobs will report the missing inputs
+            return {"status": "error", "detail": f"bundle {key} unreadable: {exc!r}"}
+        self.vm_bytes = None
+        gc.freeze()
+        return {"status": "passed", "detail": f"bundle {key} loaded"}
+
+    def run(self, job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        # Hot path: keep the child's Python work small, since on many VMs each page it touches
+        # after fork (copy-on-write) costs more than the syscalls themselves.
+        try:
+            case = self.bundles[job["bundle"]] if job["kind"] != "exec" else None
+        except KeyError as exc:
+            return {"status": "error", "detail": f"no test inputs for {exc}"}, b""
+        try:
+            os.mkdir(self.workdir, 0o700)
+        except FileExistsError:  # left over from a job that crashed its cleanup
+            _rmtree(self.workdir)
+            os.mkdir(self.workdir, 0o700)
+        if self.uid is not None:
+            os.chown(self.workdir, self.uid, self.uid)
+        timeout = float(job["timeout"])
+        limits = self._limits(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
+        cap = self.cfg["report_cap"] if job["kind"] != "truth" else 1 << 31
+        rfd, wfd = os.pipe()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            self._child(job, case, wfd, limits)
+        os.close(wfd)
+        status, data, timed_out = -1, bytearray(), True
+        try:
+            status, data, timed_out = self._supervise(pid, rfd, started + timeout, cap)
+        finally:
+            os.close(rfd)
+            if timed_out:  # otherwise _drain already did it
+                self._kill_everything(pid)
+            self._wipe_scratch()
+        elapsed = time.monotonic() - started
+        header, blob = self._verdict(status, data, timed_out)
+        header["elapsed_s"] = round(elapsed, 6)
+        return header, blob
+
+    def _supervise(self, pid: int, rfd: int, deadline: float, cap: int) -> tuple[int, bytearray, bool]:
+        data = bytearray()
+        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        poller.register(rfd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        # The harness sends nothing while a job runs, so activity on our stdin means it died:
+        # stop at once rather than let the candidate run on to its time limit.
+        poller.register(0, select.POLLIN | select.POLLHUP)
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                for fd, _ in poller.poll(max(1, int(remaining * 1000))):
+                    if fd == 0:
+                        self._kill_everything(pid)
+                        os._exit(1)
+                    if fd == pidfd:
+                        _, status = os.waitpid(pid, 0)
+                        return status, self._drain(rfd, data, cap, pid), False
+                    chunk = os.read(rfd, 1 << 16)
+                    if not chunk:
+                        poller.unregister(rfd)
+                    elif len(data) < cap:
+                        data += chunk[: cap - len(data)]
+        finally:
+            os.close(pidfd)
+        return -1, data, True
+
+    def _drain(self, rfd: int, data: bytearray, cap: int, pid: int) -> bytearray:
+        # The child has exited: kill anything it left behind holding the pipe, then read to EOF.
+        self._kill_everything(pid)
+        os.set_blocking(rfd, False)
+        try:
+            while chunk := os.read(rfd, 1 << 16):
+                if len(data) < cap:
+                    data += chunk[: cap - len(data)]
+        except BlockingIOError:
+            pass
+        return data
+
+    def _kill_everything(self, pid: int) -> None:
+        if self.pid1:
+            try:
+                os.kill(-1, signal.SIGKILL)  # from PID 1: every process in the namespace but us
+            except ProcessLookupError:
+                pass
+        else:
+            self._kill_descendants(pid)
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+
+    def _kill_descendants(self, pid: int) -> None:
+        # Degraded mode (no PID namespace): the candidate's process group, processes in our
+        # cgroup, and orphans that re-parented to us as subreaper.
+        for _ in range(50):
+            victims = {p for p in self._cgroup_procs() if p not in (os.getpid(), os.getppid())}
+            victims |= set(_children_of_self())
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if not victims:
+                return
+            for victim in victims:
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            while True:
+                try:
+                    if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                        break
+                except ChildProcessError:
+                    break
+            time.sleep(0.001)
+
+    def _wipe_scratch(self) -> None:
+        try:
+            os.rmdir(self.workdir)  # the usual case: the candidate left nothing behind
+        except OSError:
+            pass
+        for entry in os.scandir(self.scratch):
+            if entry.is_dir(follow_symlinks=False):
+                _rmtree(entry.path)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+
+    def _verdict(self, status: int, data: bytearray,
+                 timed_out: bool) -> tuple[dict[str, Any], bytes]:
+        if timed_out:
+            return {"status": "timeout", "detail": "wall-clock limit exceeded"}, b""
+        report = parse_report(bytes(data), _STATUSES)
+        if report is not None:
+            return report
+        oom_kills = self._oom_kills()  # only our candidates live in this cgroup
+        if oom_kills > self.oom_kills:
+            self.oom_kills = oom_kills
+            return {"status": "memory", "detail": "killed by the memory cgroup limit"}, b""
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU:
+                return {"status": "timeout", "detail": "CPU time limit exceeded"}, b""
+            return {"status": "killed", "detail": f"killed by {signal.Signals(sig).name}"}, b""
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+        return {"status": "error", "error_type": "SystemExit",
+                "detail": f"the program exited (status {code}) before a verdict"}, b""
+
+    # -- the candidate's process -----------------------------------------------------------------
+    def _child(self, job: dict[str, Any], case: PlusCase | None, wfd: int,
+               limits: list[tuple[int, int, int]]) -> None:
+        try:
+            os.setsid()
+            if not self.pid1:
+                privileges.die_with_parent()
+            for fd in (0, 1, 2):
+                os.dup2(self.devnull, fd)
+            os.chdir(self.workdir)
+            for which, soft, hard in limits:
+                try:
+                    resource.setrlimit(which, (soft, hard))
+                except (ValueError, OSError):
+                    pass
+            try:  # if anything must die on OOM, it is the candidate (before dropping privileges:
+                # an unprivileged candidate may not open the file)
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+                os.write(fd, b"1000")
+                os.close(fd)
+            except OSError:
+                pass
+            self.drop_privileges()
+            header, blob = execute(job["kind"], job["program"], case, self.cfg["output_cap"],
+                                   job.get("inputs"))
+        except BaseException as exc:  # noqa: BLE001
+            header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
+        try:
+            if blob or header != _PASSED:
+                payload = json.dumps(header, default=repr).encode()
+                write_all(wfd, HEADER.pack(len(payload), len(blob)) + payload + blob)
+            else:
+                os.write(wfd, _PASSED_FRAME)  # the common case, pre-encoded: fewer pages touched
+        finally:
+            os._exit(0)
+
+    def _limits(self, timeout: float, memory_mb: int) -> list[tuple[int, int, int]]:
+        """(resource, soft, hard) for the next child, computed here so the child only applies."""
+        cfg = self.cfg
+        if self.vm_bytes is None:  # our address space only changes when a bundle is loaded
+            with open("/proc/self/statm") as f:
+                self.vm_bytes = int(f.read().split()[0]) * resource.getpagesize()
+        vm_bytes = self.vm_bytes
+        cpu = math.ceil(timeout) + 1
+        return [
+            (resource.RLIMIT_AS, vm_bytes + (memory_mb << 20), vm_bytes + (memory_mb << 20)),
+            (resource.RLIMIT_CPU, cpu, cpu + 1),  # SIGXCPU first, SIGKILL a second later
+            (resource.RLIMIT_FSIZE, cfg["file_size_mb"] << 20, cfg["file_size_mb"] << 20),
+            (resource.RLIMIT_NOFILE, cfg["open_files"], cfg["open_files"]),
+            (resource.RLIMIT_CORE, 0, 0),
+            (resource.RLIMIT_NPROC, cfg["max_procs"], cfg["max_procs"]),
+        ]
+
+
+_STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
+_PASSED: dict[str, Any] = {"status": "passed"}
+_PASSED_FRAME = encode_frame(_PASSED)
+
+
+def _rmtree(path: str) -> None:
+    """shutil.rmtree without importing shutil (and its compression modules) into the zygote."""
+    try:
+        entries = list(os.scandir(path))
+    except NotADirectoryError:
+        entries = []
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _rmtree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _children_of_self() -> list[int]:
+    kids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                kids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def main() -> None:
+    """Entry point after the worker's exec: the config is JSON in argv[1]."""
+    cfg = json.loads(sys.argv[1])
+    os.close(cfg.pop("root_fd"))  # our sources are imported; candidates need no way back
+    del sys.path[0]
+    zygote = Zygote(cfg)
+    zygote.prepare()
+    zygote.serve(sys.stdin.buffer)
+    sys.exit(0)
