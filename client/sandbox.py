@@ -48,8 +48,9 @@ _STATUSES = set(Status.__args__)
 # candidate importing anything else (hashlib, statistics, numpy...) imports it itself.
 DEFAULT_PREIMPORT = [
     "typing", "math", "cmath", "re", "string", "collections", "itertools", "functools", "heapq",
-    "bisect", "operator", "copy", "random", "array",
-]  # not `queue`: it loads threading, whose after-fork hook costs every candidate ~90 page faults
+    "bisect", "operator", "copy", "array",
+]  # not `queue` or `random`: their after-fork hooks (threading's, random's reseed from
+# getrandom) would run in every candidate, ~90 page faults or ~50 us each
 
 
 class SandboxSettings(BaseSettings):
