@@ -308,11 +308,13 @@ class Zygote:
     def _child(self, job: dict[str, Any], case: PlusCase | None, wfd: int,
                limits: list[tuple[int, int, int]]) -> None:
         try:
-            if not self.pid1:
-                # Without a PID namespace, killing the candidate's process group is how its
-                # tree dies. (With one, kill(-1) does that, and setsid would cost a scheduler
-                # autogroup per candidate: ~50 us to create and to destroy.)
-                os.setsid()
+            if self.pid1:
+                # Its own process group, so kill(0, ...) cannot reach the worker outside our
+                # namespace. Not setsid: a new session costs a scheduler autogroup per candidate
+                # (~50 us to create and destroy), and kill(-1) ends the tree here anyway.
+                os.setpgid(0, 0)
+            else:
+                os.setsid()  # killing the candidate's process group is how its tree dies
                 privileges.die_with_parent()
             for fd in (0, 1, 2):
                 os.dup2(self.devnull, fd)

@@ -9,6 +9,7 @@ import logging
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -88,6 +89,45 @@ def test_zygote_death_is_recovered(pool: SandboxPool) -> None:
     assert {r.status for r in results} <= {"passed", "killed"}
     assert results[-1].passed and any(r.passed for r in results)
     assert all(r.passed for _, r in pool.run_many([Job(program="pass", timeout=5.0)] * 4))
+
+
+def test_run_many_yields_every_index_once_in_completion_order(pool: SandboxPool) -> None:
+    jobs = [Job(program=f"import time\ntime.sleep({d})\nassert {i} != 3\n", timeout=5.0)
+            for i, d in enumerate([0.4, 0.0, 0.0, 0.0, 0.0, 0.0])]
+    results = list(pool.run_many(jobs))
+    assert sorted(i for i, _ in results) == list(range(6))
+    assert results[-1][0] == 0  # the slow one finished last: results are not held back
+    assert {i for i, r in results if not r.passed} == {3}
+
+
+def test_run_many_replaces_a_worker_that_goes_silent() -> None:
+    with SandboxPool(SandboxSettings(workers=2, grace_s=0.5)) as pool:
+        worker = pool._all[0]
+        zygote = descendants(worker.proc.pid)[0]
+        os.kill(zygote, signal.SIGSTOP)  # wedged: the job's reply never comes
+        try:
+            results = dict(pool.run_many([Job(program="pass", timeout=0.5)] * 6))
+        finally:
+            try:
+                os.kill(zygote, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # already killed with its replaced worker
+        assert len(results) == 6
+        assert {r.status for r in results.values()} <= {"passed", "timeout"}
+        assert [r.detail for r in results.values() if r.status == "timeout"] == [
+            "sandbox worker silent for 1s"]
+        assert worker not in pool._all  # replaced, and the pool keeps working
+        assert all(r.passed for _, r in pool.run_many([Job(program="pass", timeout=5.0)] * 4))
+
+
+def test_run_many_closed_early_returns_its_workers(pool: SandboxPool) -> None:
+    jobs = [Job(program="import time\ntime.sleep(0.2)\n", timeout=5.0)] * 8
+    gen = pool.run_many(jobs)
+    first = next(gen)
+    gen.close()  # the other worker's job is still running: settled, not lost
+    assert first[1].passed
+    assert pool._idle.qsize() == pool.size
+    assert pool.run(Job(program="pass", timeout=5.0)).passed
 
 
 def test_async_runs_concurrently(pool: SandboxPool) -> None:
