@@ -291,14 +291,7 @@ class Zygote:
             os.rmdir(self.workdir)  # the usual case: the candidate left nothing behind
         except OSError:
             pass
-        for entry in os.scandir(self.scratch):
-            if entry.is_dir(follow_symlinks=False):
-                _rmtree(entry.path)
-            else:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
+        _empty(self.scratch)
 
     def _verdict(self, status: int, data: bytearray,
                  timed_out: bool) -> tuple[dict[str, Any], bytes]:
@@ -380,12 +373,11 @@ _PASSED_FRAME = encode_frame(_PASSED)
 _FAST_KEYS = {"status", "elapsed_s"}
 
 
-def _rmtree(path: str) -> None:
-    """shutil.rmtree without importing shutil (and its compression modules) into the zygote."""
+def _empty(path: str) -> None:
+    """Remove everything inside a directory (as shutil.rmtree would, without importing shutil
+    and its compression modules into the zygote)."""
     try:
         entries = list(os.scandir(path))
-    except NotADirectoryError:
-        entries = []
     except OSError:
         return
     for entry in entries:
@@ -396,6 +388,10 @@ def _rmtree(path: str) -> None:
                 os.unlink(entry.path)
             except OSError:
                 pass
+
+
+def _rmtree(path: str) -> None:
+    _empty(path)
     try:
         os.rmdir(path)
     except OSError:
