@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client import isolation
 from client.frames import encode_frame, read_frame
+from server.config import CommaList
 from server.errors import CliError
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,12 @@ class SandboxSettings(BaseSettings):
     output_cap_bytes: int = 16 << 10
     report_cap_bytes: int = 64 << 10
     drop_uid: int = Field(65534, description="uid candidates run as when the harness is root")
-    disable: list[str] = Field(default_factory=list, description=(
+    disable: CommaList = Field(default_factory=list, description=(
         "layers to skip: user/mount/network/pid namespace, read-only filesystem, pids/memory "
         "cgroup (for hosts where one breaks, and to test degraded modes)"))
     allow_unsafe: bool = Field(False, description=(
         "run even without a PID namespace (candidates could then signal host processes)"))
-    preimport: list[str] = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
+    preimport: CommaList = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
     grace_s: float = Field(5.0, description="extra time before a silent worker is replaced")
 
 

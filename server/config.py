@@ -10,6 +10,7 @@ import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -20,8 +21,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from server.errors import ConfigError
 from server.fim_templates import FIM_CHOICES, template_names
 
-# Lists given in the environment as "a,b" (or a JSON list), split by `_split_commas`.
-CommaList = Annotated[list[str], NoDecode]
+
+def split_commas(value: Any) -> Any:
+    """A list given in the environment as "a,b" or as a JSON list."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        return json.loads(value)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# Lists given in the environment as "a,b" (or a JSON list).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
@@ -96,15 +107,6 @@ class Settings(BaseSettings):
     scoring_max_completions: int = Field(200, ge=1)
     scoring_max_completion_chars: int = Field(20000, ge=1)
     data_dir: Path | None = None
-
-    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
-    @classmethod
-    def _split_commas(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.lstrip().startswith("["):
-            return json.loads(value)
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -296,3 +296,11 @@ def test_unsafe_mode_without_pid_namespace_still_reaps_daemons() -> None:
         worker = p._all[0].proc.pid
         assert descendants(worker) == []  # no zygote child here: the worker is the zygote
         assert p.run(Job(program="assert True", timeout=5)).passed
+
+
+def test_settings_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODESERVE_SANDBOX_PREIMPORT", "typing, math")
+    monkeypatch.setenv("CODESERVE_SANDBOX_DISABLE", '["network namespace"]')
+    settings = SandboxSettings()
+    assert settings.preimport == ["typing", "math"]
+    assert settings.disable == ["network namespace"]
