@@ -304,3 +304,14 @@ def test_settings_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     settings = SandboxSettings()
     assert settings.preimport == ["typing", "math"]
     assert settings.disable == ["network namespace"]
+
+
+def test_zygote_heap_stays_lean(pool: SandboxPool) -> None:
+    """Every module in the zygote is copied by each candidate's fork and torn down at its exit
+    (see client/zygote.py): the harness's heavy imports must not creep in."""
+    r = pool.run(Job(program="import sys\nprint(' '.join(sorted(sys.modules)))\n", timeout=5.0))
+    loaded = set(r.output.split())
+    assert {"client.zygote", "typing", "re"} <= loaded
+    heavy = {"pydantic", "pathlib", "dataclasses", "inspect", "traceback", "shutil", "tempfile",
+             "threading", "random", "pickle", "hashlib", "server", "client.isolation", "asyncio"}
+    assert not heavy & loaded
