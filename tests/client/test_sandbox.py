@@ -313,5 +313,5 @@ def test_zygote_heap_stays_lean(pool: SandboxPool) -> None:
     loaded = set(r.output.split())
     assert {"client.zygote", "typing", "re"} <= loaded
     heavy = {"pydantic", "pathlib", "dataclasses", "inspect", "traceback", "shutil", "tempfile",
-             "threading", "random", "pickle", "hashlib", "server", "client.isolation", "asyncio"}
-    assert not heavy & loaded
+             "threading", "random", "hashlib", "server", "client.isolation", "asyncio"}
+    assert heavy & loaded == set()  # (pickle arrives with the first Plus bundle, by design)
