@@ -197,9 +197,9 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    benchmark: NonEmptyStr
-    task_id: NonEmptyStr
-    completions: list[str] = Field(min_length=1)
+    benchmark: NonEmptyStr = Field(examples=["humaneval", "mbpp", "humaneval+"])
+    task_id: NonEmptyStr = Field(examples=["HumanEval/0", "Mbpp/2"])
+    completions: list[str] = Field(min_length=1, examples=[["    return []\n"]])
     k: list[Annotated[int, Field(ge=1)]] | None = None
 
 

@@ -36,9 +36,9 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
         yield gateway
 
 
-def test_gateway_honours_its_own_schema(fuzz_gateway: GatewayProcess, tmp_path: Path) -> None:
+def _fuzz(gateway: GatewayProcess, tmp_path: Path, *selection: str) -> None:
     run = subprocess.run(
-        [str(SCHEMATHESIS), "run", fuzz_gateway.url + "/openapi.json",
+        [str(SCHEMATHESIS), "run", gateway.url + "/openapi.json", *selection,
          "--max-examples", str(MAX_EXAMPLES), "--workers", "1", "--request-timeout", "10",
          "--exclude-checks", "positive_data_acceptance", "--suppress-health-check", "all",
          "--report", "junit", "--report-dir", str(tmp_path)],
@@ -47,5 +47,27 @@ def test_gateway_honours_its_own_schema(fuzz_gateway: GatewayProcess, tmp_path: 
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
     assert "Operations:       " in run.stdout and " 0 selected" not in run.stdout
     # The fuzzer never made the gateway crash or log a traceback, and it is still serving.
-    assert httpx.get(fuzz_gateway.url + "/ready").status_code == 200
-    assert "Traceback" not in fuzz_gateway.log(), fuzz_gateway.log()[-5000:]
+    assert httpx.get(gateway.url + "/ready").status_code == 200
+    assert "Traceback" not in gateway.log(), gateway.log()[-5000:]
+
+
+def test_gateway_honours_its_own_schema(fuzz_gateway: GatewayProcess, tmp_path: Path) -> None:
+    _fuzz(fuzz_gateway, tmp_path)
+
+
+def test_scoring_endpoint_honours_the_schema_when_enabled(
+        tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tmp_path: Path) -> None:
+    """/v1/score with scoring on: every fuzzed body runs through validation and, when valid,
+    the real sandbox (small limits keep that cheap)."""
+    mock = MockServerProcess(MockConfig(model_name="coder", output_tokens=2))
+    with mock as mock_url, gateway_process(
+            tmp_path_factory.mktemp("fuzz-score"), {"coder": mock_url},
+            CODESERVE_SCORING_ENABLED="1", CODESERVE_DATA_DIR=str(data_dir),
+            CODESERVE_SCORING_MAX_COMPLETIONS="3",
+            CODESERVE_SCORING_MAX_COMPLETION_CHARS="400") as gateway:
+        _fuzz(gateway, tmp_path, "--include-path", "/v1/score")
+        # Scoring really was on, and the sandbox still judges after the fuzzing.
+        reply = httpx.post(gateway.url + "/v1/score", timeout=30, json={
+            "benchmark": "humaneval", "task_id": "HumanEval/0", "completions": ["    return []\n"]})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["verdicts"][0]["status"] == "failed"
