@@ -3,7 +3,6 @@ neither keys nor prompts reach the gateway's log."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,14 +24,6 @@ BODY = {"model": "coder", "prompt": "def f():", "max_tokens": 2}
 UNAUTHORIZED = {"error": {
     "message": "missing or invalid API key (send 'Authorization: Bearer <key>')",
     "type": "authentication_error", "param": None, "code": "invalid_api_key"}}
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[MockServer]:
-    server = MockServer(MockConfig())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
-from loadtest.mock_config import MockConfig
 from loadtest.mock_server import MockServer
 from tests.server.gateway_harness import running_gateway, upstream_models
 
@@ -15,14 +11,6 @@ ORIGIN = "https://ide.example"
 BODY = {"model": "coder", "prompt": "x", "max_tokens": 1}
 PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
              "Access-Control-Request-Headers": "authorization,content-type"}
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[MockServer]:
-    server = MockServer(MockConfig())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_cors_is_off_by_default(engine: MockServer) -> None:
