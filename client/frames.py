@@ -29,6 +29,21 @@ def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
     return json.loads(data), blob
 
 
+def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
+    """Remove and return the first frame of `buffer` once it is complete, else None (a reader
+    multiplexing several pipes keeps its own buffer rather than block on a stream's)."""
+    if len(buffer) < HEADER.size:
+        return None
+    n_json, n_blob = HEADER.unpack_from(buffer)
+    end = HEADER.size + n_json + n_blob
+    if len(buffer) < end:
+        return None
+    header = json.loads(buffer[HEADER.size:HEADER.size + n_json])
+    blob = bytes(buffer[HEADER.size + n_json:end])
+    del buffer[:end]
+    return header, blob
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -16,16 +16,28 @@ from client.datasets import Benchmark, Family, Task
 def build_program(benchmark: Benchmark, task: Task, completion: str,
                   challenge_tests: bool = False) -> str:
     """Source to run for `completion` of `task` (for Plus: the code defining the entry point)."""
+    return "".join(build_parts(benchmark, task, completion, challenge_tests))
+
+
+def build_parts(benchmark: Benchmark, task: Task, completion: str,
+                challenge_tests: bool = False) -> tuple[str, str]:
+    """`build_program` split in two: (code, tests). `code` holds the completion; `tests` is the
+    task's own checking code, the same for every candidate ("" for Plus), which a sandbox worker
+    compiles once rather than once per candidate. When `tests` is not empty,
+    `code` is empty or ends with a newline."""
     family = benchmark.family
     if family is Family.HUMANEVAL:
-        return f"{task.prompt}{completion}\n{task.test}\n\ncheck({task.entry_point})\n"
+        return f"{task.prompt}{completion}\n", f"{task.test}\n\ncheck({task.entry_point})\n"
     if family is Family.INFILL:
-        return f"{task.prompt}{completion}{task.suffix}\n{task.test}\n\ncheck({task.entry_point})\n"
+        return (f"{task.prompt}{completion}{task.suffix}\n",
+                f"{task.test}\n\ncheck({task.entry_point})\n")
     if family is Family.MBPP:
         tests = task.test_list + (task.challenge_test_list if challenge_tests else [])
-        parts = [completion, *task.test_imports, task.test_setup_code, *tests]
-        return "\n".join(p for p in parts if p) + "\n"
-    return task.prompt + completion if benchmark.completion_includes_prompt else completion
+        checks = [p for p in (*task.test_imports, task.test_setup_code, *tests) if p]
+        if not checks:
+            return f"{completion}\n", ""
+        return f"{completion}\n" if completion else "", "\n".join(checks) + "\n"
+    return (task.prompt + completion if benchmark.completion_includes_prompt else completion), ""
 
 
 def canonical_completion(benchmark: Benchmark, task: Task) -> str:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,12 +32,14 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client import isolation
-from client.frames import encode_frame, read_frame
+from client.frames import HEADER, encode_frame, take_frame
 from server.config import CommaList
 from server.errors import CliError
 
 log = logging.getLogger(__name__)
 
+# Jobs sent ahead to each worker by `SandboxPool.run_many` (see there).
+PIPELINE = 2
 # Per-task Plus test data a worker keeps in memory (the harness mirrors the eviction order).
 MAX_BUNDLES = 4
 BundleSource = Union[bytes, Callable[[], bytes]]
@@ -86,6 +89,9 @@ class Job(BaseModel):
 
     kind: Literal["exec", "plus", "truth"] = "exec"
     program: str
+    # Trusted checking code run after `program` (the same for every candidate of a task, so a
+    # worker compiles it once); the program is then program + tests.
+    tests: str | None = None
     timeout: float
     bundle: str | None = None
     memory_mb: int | None = None  # overrides SandboxSettings.memory_mb for this job
@@ -165,6 +171,7 @@ class _Worker:
             "drop_uid": settings.drop_uid, "preimport": settings.preimport, "max_bundles": MAX_BUNDLES,
         }
         self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
+        self.inbox = bytearray()  # bytes received that do not make a whole frame yet
         self._send(encode_frame(config))
         hello = self._receive(60.0)[0]
         self.layers = [LayerStatus(**la) for la in hello["layers"]]
@@ -181,15 +188,34 @@ class _Worker:
             raise WorkerDied(f"sandbox worker gone: {exc}") from None
 
     def _receive(self, timeout: float) -> tuple[dict[str, Any], bytes]:
-        stdout = self.proc.stdout
-        assert stdout is not None
-        ready, _, _ = select.select([stdout], [], [], timeout)
-        if not ready:
-            raise WorkerDied(f"sandbox worker silent for {timeout:.0f}s")
-        frame = read_frame(stdout)
-        if frame is None:
-            raise WorkerDied("sandbox worker exited")
+        deadline = time.monotonic() + timeout
+        while (frame := self._take()) is None:
+            remaining = max(0.0, deadline - time.monotonic())
+            if not select.select([self], [], [], remaining)[0]:
+                raise WorkerDied(f"sandbox worker silent for {timeout:.0f}s")
+            self.pump()
         return frame
+
+    def pump(self) -> None:
+        """Read what the worker has sent so far (call when its pipe is readable). Read raw into
+        our own buffer: a buffered stream could hold a whole reply that select() cannot see."""
+        size = 1 << 16
+        if len(self.inbox) >= HEADER.size:  # a big reply (a "truth" payload): larger reads
+            n_json, n_blob = HEADER.unpack_from(self.inbox)
+            size = max(size, min(HEADER.size + n_json + n_blob - len(self.inbox), 1 << 24))
+        try:
+            chunk = os.read(self.fileno(), size)
+        except (OSError, ValueError) as exc:  # ValueError: already closed by kill()
+            raise WorkerDied(f"sandbox worker gone: {exc}") from None
+        if not chunk:
+            raise WorkerDied("sandbox worker exited")
+        self.inbox += chunk
+
+    def _take(self) -> tuple[dict[str, Any], bytes] | None:
+        try:
+            return take_frame(self.inbox)
+        except ValueError:
+            raise WorkerDied("sandbox worker sent a malformed reply") from None
 
     def submit(self, job: Job, bundles: dict[str, BundleSource]) -> RunResult | None:
         """Send a job (its Plus bundle first, if this worker lacks it); a result only when the
@@ -206,8 +232,17 @@ class _Worker:
         return None
 
     def collect(self, timeout: float) -> RunResult:
-        """The reply to the submitted job, waiting at most `timeout` seconds."""
-        header, blob = self._receive(timeout)
+        """The reply to the oldest job sent, waiting at most `timeout` seconds."""
+        return self._result(self._receive(timeout))
+
+    def next_result(self) -> RunResult | None:
+        """The reply to the oldest job sent, if it has been read in full (see `pump`)."""
+        frame = self._take()
+        return None if frame is None else self._result(frame)
+
+    @staticmethod
+    def _result(frame: tuple[dict[str, Any], bytes]) -> RunResult:
+        header, blob = frame
         header.pop("id", None)
         if header.get("status") not in _STATUSES:
             raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
@@ -339,64 +374,128 @@ class SandboxPool:
     def run_many(self, jobs: Iterable[Job]) -> Iterator[tuple[int, RunResult]]:
         """Run jobs on every worker this pool can spare; yields (index, result) as they
         complete. One thread multiplexes the workers' pipes (no thread per worker: at hundreds
-        of candidates per second the harness's own CPU time counts)."""
+        of candidates per second the harness's own CPU time counts). Each worker is sent up to
+        PIPELINE jobs, so that the next one waits in its pipe and its zygote forks it as soon as
+        the last candidate ends, not after a round trip through this thread."""
         self.start()
-        idle = [self._idle.get()]  # at least one; others join if free now
-        while len(idle) < self.size:
+        workers = [self._idle.get()]  # at least one; others join if free now
+        while len(workers) < self.size:
             try:
-                idle.append(self._idle.get_nowait())
+                workers.append(self._idle.get_nowait())
             except queue.Empty:
                 break
-        todo = iter(enumerate(jobs))
-        # fd -> worker, job index, deadline, seconds allowed
-        busy: dict[int, tuple[_Worker, int, float, float]] = {}
+        runs = _Runs(self, workers, iter(enumerate(jobs)))
         try:
             while True:
-                while idle and (item := next(todo, None)) is not None:
-                    index, job = item
-                    worker = idle.pop()
-                    try:
-                        early = worker.submit(job, self._bundles)
-                    except WorkerDied as exc:
-                        worker, early = self._replace(worker), _died(exc)
-                    if early is not None:
-                        idle.append(worker)
-                        yield index, early
-                        continue
-                    budget = job.timeout + self.settings.grace_s
-                    busy[worker.fileno()] = (worker, index, time.monotonic() + budget, budget)
-                if not busy:
+                yield from runs.send()
+                if not runs.busy():
                     return
-                wait = min(entry[2] for entry in busy.values()) - time.monotonic()
-                ready = select.select(list(busy), [], [], max(0.0, wait))[0]
-                now = time.monotonic()
-                silent = [fd for fd, entry in busy.items() if fd not in ready and entry[2] <= now]
-                for fd in ready + silent:
-                    worker, index, _, budget = busy.pop(fd)
-                    try:
-                        if fd in silent:
-                            raise WorkerDied(f"sandbox worker silent for {budget:.0f}s")
-                        result = worker.collect(0.0)
-                    except WorkerDied as exc:
-                        worker, result = self._replace(worker), _died(exc)
-                    idle.append(worker)
-                    yield index, result
+                yield from runs.receive()
         finally:
-            # Stopped early (the caller closed the generator): settle the jobs in flight.
-            for worker, _, deadline, _ in busy.values():
-                try:
-                    worker.collect(max(0.0, deadline - time.monotonic()))
-                except WorkerDied:
-                    worker = self._replace(worker)
-                idle.append(worker)
-            for worker in idle:
-                self._idle.put(worker)
+            runs.settle()
 
     async def arun(self, job: Job) -> RunResult:
         """asyncio variant of `run`; concurrency is bounded by the number of workers."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="sandbox")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, job)
+
+
+class _Runs:
+    """The state of one `SandboxPool.run_many`: jobs sent to each worker, oldest first (a
+    worker answers in order); the first is running, with a deadline."""
+
+    def __init__(self, pool: SandboxPool, workers: list[_Worker],
+                 todo: Iterator[tuple[int, Job]]) -> None:
+        self.pool, self.workers, self.todo = pool, workers, todo
+        self.sent: dict[_Worker, deque[tuple[int, Job]]] = {w: deque() for w in workers}
+        self.deadline: dict[_Worker, float] = {}
+        self.again: deque[tuple[int, Job]] = deque()  # queued on a worker that died first
+        self.held: tuple[int, Job] | None = None
+
+    def busy(self) -> bool:
+        return any(self.sent.values())
+
+    def _next(self) -> tuple[int, Job] | None:
+        item, self.held = self.held, None
+        if item is None:
+            item = self.again.popleft() if self.again else next(self.todo, None)
+        return item
+
+    def send(self) -> Iterator[tuple[int, RunResult]]:
+        """Give each worker jobs up to PIPELINE; yields the results known without running."""
+        while (free := [w for w in self.workers if len(self.sent[w]) < PIPELINE]) and \
+                (item := self._next()) is not None:
+            worker = min(free, key=lambda w: len(self.sent[w]))
+            job = item[1]
+            if self.sent[worker] and job.bundle and job.bundle not in worker.loaded:
+                # Loading a bundle waits for its acknowledgement, so only on an idle worker.
+                worker = next((w for w in free if not self.sent[w]), None)  # type: ignore[assignment]
+                if worker is None:
+                    self.held = item
+                    return
+            self.sent[worker].append(item)
+            if len(self.sent[worker]) == 1:
+                self.deadline[worker] = time.monotonic() + self._budget(job)
+            try:
+                early = worker.submit(job, self.pool._bundles)
+            except WorkerDied as exc:
+                yield from self._lost(worker, exc)
+                continue
+            if early is not None:
+                self.sent[worker].pop()
+                yield item[0], early
+
+    def receive(self) -> Iterator[tuple[int, RunResult]]:
+        """Wait for the next replies (or deadlines); yields the results."""
+        busy = [w for w in self.workers if self.sent[w]]
+        wait = min(self.deadline[w] for w in busy) - time.monotonic()
+        ready = select.select(busy, [], [], max(0.0, wait))[0]
+        now = time.monotonic()
+        for worker in busy:
+            if worker not in ready and self.deadline[worker] > now:
+                continue
+            sent = self.sent[worker]
+            try:
+                if worker not in ready:
+                    raise WorkerDied(f"sandbox worker silent for {self._budget(sent[0][1]):.0f}s")
+                worker.pump()
+                while sent and (result := worker.next_result()) is not None:
+                    index, _ = sent.popleft()
+                    if sent:
+                        self.deadline[worker] = now + self._budget(sent[0][1])
+                    yield index, result
+            except WorkerDied as exc:
+                yield from self._lost(worker, exc)
+
+    def _lost(self, worker: _Worker, exc: WorkerDied) -> Iterator[tuple[int, RunResult]]:
+        # The running job takes the blame; those queued behind it never started: run them
+        # elsewhere.
+        sent = self.sent.pop(worker)
+        fresh = self.pool._replace(worker)
+        self.workers = [fresh if w is worker else w for w in self.workers]
+        self.sent[fresh] = deque()
+        index, _ = sent.popleft()
+        self.again.extendleft(reversed(sent))
+        yield index, _died(exc)
+
+    def settle(self) -> None:
+        """Stopped early (the caller closed the generator): wait for the jobs in flight, so
+        that every worker goes back to the pool with nothing pending."""
+        for worker in list(self.workers):
+            sent = self.sent[worker]
+            while sent:
+                _, job = sent.popleft()
+                try:
+                    worker.collect(max(0.0, self.deadline[worker] - time.monotonic()))
+                except WorkerDied:
+                    sent.clear()
+                    worker = self.pool._replace(worker)
+                self.deadline[worker] = time.monotonic() + self._budget(sent[0][1]) if sent else 0
+            self.pool._idle.put(worker)
+
+    def _budget(self, job: Job) -> float:
+        return job.timeout + self.pool.settings.grace_s
 
 
 def _died(exc: WorkerDied) -> RunResult:

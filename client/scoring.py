@@ -30,7 +30,7 @@ from client.datasets import (Benchmark, DatasetSettings, Family, UnknownTaskErro
                              load_benchmark)
 from client.passk import mean_pass_at_k, pass_at_k, reportable_ks
 from client.plus_oracle import PlusOracle, PlusSettings
-from client.programs import build_program, job_kind
+from client.programs import build_parts, job_kind
 from client.sandbox import Job, LayerStatus, RunResult, SandboxPool, SandboxSettings, Status
 from server.errors import InvalidRequestError
 
@@ -136,9 +136,10 @@ class Scorer:
         """The sandbox job(s) judging one sample (a slow Plus task is split into input slices,
         see `PlusOracle.parts`), or a ready verdict when it cannot be judged."""
         task = self.benchmark.task(task_id)
-        program = build_program(self.benchmark, task, completion)
+        program, tests = build_parts(self.benchmark, task, completion)
         if self.oracle is None:
-            return [Job(kind=job_kind(self.benchmark), program=program, timeout=self.timeout_s)]
+            return [Job(kind=job_kind(self.benchmark), program=program, tests=tests or None,
+                        timeout=self.timeout_s)]
         key = self.oracle.bundle_key(task_id)
         if task_id in self.oracle.failures:
             return RunResult(status="error", detail="no expected outputs: "

@@ -24,10 +24,11 @@ import select
 import signal
 import sys
 import time
+from types import CodeType
 from typing import Any, BinaryIO
 
 from client import privileges
-from client.candidate_exec import CappedWriter, PlusCase, execute
+from client.candidate_exec import CappedWriter, PlusCase, compile_tests, execute
 from client.frames import HEADER, encode_frame, parse_report, read_frame, write_all
 
 # Run in the zygote before freezing its heap: the first compile() builds the AST types and the
@@ -47,6 +48,8 @@ class Zygote:
         self.own_scratch = config["own_scratch"]
         self.scratch = config["scratch"]
         self.bundles: dict[str, PlusCase] = {}
+        # Compiled checking code of the last few tasks, keyed by its text (see `_tests_code`).
+        self.tests: dict[str, CodeType | None] = {}
         # One candidate at a time, so one fixed working directory (recreated per candidate).
         self.workdir = os.path.join(self.scratch, "work")
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -109,9 +112,9 @@ class Zygote:
         for _ in range(2):  # see _WARM_UP
             execute("exec", _WARM_UP, None, CappedWriter(self.cfg["output_cap"]))
         self.poller = select.poll()
-        # The harness sends nothing while a job runs, so activity on our stdin means it died:
-        # stop at once rather than let the candidate run on to its time limit.
-        self.poller.register(0, select.POLLIN | select.POLLHUP)
+        # If the harness dies (our stdin hangs up), stop at once rather than let the candidate
+        # run on to its time limit. Not POLLIN: the harness may send the next job meanwhile.
+        self.poller.register(0, 0)
         # Candidates print into this (reset by fork, as it is never written here): made once
         # rather than per candidate, where it cost ~30 page faults.
         self.capture = CappedWriter(self.cfg["output_cap"])
@@ -166,6 +169,17 @@ class Zygote:
         gc.freeze()
         return {"status": "passed", "detail": f"bundle {key} loaded"}
 
+    def _tests_code(self, tests: str) -> CodeType | None:
+        """A task's checking code (trusted: it comes from the benchmark), compiled here once for
+        all its candidates rather than in each of them. Candidates of one task usually arrive
+        together, so a few entries suffice (each stays in every later fork's heap)."""
+        if tests not in self.tests:
+            while len(self.tests) >= MAX_COMPILED_TESTS:
+                self.tests.pop(next(iter(self.tests)))
+            self.tests[tests] = compile_tests(tests)
+            gc.freeze()  # as in prepare(): its objects stay out of the children's collections
+        return self.tests[tests]
+
     def run(self, job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         # Hot path: keep the child's Python work small, since on many VMs each page it touches
         # after fork (copy-on-write) costs more than the syscalls themselves.
@@ -183,12 +197,14 @@ class Zygote:
         timeout = float(job["timeout"])
         limits = self._limits(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
         cap = self.cfg["report_cap"] if job["kind"] != "truth" else 1 << 31
+        tests = job.get("tests", "")
+        tests_code = self._tests_code(tests) if tests else None
         rfd, wfd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self._child(job, case, wfd, limits)
+            self._child(job, case, wfd, limits, tests_code)
         os.close(wfd)
         status, data, timed_out = -1, bytearray(), True
         try:
@@ -317,7 +333,7 @@ class Zygote:
 
     # -- the candidate's process -----------------------------------------------------------------
     def _child(self, job: dict[str, Any], case: PlusCase | None, wfd: int,
-               limits: list[tuple[int, int, int]]) -> None:
+               limits: list[tuple[int, int, int]], tests_code: CodeType | None) -> None:
         try:
             if self.pid1:
                 # Its own process group, so kill(0, ...) cannot reach the worker outside our
@@ -337,7 +353,7 @@ class Zygote:
                     pass
             self.drop_privileges()
             header, blob = execute(job["kind"], job["program"], case, self.capture,
-                                   job.get("inputs"))
+                                   job.get("inputs"), job.get("tests", ""), tests_code)
         except BaseException as exc:  # noqa: BLE001
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         try:
@@ -367,6 +383,7 @@ class Zygote:
         ]
 
 
+MAX_COMPILED_TESTS = 8
 _STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
 _PASSED: dict[str, Any] = {"status": "passed"}
 _PASSED_FRAME = encode_frame(_PASSED)

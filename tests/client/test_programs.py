@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from client.datasets import load_benchmark
-from client.programs import build_program, canonical_completion
+from client.programs import build_parts, build_program, canonical_completion
 from client.sandbox import Job, SandboxPool, SandboxSettings
 
 
@@ -62,3 +62,17 @@ def test_mbpp_367_needs_its_setup_code(data_dir: Path, pool: SandboxPool) -> Non
     without_setup = src.replace(t.test_setup_code, "")
     r = pool.run(Job(program=without_setup, timeout=10))
     assert r.status == "error" and r.error_type == "NameError"
+
+
+@pytest.mark.parametrize("name", ["humaneval", "humaneval-infill-single", "mbpp", "mbpp-sanitized",
+                                  "humaneval+"])
+def test_parts_split_the_program_after_the_completion(data_dir: Path, name: str) -> None:
+    b = load_benchmark(name, data_dir)
+    for t in b.tasks[:20]:
+        for completion in ("", "    return None\n", "x = 1"):
+            code, tests = build_parts(b, t, completion)
+            assert code + tests == build_program(b, t, completion)
+            assert completion in code and (code.endswith("\n") or not code or not tests)
+            # The checking code is the task's own: the same for every completion.
+            assert tests == build_parts(b, t, "something else\n")[1]
+            assert (tests == "") == (name == "humaneval+")

@@ -53,6 +53,28 @@ def test_verdicts(pool: SandboxPool, program: str, status: str, detail: str) -> 
     assert detail in r.detail
 
 
+@pytest.mark.parametrize("program,tests,status,detail", [
+    ("def f(x):\n    return x + 1\n", "assert f(1) == 2\n", "passed", ""),
+    # Lines are numbered as in program + tests, as when they are compiled together.
+    ("def f(x):\n    return x\n", "y = 0\nassert f(1) == 2\n", "failed", "line 4: assert f(1) == 2"),
+    ("def f(x):\n    return x\n", "def check(g):\n    assert g(1) == 2\ncheck(f)\n", "failed",
+     "line 4: assert g(1) == 2"),
+    ("x = 1\n", "assert x == 2\n", "failed", "line 2: assert x == 2"),
+    ("def broken(:\n", "assert True\n", "error", "SyntaxError"),
+    # A __future__ import in the program applies to the tests too (evaluated annotations
+    # would raise NameError here), and code that only compiles with the tests still runs.
+    ("from __future__ import annotations\n", "def g(x: Undefined):\n    pass\n", "passed", ""),
+    ('s = """abc\n', '"""\nassert s == "abc\\n"\n', "passed", ""),
+    ("x = 1\n", "assert (\n", "error", "SyntaxError"),
+])
+def test_tests_run_after_the_program(pool: SandboxPool, program: str, tests: str, status: str,
+                                     detail: str) -> None:
+    split = pool.run(Job(program=program, tests=tests, timeout=2.0))
+    whole = pool.run(Job(program=program + tests, timeout=2.0))
+    assert split.status == whole.status == status, (split, whole)
+    assert detail in split.detail and split.detail == whole.detail
+
+
 def test_output_is_captured_and_capped(pool: SandboxPool) -> None:
     r = pool.run(Job(program="print('hello')\nprint('x' * 10**6)\n", timeout=5.0))
     assert r.passed and r.output.startswith("hello\n") and "dropped" in r.output
@@ -103,7 +125,9 @@ def test_run_many_yields_every_index_once_in_completion_order(pool: SandboxPool)
             for i, d in enumerate([0.4, 0.0, 0.0, 0.0, 0.0, 0.0])]
     results = list(pool.run_many(jobs))
     assert sorted(i for i, _ in results) == list(range(6))
-    assert results[-1][0] == 0  # the slow one finished last: results are not held back
+    # Results are not held back: the quick jobs on the other worker come before the slow one
+    # (only a job sent ahead to the slow one's worker waits for it).
+    assert [i for i, _ in results].index(0) >= 4
     assert {i for i, r in results if not r.passed} == {3}
 
 
@@ -135,6 +159,36 @@ def test_run_many_closed_early_returns_its_workers(pool: SandboxPool) -> None:
     assert first[1].passed
     assert pool._idle.qsize() == pool.size
     assert pool.run(Job(program="pass", timeout=5.0)).passed
+
+
+def test_run_many_sends_ahead_and_keeps_bundles_in_step(pool: SandboxPool) -> None:
+    # Plus jobs of six tasks (more than a worker keeps) between plain jobs, twice over: a
+    # bundle is only sent to a worker with no job ahead of it, and the harness's record of
+    # what each worker holds must stay right.
+    keys = [_plus_bundle(pool, f"unit:step{i}", PlusCase(entry_point="f", inputs=[[i]],
+                                                           base_count=1, expected=[i + 1]))
+            for i in range(6)]
+    jobs = []
+    for i, key in enumerate(keys * 2):
+        jobs.append(Job(kind="plus", program="def f(x):\n    return x + 1\n", timeout=5,
+                        bundle=key))
+        jobs.append(Job(program=f"assert {i} % 3 != 0\n", timeout=5))
+    results = dict(pool.run_many(jobs))
+    assert sorted(results) == list(range(len(jobs)))
+    assert all(results[2 * i].passed for i in range(12))
+    assert [i for i in range(12) if not results[2 * i + 1].passed] == [0, 3, 6, 9]
+
+
+def test_run_many_reads_replies_of_many_pipe_reads(pool: SandboxPool) -> None:
+    key = _plus_bundle(pool, "unit:big", PlusCase(entry_point="f", inputs=[[n] for n in range(3)],
+                                                  base_count=1))
+    jobs = [Job(kind="truth", program="def f(x):\n    return list(range(x, x + 300_000))\n",
+                timeout=20, bundle=key)] * 3 + [Job(program="pass", timeout=5)] * 3
+    results = dict(pool.run_many(jobs))
+    for i in range(3):
+        outputs = pickle.loads(results[i].payload)["outputs"]
+        assert [o[-1] for o in outputs] == [299_999, 300_000, 300_001]
+    assert all(results[i].passed for i in range(3, 6))
 
 
 def test_async_runs_concurrently(pool: SandboxPool) -> None:
