@@ -359,6 +359,8 @@ class Zygote:
         try:
             if blob or header != _PASSED:
                 payload = json.dumps(header, default=repr).encode()
+                if not blob and len(payload) > self.cfg["report_cap"] - HEADER.size:
+                    payload = _fit(header, self.cfg["report_cap"] - HEADER.size)
                 write_all(wfd, HEADER.pack(len(payload), len(blob)) + payload + blob)
             else:
                 os.write(wfd, _PASSED_FRAME)  # the common case, pre-encoded: fewer pages touched
@@ -388,6 +390,21 @@ _STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
 _PASSED: dict[str, Any] = {"status": "passed"}
 _PASSED_FRAME = encode_frame(_PASSED)
 _FAST_KEYS = {"status", "elapsed_s"}
+
+
+def _fit(header: dict[str, Any], room: int) -> bytes:
+    """The report in at most `room` bytes (the zygote reads no more, and a cut report would lose
+    the verdict): the captured output is cut first (non-ASCII text escapes to 12 bytes a
+    character), then every text field (an exception's class name can be any length)."""
+    payload = json.dumps(header, default=repr).encode()
+    while len(payload) > room and len(header.get("output") or "") > 200:
+        text = header["output"]
+        header["output"] = text[: len(text) // 2] + "\n[... cut to fit the report]"
+        payload = json.dumps(header, default=repr).encode()
+    if len(payload) > room:
+        header = {k: v[:200] if isinstance(v, str) else v for k, v in header.items()}
+        payload = json.dumps(header, default=lambda v: repr(v)[:200]).encode()
+    return payload
 
 
 def _empty(path: str) -> None:

@@ -87,6 +87,21 @@ def test_output_is_captured_and_capped(pool: SandboxPool) -> None:
     assert writer.text() == "a" * 52 + "\n[... 68 characters dropped]"
 
 
+@pytest.mark.parametrize("output_cap", [16 << 10, 1 << 20])
+@pytest.mark.parametrize("program,status,detail", [
+    # Reports bigger than the zygote reads (64 KiB): non-ASCII output escapes to 12 bytes a
+    # character, a class name can be any length. Cut to fit, they keep their verdict.
+    ("print('\\U0001F600' * 20000)\nassert False\n", "failed", "line 2: assert False"),
+    ("raise type('E' * 200000, (Exception,), {})()\n", "error", "EEEE"),
+])
+def test_reports_larger_than_the_cap_keep_their_verdict(program: str, status: str, detail: str,
+                                                        output_cap: int) -> None:
+    with SandboxPool(SandboxSettings(workers=1, output_cap_bytes=output_cap)) as pool:
+        r = pool.run(Job(program=program, timeout=5.0))
+    assert r.status == status and detail in r.detail, r
+    assert r.output is None or "cut to fit" in r.output
+
+
 def test_candidate_cannot_see_the_harness_or_its_tmp(pool: SandboxPool, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     marker.write_text("x")
