@@ -426,14 +426,15 @@ class _Runs:
         """Give each worker jobs up to PIPELINE; yields the results known without running."""
         while (free := [w for w in self.workers if len(self.sent[w]) < PIPELINE]) and \
                 (item := self._next()) is not None:
-            worker = min(free, key=lambda w: len(self.sent[w]))
             job = item[1]
-            if self.sent[worker] and job.bundle and job.bundle not in worker.loaded:
-                # Loading a bundle waits for its acknowledgement, so only on an idle worker.
-                worker = next((w for w in free if not self.sent[w]), None)  # type: ignore[assignment]
-                if worker is None:
-                    self.held = item
-                    return
+            # Loading a bundle waits for its acknowledgement, so only a worker with nothing
+            # queued can take a job whose bundle it lacks.
+            able = [w for w in free
+                    if not (job.bundle and job.bundle not in w.loaded and self.sent[w])]
+            if not able:
+                self.held = item
+                return
+            worker = min(able, key=lambda w: len(self.sent[w]))
             self.sent[worker].append(item)
             if len(self.sent[worker]) == 1:
                 self.deadline[worker] = time.monotonic() + self._budget(job)
