@@ -1,6 +1,6 @@
-"""prctl and capability helpers shared by the sandbox supervisor and the lean template process.
+"""prctl and capability helpers shared by the sandbox worker and its zygote.
 
-Kept apart from `client.isolation` so that the template (`client.template`), whose heap every
+Kept apart from `client.isolation` so that the zygote (`client.zygote`), whose heap every
 candidate inherits, imports nothing but ctypes for them.
 """
 
@@ -40,8 +40,8 @@ def forbid_new_privileges() -> str | None:
 
     Both are inherited by every candidate and irreversible, so no exec'd or setuid binary can
     ever give a candidate capabilities back. The caller keeps its current capabilities, so it
-    must not exec afterwards (an exec would leave it none): the template does this after its
-    own exec, never the supervisor that may have to start a new template."""
+    must not exec afterwards (an exec would leave it none): the zygote does this after its
+    own exec, never the worker that execs it."""
     try:
         for cap in range(64):
             try:
@@ -62,7 +62,7 @@ class _CapHeader(ctypes.Structure):
 
 class PrivilegeDropper:
     """Candidate side: switch to `uid` (as root: e.g. nobody, so file permissions apply), or,
-    when `uid` is None, keep ours but clear every capability. Prepared in the template so that
+    when `uid` is None, keep ours but clear every capability. Prepared in the zygote so that
     the forked child runs as little Python (touches as few copy-on-write pages) as possible."""
 
     def __init__(self, uid: int | None) -> None:
