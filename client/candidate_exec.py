@@ -252,7 +252,8 @@ def _poly(xs: list[float], x: float) -> float:
 def _is_floats(value: Any) -> bool:
     if isinstance(value, float):
         return True
-    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, float) for v in value)
+    return (isinstance(value, (list, tuple)) and bool(value)
+            and all(isinstance(v, float) for v in value))
 
 
 def _close(out: Any, exp: Any, atol: float) -> bool:
@@ -314,8 +315,8 @@ def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
                 outputs.append(_maybe_digest(out, case))
                 times.append(elapsed)
             elif not outputs_match(out, case.expected[i], case, args):  # type: ignore[index]
-                return {"status": "failed", "input_index": i,
-                        "detail": _short(f"{_input_label(case, i)}: wrong output {out!r:.120}")}, b""
+                detail = f"{_input_label(case, i)}: wrong output {out!r:.120}"
+                return {"status": "failed", "input_index": i, "detail": _short(detail)}, b""
         except BaseException as exc:  # noqa: BLE001 - candidate code may raise anything
             signal.setitimer(signal.ITIMER_REAL, 0)
             verdict = classify(exc, source, _input_label(case, i))

@@ -81,6 +81,7 @@ class SandboxSettings(BaseSettings):
         "run even without a PID namespace (candidates could then signal host processes)"))
     preimport: CommaList = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
     grace_s: float = Field(5.0, description="extra time before a silent worker is replaced")
+    debug: bool = Field(False, description="let workers write to our stderr")
 
 
 class Job(BaseModel):
@@ -157,8 +158,8 @@ class _Worker:
                "PYTHONPATH": repo_root, "PYTHONDONTWRITEBYTECODE": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "client.forkserver"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=None if os.environ.get("CODESERVE_SANDBOX_DEBUG") else subprocess.DEVNULL, env=env, cwd="/",
-            start_new_session=True,
+            stdout=subprocess.PIPE, stderr=None if settings.debug else subprocess.DEVNULL,
+            env=env, cwd="/", start_new_session=True,
         )
         config = {
             "parent_pid": os.getpid(), "name": self.name,
@@ -168,7 +169,8 @@ class _Worker:
             "memory_mb": settings.memory_mb, "file_size_mb": settings.file_size_mb,
             "open_files": settings.open_files, "max_procs": settings.max_procs,
             "output_cap": settings.output_cap_bytes, "report_cap": settings.report_cap_bytes,
-            "drop_uid": settings.drop_uid, "preimport": settings.preimport, "max_bundles": MAX_BUNDLES,
+            "drop_uid": settings.drop_uid, "preimport": settings.preimport,
+            "max_bundles": MAX_BUNDLES,
         }
         self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
         self.inbox = bytearray()  # bytes received that do not make a whole frame yet

@@ -219,7 +219,8 @@ class Zygote:
         header["elapsed_s"] = round(elapsed, 6)
         return header, blob
 
-    def _supervise(self, pid: int, rfd: int, deadline: float, cap: int) -> tuple[int, bytearray, bool]:
+    def _supervise(self, pid: int, rfd: int, deadline: float,
+                   cap: int) -> tuple[int, bytearray, bool]:
         data = bytearray()
         pipe = rfd
         pidfd = os.pidfd_open(pid)
