@@ -52,16 +52,10 @@ def write_all(fd: int, data: bytes) -> None:
 
 def parse_report(data: bytes, statuses: set[str]) -> tuple[dict[str, Any], bytes] | None:
     """A candidate's verdict frame, if `data` holds a complete, well-formed one."""
-    if len(data) < HEADER.size:
-        return None
-    n_json, n_blob = HEADER.unpack(data[: HEADER.size])
-    body = data[HEADER.size:]
-    if len(body) < n_json + n_blob:
-        return None
     try:
-        header = json.loads(body[:n_json])
+        frame = take_frame(bytearray(data))
     except ValueError:
         return None
-    if not isinstance(header, dict) or header.get("status") not in statuses:
+    if frame is None or not isinstance(frame[0], dict) or frame[0].get("status") not in statuses:
         return None
-    return header, bytes(body[n_json:n_json + n_blob])
+    return frame

@@ -157,8 +157,7 @@ class Zygote:
         """Keep one task's Plus test data (a `PlusCase` pickled by our own harness) in memory, so
         every forked candidate shares it copy-on-write. Insertion-ordered eviction, mirrored by
         the harness to know what we hold."""
-        while len(self.bundles) >= self.cfg["max_bundles"]:
-            self.bundles.pop(next(iter(self.bundles)))
+        _make_room(self.bundles, self.cfg["max_bundles"])
         import pickle  # not before a Plus benchmark needs it: a smaller heap for the others
 
         try:
@@ -174,8 +173,7 @@ class Zygote:
         all its candidates rather than in each of them. Candidates of one task usually arrive
         together, so a few entries suffice (each stays in every later fork's heap)."""
         if tests not in self.tests:
-            while len(self.tests) >= MAX_COMPILED_TESTS:
-                self.tests.pop(next(iter(self.tests)))
+            _make_room(self.tests, MAX_COMPILED_TESTS)
             self.tests[tests] = compile_tests(tests)
             gc.freeze()  # as in prepare(): its objects stay out of the children's collections
         return self.tests[tests]
@@ -391,6 +389,12 @@ _STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
 _PASSED: dict[str, Any] = {"status": "passed"}
 _PASSED_FRAME = encode_frame(_PASSED)
 _FAST_KEYS = {"status", "elapsed_s"}
+
+
+def _make_room(cache: dict[str, Any], limit: int) -> None:
+    """Evict the oldest entries of an insertion-ordered cache until one more fits."""
+    while len(cache) >= limit:
+        cache.pop(next(iter(cache)))
 
 
 def _fit(header: dict[str, Any], room: int) -> bytes:
