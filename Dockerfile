@@ -17,7 +17,7 @@ ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
 # ---------------------------------------------------------------- sources (what install.sh needs)
 FROM ${PYTHON_IMAGE} AS source
 WORKDIR /opt/codeserve/src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY scripts/install.sh scripts/install.sh
 COPY server server
 COPY client client
@@ -52,6 +52,10 @@ RUN apt-get update \
 
 # ---------------------------------------------------------------- builds
 FROM slim-base AS build-gateway
+# A C compiler builds the sandbox's job loop (client/_zygote_loop.c); the image does not keep it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=source /opt/codeserve/src /opt/codeserve/src
 RUN --mount=type=cache,target=/root/.cache/pip \
     CODESERVE_VENV=/opt/codeserve/venv /opt/codeserve/src/scripts/install.sh --no-engine --no-dev

@@ -72,9 +72,10 @@ def exec_zygote(cfg: dict, report: isolation.LayerReport, cgroups: isolation.Cgr
     boot = (f"import sys; sys.path[:0] = ['/proc/self/fd/{root_fd}']; "
             f"sys.path += {site.getsitepackages()!r}; "
             "from client.zygote import main; main()")
-    # Candidates inherit this environment: nothing of the harness's, HOME = their own dir.
+    # Candidates inherit this environment: nothing of the harness's, HOME = their own dir
+    # (LD_BIND_NOW is for the zygote alone: see zygote.main).
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "LD_BIND_NOW": "1"}
     os.set_inheritable(root_fd, True)
     os.execve(f"/proc/self/fd/{exe_fd}",
               [sys.executable, "-I", "-S", "-c", boot, json.dumps(zygote_cfg)], env)

@@ -1,5 +1,11 @@
-"""Length-prefixed frames between the sandbox harness and its workers (both directions):
-8-byte header (JSON length, blob length, big-endian u32) + JSON + blob."""
+"""Length-prefixed frames between the sandbox harness and its workers.
+
+Replies (and the worker's config): 8-byte HEADER (JSON length, blob length, big-endian u32) +
+JSON + blob. Requests to a running zygote: REQUEST (lengths of JSON, blob and tests; op;
+timeout; memory_mb; report cap) + JSON + blob + tests, so that its C loop
+(client/_zygote_loop.c) can fork and supervise a candidate without parsing JSON. For a
+candidate, the blob is its program and tests its task's checking code (UTF-8), and the JSON
+holds only what a Plus job adds (bundle, inputs); a control frame has JSON and a blob."""
 
 from __future__ import annotations
 
@@ -9,6 +15,10 @@ import struct
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">II")
+REQUEST = struct.Struct(">IIIBdII")
+OP_CONTROL = 0  # a frame for the zygote itself (bundle, shutdown); the others run a candidate:
+OPS = {"exec": 1, "plus": 2, "truth": 3}  # by job kind
+KINDS = {op: kind for kind, op in OPS.items()}
 
 
 def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
@@ -16,17 +26,30 @@ def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
     return HEADER.pack(len(data), len(blob)) + data + blob
 
 
-def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
-    """One frame from a buffered binary stream; None at end of stream."""
-    head = stream.read(HEADER.size)
-    if len(head) < HEADER.size:
+def encode_request(header: dict[str, Any] | None, blob: bytes = b"", tests: bytes = b"",
+                   op: int = OP_CONTROL, timeout: float = 0.0, memory_mb: int = 0,
+                   cap: int = 0) -> bytes:
+    """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default."""
+    data = json.dumps(header).encode() if header else b""
+    return (REQUEST.pack(len(data), len(blob), len(tests), op, timeout, memory_mb, cap)
+            + data + blob + tests)
+
+
+Request = tuple[int, float, int, int, dict[str, Any], bytes, bytes]
+
+
+def read_request(stream: BinaryIO) -> Request | None:
+    """(op, timeout, memory_mb, cap, header, blob, tests) from a buffered binary stream; None
+    at its end."""
+    head = stream.read(REQUEST.size)
+    if len(head) < REQUEST.size:
         return None
-    n_json, n_blob = HEADER.unpack(head)
-    data = stream.read(n_json)
-    blob = stream.read(n_blob) if n_blob else b""
-    if len(data) < n_json or len(blob) < n_blob:
+    n_json, n_blob, n_tests, op, timeout, memory_mb, cap = REQUEST.unpack(head)
+    parts = [stream.read(n) if n else b"" for n in (n_json, n_blob, n_tests)]
+    if [len(p) for p in parts] != [n_json, n_blob, n_tests]:
         return None
-    return json.loads(data), blob
+    data, blob, tests = parts
+    return op, timeout, memory_mb, cap, json.loads(data) if data else {}, blob, tests
 
 
 def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
@@ -59,3 +82,7 @@ def parse_report(data: bytes, statuses: set[str]) -> tuple[dict[str, Any], bytes
     if frame is None or not isinstance(frame[0], dict) or frame[0].get("status") not in statuses:
         return None
     return frame
+
+
+# What a candidate's process writes when it passed, pre-encoded (the common report).
+PASSED_REPORT = encode_frame({"status": "passed"})

@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client import isolation
-from client.frames import HEADER, encode_frame, take_frame
+from client.frames import HEADER, OPS, encode_frame, encode_request, take_frame
+from client.verdicts import judge
 from server.config import CommaList
 from server.errors import CliError
 
@@ -82,6 +83,8 @@ class SandboxSettings(BaseSettings):
     preimport: CommaList = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
     grace_s: float = Field(5.0, description="extra time before a silent worker is replaced")
     debug: bool = Field(False, description="let workers write to our stderr")
+    native: bool = Field(True, description="run the zygote's job loop in C when it is built "
+                         "(client/_zygote_loop.c); off: the Python loop, same steps, slower")
 
 
 class Job(BaseModel):
@@ -170,13 +173,16 @@ class _Worker:
             "open_files": settings.open_files, "max_procs": settings.max_procs,
             "output_cap": settings.output_cap_bytes, "report_cap": settings.report_cap_bytes,
             "drop_uid": settings.drop_uid, "preimport": settings.preimport,
-            "max_bundles": MAX_BUNDLES,
+            "max_bundles": MAX_BUNDLES, "native": settings.native,
         }
         self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
         self.inbox = bytearray()  # bytes received that do not make a whole frame yet
         self._send(encode_frame(config))
         hello = self._receive(60.0)[0]
         self.layers = [LayerStatus(**la) for la in hello["layers"]]
+        self.cgroups = isolation.Cgroups(hello.get("cgroups") or {})
+        self.oom_kills = self.cgroups.oom_kills()
+        self.loop: str = hello.get("loop", "Python")  # the zygote's job loop: "C" or "Python"
         if not hello["ready"]:
             self.kill()
             raise SandboxUnavailableError(f"sandbox refused to start: {hello['refusal']}")
@@ -225,13 +231,22 @@ class _Worker:
         if job.bundle and job.bundle not in self.loaded:
             source = bundles[job.bundle]
             data = source() if callable(source) else source
-            self._send(encode_frame({"kind": "bundle", "key": job.bundle}, data))
+            self._send(encode_request({"kind": "bundle", "key": job.bundle}, data))
             ack = self._receive(60.0 + self.settings.grace_s)[0]
             if ack.get("status") != "passed":
                 return RunResult(status="error", detail=str(ack.get("detail")))
             self.loaded = [*self.loaded, job.bundle][-MAX_BUNDLES:]
-        self._send(encode_frame(job.model_dump(exclude_none=True)))
+        self._send(self._request(job))
         return None
+
+    def _request(self, job: Job) -> bytes:
+        # Program and checking code travel as raw text: the zygote's C loop finds the compiled
+        # checking code by comparing bytes, and decodes neither JSON nor the job.
+        extra = {"bundle": job.bundle, "inputs": job.inputs} if job.kind != "exec" else None
+        cap = 1 << 31 if job.kind == "truth" else min(self.settings.report_cap_bytes, 1 << 31)
+        memory_mb = min(max(0, job.memory_mb or 0), (1 << 32) - 1)  # 0: the worker's default
+        return encode_request(extra, _utf8(job.program), _utf8(job.tests or ""), OPS[job.kind],
+                              job.timeout, memory_mb, cap)
 
     def collect(self, timeout: float) -> RunResult:
         """The reply to the oldest job sent, waiting at most `timeout` seconds."""
@@ -242,14 +257,22 @@ class _Worker:
         frame = self._take()
         return None if frame is None else self._result(frame)
 
-    @staticmethod
-    def _result(frame: tuple[dict[str, Any], bytes]) -> RunResult:
+    def _result(self, frame: tuple[dict[str, Any], bytes]) -> RunResult:
         header, blob = frame
-        header.pop("id", None)
+        if "wait_status" in header:  # a candidate's own report, for us to judge
+            elapsed = header.get("elapsed_s", 0.0)
+            header, blob = judge(header["wait_status"], blob, bool(header.get("timed_out")),
+                                 self._oom_killed)
+            header["elapsed_s"] = elapsed
         if header.get("status") not in _STATUSES:
             raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
         # The zygote only ever sends these fields: skip pydantic validation on the hot path.
         return RunResult.model_construct(**header, payload=blob)
+
+    def _oom_killed(self) -> bool:
+        kills = self.cgroups.oom_kills()
+        self.oom_kills, before = kills, self.oom_kills
+        return kills > before
 
     def fileno(self) -> int:
         assert self.proc.stdout is not None
@@ -275,7 +298,7 @@ class _Worker:
 
     def close(self) -> None:
         try:
-            self._send(encode_frame({"kind": "shutdown"}))
+            self._send(encode_request({"kind": "shutdown"}))
             self.proc.wait(timeout=5)
         except (WorkerDied, ValueError, subprocess.TimeoutExpired):
             pass
@@ -499,6 +522,10 @@ class _Runs:
 
     def _budget(self, job: Job) -> float:
         return job.timeout + self.pool.settings.grace_s
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _died(exc: WorkerDied) -> RunResult:

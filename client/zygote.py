@@ -10,6 +10,12 @@ The zygote forks a child per job, enforces the wall-clock limit itself and, when
 finishes or times out, SIGKILLs every other process in its namespace (kill(-1) from PID 1), so
 setsid daemons and fork bombs die with their candidate. If the zygote dies, the kernel kills the
 whole namespace; if the harness dies, the worker and the zygote follow via PR_SET_PDEATHSIG.
+
+As PID 1, the job loop runs in C (`client/_zygote_loop.c`, built at install when a compiler is
+there): it forks, sets up and supervises each candidate without creating Python objects in the
+zygote, and calls back here for the rare cases (control frames, new checking code, verdicts
+other than "passed", a dirty scratch directory). `Zygote.serve`'s Python loop does the same
+steps, and is used when that module is missing, switched off, or without a PID namespace.
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ from typing import Any, BinaryIO
 
 from client import privileges
 from client.candidate_exec import CappedWriter, PlusCase, compile_tests, execute
-from client.frames import HEADER, encode_frame, parse_report, read_frame, write_all
+from client.frames import HEADER, KINDS, PASSED_REPORT, encode_frame, read_request, write_all
+
+try:
+    from client import _zygote_loop
+except ImportError:  # not built (no C compiler at install): the Python loop below does its work
+    _zygote_loop = None
 
 # Run in the zygote before freezing its heap: the first compile() builds the AST types and the
 # first exception the traceback machinery; done here, no candidate pays for them (~1 ms each).
@@ -53,20 +64,9 @@ class Zygote:
         # One candidate at a time, so one fixed working directory (recreated per candidate).
         self.workdir = os.path.join(self.scratch, "work")
         self.devnull = os.open(os.devnull, os.O_RDWR)
-        self.oom_kills = self._oom_kills()
         self.vm_bytes: int | None = None
         self.uid: int | None = config["uid"]
-
-    def _oom_kills(self) -> int:
-        path = self.cgroup_dirs.get("memory")
-        try:
-            with open(f"{path}/memory.oom_control") as f:
-                for line in f:
-                    if line.startswith("oom_kill "):
-                        return int(line.split()[1])
-        except (OSError, ValueError, TypeError):
-            pass
-        return 0
+        self.native = bool(config.get("native", True)) and _zygote_loop is not None and self.pid1
 
     def _cgroup_procs(self) -> list[int]:
         path = self.cgroup_dirs.get("pids")
@@ -132,25 +132,66 @@ class Zygote:
     def serve(self, stdin: BinaryIO) -> None:
         refusal = self.refusal()
         write_all(1, encode_frame({"ready": refusal is None, "refusal": refusal,
-                                   "pid1": self.pid1, "layers": self.layers}))
+                                   "pid1": self.pid1, "layers": self.layers,
+                                   "cgroups": self.cgroup_dirs,
+                                   "loop": "C" if self.native else "Python"}))
         if refusal:
             return
-        while (frame := read_frame(stdin)) is not None:
-            job, blob = frame
-            if job.get("kind") == "shutdown":
-                break
-            if job.get("kind") == "bundle":
-                header, blob = self.load_bundle(job["key"], blob), b""
-            else:
-                header, blob = self.run(job)
-            if header.get("status") == "passed" and header.keys() == _FAST_KEYS and not blob:
-                # The common reply, without the json module's encoder objects.
-                body = b'{"status": "passed", "elapsed_s": %r}' % header["elapsed_s"]
-                write_all(1, HEADER.pack(len(body), 0) + body)
-            else:
-                write_all(1, encode_frame(header, blob))
+        if self.native:
+            cfg = self.cfg
+            child = _zygote_loop.serve(  # type: ignore[union-attr]
+                self, self.workdir, self.scratch, self.devnull,
+                -1 if self.uid is None else self.uid, cfg["memory_mb"], PASSED_REPORT,
+                cfg["file_size_mb"] << 20, cfg["open_files"], cfg["max_procs"])
+            if child is not None:  # in a forked candidate, set up by the C loop
+                self._candidate(*child)
+        else:
+            while (request := read_request(stdin)) is not None:
+                op, timeout, memory_mb, cap, job, blob, tests = request
+                if op not in KINDS:
+                    if not self.control(job, blob):
+                        break
+                    continue
+                self._write_reply(*self.run(KINDS[op], _text(blob), job, _text(tests), timeout,
+                                            memory_mb, cap))
         if self.own_scratch:
             _rmtree(self.scratch)
+
+    @staticmethod
+    def _write_reply(header: dict[str, Any], blob: bytes) -> None:
+        if header.get("status") == "passed" and header.keys() == _FAST_KEYS and not blob:
+            # The common reply, without the json module's encoder objects.
+            body = b'{"status": "passed", "elapsed_s": %r}' % header["elapsed_s"]
+            write_all(1, HEADER.pack(len(body), 0) + body)
+        else:
+            write_all(1, encode_frame(header, blob))
+
+    # -- called by both loops (by the C loop through these names) ---------------------------
+    def control(self, job: dict[str, Any] | bytes, blob: bytes) -> bool:
+        """A frame for the zygote itself; False means stop."""
+        if isinstance(job, bytes):
+            job = json.loads(job)
+        kind = job.get("kind")
+        if kind == "shutdown":
+            return False
+        if kind == "bundle":
+            header = self.load_bundle(job["key"], blob)
+        else:
+            header = {"status": "error", "detail": f"unknown control frame {kind!r}"}
+        write_all(1, encode_frame(header))
+        return True
+
+    def compile_tests(self, tests: str | bytes) -> CodeType | None:
+        """A task's checking code (trusted: it comes from the benchmark), compiled here once for
+        all its candidates rather than in each of them. The C loop keeps the last
+        MAX_COMPILED_TESTS, like `_tests_code`; each stays in every later fork's heap."""
+        code = compile_tests(tests if isinstance(tests, str) else _text(tests))
+        gc.freeze()  # as in prepare(): its objects stay out of the children's collections
+        return code
+
+    def wipe(self) -> None:
+        """Empty the scratch directory (a candidate left files there)."""
+        _empty(self.scratch)
 
     # -- one job ----------------------------------------------------------------------------
     def load_bundle(self, key: str, blob: bytes) -> dict[str, Any]:
@@ -169,22 +210,27 @@ class Zygote:
         return {"status": "passed", "detail": f"bundle {key} loaded"}
 
     def _tests_code(self, tests: str) -> CodeType | None:
-        """A task's checking code (trusted: it comes from the benchmark), compiled here once for
-        all its candidates rather than in each of them. Candidates of one task usually arrive
-        together, so a few entries suffice (each stays in every later fork's heap)."""
+        """`compile_tests` with a cache of the last few tasks: candidates of one task usually
+        arrive together."""
         if tests not in self.tests:
             _make_room(self.tests, MAX_COMPILED_TESTS)
-            self.tests[tests] = compile_tests(tests)
-            gc.freeze()  # as in prepare(): its objects stay out of the children's collections
+            self.tests[tests] = self.compile_tests(tests)
         return self.tests[tests]
 
-    def run(self, job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    def _case(self, kind: str, job: dict[str, Any]) -> PlusCase | None:
+        """A Plus job's test data (KeyError: this worker has no such bundle)."""
+        return self.bundles[job["bundle"]] if kind != "exec" else None
+
+    def run(self, kind: str, program: str, job: dict[str, Any], tests: str, timeout: float,
+            memory_mb: int, cap: int) -> tuple[dict[str, Any], bytes]:
+        """The Python loop's job: fork, supervise, clean up (the C loop's steps). `job` holds
+        what a Plus job adds: its bundle and inputs."""
         # Hot path: keep the child's Python work small, since on many VMs each page it touches
         # after fork (copy-on-write) costs more than the syscalls themselves.
         try:
-            case = self.bundles[job["bundle"]] if job["kind"] != "exec" else None
+            case = self._case(kind, job)
         except KeyError as exc:
-            return {"status": "error", "detail": f"no test inputs for {exc}"}, b""
+            return _no_bundle(exc), b""
         try:
             os.mkdir(self.workdir, 0o700)
         except FileExistsError:  # left over from a job that crashed its cleanup
@@ -192,17 +238,14 @@ class Zygote:
             os.mkdir(self.workdir, 0o700)
         if self.uid is not None:
             os.chown(self.workdir, self.uid, self.uid)
-        timeout = float(job["timeout"])
-        limits = self._limits(timeout, job.get("memory_mb") or self.cfg["memory_mb"])
-        cap = self.cfg["report_cap"] if job["kind"] != "truth" else 1 << 31
-        tests = job.get("tests", "")
+        limits = self._limits(timeout, memory_mb or self.cfg["memory_mb"])
         tests_code = self._tests_code(tests) if tests else None
         rfd, wfd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self._child(job, case, wfd, limits, tests_code)
+            self._child(kind, program, job, case, wfd, limits, tests, tests_code)
         os.close(wfd)
         status, data, timed_out = -1, bytearray(), True
         try:
@@ -212,10 +255,11 @@ class Zygote:
             if timed_out:  # otherwise _drain already did it
                 self._kill_everything(pid)
             self._wipe_scratch()
-        elapsed = time.monotonic() - started
-        header, blob = self._verdict(status, data, timed_out)
-        header["elapsed_s"] = round(elapsed, 6)
-        return header, blob
+        elapsed = round(time.monotonic() - started, 6)
+        if not timed_out and data == PASSED_REPORT:
+            return {"status": "passed", "elapsed_s": elapsed}, b""
+        # Anything else goes to the harness as it is, to be judged there (client.verdicts).
+        return {"wait_status": status, "timed_out": timed_out, "elapsed_s": elapsed}, bytes(data)
 
     def _supervise(self, pid: int, rfd: int, deadline: float,
                    cap: int) -> tuple[int, bytearray, bool]:
@@ -308,31 +352,11 @@ class Zygote:
             pass
         _empty(self.scratch)
 
-    def _verdict(self, status: int, data: bytearray,
-                 timed_out: bool) -> tuple[dict[str, Any], bytes]:
-        if timed_out:
-            return {"status": "timeout", "detail": "wall-clock limit exceeded"}, b""
-        if data == _PASSED_FRAME:
-            return {"status": "passed"}, b""
-        report = parse_report(bytes(data), _STATUSES)
-        if report is not None:
-            return report
-        oom_kills = self._oom_kills()  # only our candidates live in this cgroup
-        if oom_kills > self.oom_kills:
-            self.oom_kills = oom_kills
-            return {"status": "memory", "detail": "killed by the memory cgroup limit"}, b""
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig == signal.SIGXCPU:
-                return {"status": "timeout", "detail": "CPU time limit exceeded"}, b""
-            return {"status": "killed", "detail": f"killed by {signal.Signals(sig).name}"}, b""
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-        return {"status": "error", "error_type": "SystemExit",
-                "detail": f"the program exited (status {code}) before a verdict"}, b""
-
     # -- the candidate's process -----------------------------------------------------------------
-    def _child(self, job: dict[str, Any], case: PlusCase | None, wfd: int,
-               limits: list[tuple[int, int, int]], tests_code: CodeType | None) -> None:
+    def _child(self, kind: str, program: str, job: dict[str, Any], case: PlusCase | None,
+               wfd: int, limits: list[tuple[int, int, int]], tests: str,
+               tests_code: CodeType | None) -> None:
+        """The Python loop's candidate: set up as the C loop's `setup_child`, then run."""
         try:
             if self.pid1:
                 # Its own process group, so kill(0, ...) cannot reach the worker outside our
@@ -351,10 +375,34 @@ class Zygote:
                 except (ValueError, OSError):
                     pass
             self.drop_privileges()
-            header, blob = execute(job["kind"], job["program"], case, self.capture,
-                                   job.get("inputs"), job.get("tests", ""), tests_code)
+            header, blob = execute(kind, program, case, self.capture, job.get("inputs"), tests,
+                                   tests_code)
         except BaseException as exc:  # noqa: BLE001
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
+        self._report(wfd, header, blob)
+
+    def _candidate(self, wfd: int, op: int, extra: bytes | None, program: str, tests: str,
+                   tests_code: CodeType | None, failure: str | None) -> None:
+        """A candidate forked and set up by the C loop (`failure`: why its setup failed;
+        `extra`: a Plus job's JSON)."""
+        try:
+            if failure:
+                header, out = {"status": "error", "detail": failure}, b""
+            else:
+                kind, job = KINDS[op], json.loads(extra) if extra else {}
+                try:
+                    case = self._case(kind, job)
+                except KeyError as exc:
+                    header, out = _no_bundle(exc), b""
+                else:
+                    header, out = execute(kind, program, case, self.capture, job.get("inputs"),
+                                          tests, tests_code)
+        except BaseException as exc:  # noqa: BLE001
+            header, out = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
+        self._report(wfd, header, out)
+
+    def _report(self, wfd: int, header: dict[str, Any], blob: bytes) -> None:
+        """Send the verdict to the zygote and exit."""
         try:
             if blob or header != _PASSED:
                 payload = json.dumps(header, default=repr).encode()
@@ -362,7 +410,7 @@ class Zygote:
                     payload = _fit(header, self.cfg["report_cap"] - HEADER.size)
                 write_all(wfd, HEADER.pack(len(payload), len(blob)) + payload + blob)
             else:
-                os.write(wfd, _PASSED_FRAME)  # the common case, pre-encoded: fewer pages touched
+                os.write(wfd, PASSED_REPORT)  # the common case, pre-encoded: fewer pages touched
         finally:
             os._exit(0)
 
@@ -385,10 +433,16 @@ class Zygote:
 
 
 MAX_COMPILED_TESTS = 8
-_STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
 _PASSED: dict[str, Any] = {"status": "passed"}
-_PASSED_FRAME = encode_frame(_PASSED)
 _FAST_KEYS = {"status", "elapsed_s"}
+
+
+def _text(blob: bytes) -> str:
+    return blob.decode("utf-8", "surrogatepass")
+
+
+def _no_bundle(exc: KeyError) -> dict[str, Any]:
+    return {"status": "error", "detail": f"no test inputs for {exc}"}
 
 
 def _make_room(cache: dict[str, Any], limit: int) -> None:
@@ -452,6 +506,10 @@ def main() -> None:
     """Entry point after the worker's exec: the config is JSON in argv[1]."""
     cfg = json.loads(sys.argv[1])
     os.close(cfg.pop("root_fd"))  # our sources are imported; candidates need no way back
+    # Set by the forkserver so that the dynamic linker resolved every symbol here, once, rather
+    # than in each candidate (each lazy binding wrote to a copy-on-write page); candidates'
+    # own programs need not inherit it.
+    os.environ.pop("LD_BIND_NOW", None)
     del sys.path[0]
     zygote = Zygote(cfg)
     zygote.prepare()

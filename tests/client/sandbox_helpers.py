@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.sandbox import SandboxPool
+from client.sandbox import SandboxPool, SandboxSettings
+
+# The zygote's two job loops (client/zygote.py): the C one, and the Python one it falls back to.
+LOOPS = ["C", "Python"]
+
+
+def loop_pool(loop: str, **settings: object) -> SandboxPool:
+    """A started pool whose workers run the given loop (fails if the C loop was asked for and
+    is not what they run: a build that silently fell back must not pass as the C loop)."""
+    pool = SandboxPool(SandboxSettings(native=loop == "C", **settings))  # type: ignore[arg-type]
+    pool.start()
+    assert {w.loop for w in pool._all} == {loop}, "client/_zygote_loop.c is not built"
+    return pool
 
 
 def _children(pid: int) -> list[int]:

@@ -19,14 +19,14 @@ import pytest
 
 from client.candidate_exec import CappedWriter, PlusCase, outputs_match
 from client.sandbox import Job, SandboxPool, SandboxSettings, SandboxUnavailableError
-from tests.client.sandbox_helpers import descendants
+from tests.client.sandbox_helpers import LOOPS, descendants, loop_pool
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(SandboxSettings(workers=2)) as p:
+@pytest.fixture(scope="module", params=LOOPS)
+def pool(request: pytest.FixtureRequest) -> Iterator[SandboxPool]:
+    with loop_pool(request.param, workers=2) as p:
         yield p
 
 
@@ -384,3 +384,18 @@ def test_zygote_heap_stays_lean(pool: SandboxPool) -> None:
     heavy = {"pydantic", "pathlib", "dataclasses", "inspect", "traceback", "shutil", "tempfile",
              "threading", "random", "hashlib", "server", "client.isolation", "asyncio"}
     assert heavy & loaded == set()  # (pickle arrives with the first Plus bundle, by design)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_memory_cgroup_kill_is_a_memory_verdict(loop: str) -> None:
+    """The kernel's OOM killer leaves no report: the harness tells it from the worker's cgroup
+    counter (client/verdicts.py), and a later crash is not blamed on memory."""
+    with loop_pool(loop, workers=1, cgroup_memory_mb=200) as pool:
+        if not pool.report.is_active("memory cgroup"):
+            pytest.skip("no memory cgroup on this machine")
+        touch = "x = bytearray(400 << 20)\nfor i in range(0, len(x), 4096):\n    x[i] = 1\n"
+        r = pool.run(Job(program=touch, timeout=20.0, memory_mb=4096))
+        assert (r.status, r.detail) == ("memory", "killed by the memory cgroup limit")
+        r = pool.run(Job(program="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+                         timeout=5.0))
+        assert (r.status, r.detail) == ("killed", "killed by SIGKILL")

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from client.sandbox import Job, SandboxPool, SandboxSettings
-from tests.client.sandbox_helpers import assert_idle, worker_trees
+from tests.client.sandbox_helpers import LOOPS, assert_idle, loop_pool, worker_trees
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
+@pytest.fixture(scope="module", params=LOOPS)
+def pool(request: pytest.FixtureRequest) -> Iterator[SandboxPool]:
     os.environ["CODESERVE_TEST_SECRET"] = "s3cr3t-" + uuid.uuid4().hex
-    with SandboxPool(SandboxSettings(workers=2)) as p:
+    with loop_pool(request.param, workers=2) as p:
         yield p
     os.environ.pop("CODESERVE_TEST_SECRET", None)
 
