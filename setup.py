@@ -1,6 +1,6 @@
 """Builds the sandbox zygote's C job loop (client/_zygote_loop.c); everything else is in
 pyproject.toml. The extension is optional: without a C compiler the install still succeeds and
-the zygote runs its Python loop (slower; `codeserve score` says which loop is in use)."""
+the zygote runs its Python loop (slower; the sandbox's start-up report says which loop runs)."""
 
 from setuptools import Extension, setup
 

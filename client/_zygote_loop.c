@@ -8,10 +8,11 @@
  * no Python object in the zygote on the common path (a job in, "passed" out), and sets up the
  * child (rlimits, privileges, descriptors) before it runs any Python either.
  *
- * Frames in (client/frames.py REQUEST): n_json, n_blob, n_tests (u32), op (u8), timeout (f64),
- * memory_mb, cap (u32), all big-endian; then JSON, blob and tests. For a candidate (op > 0),
- * blob is its program and tests its task's checking code; a control frame (op 0) has JSON and
- * a blob. Frames out: HEADER (n_json, n_blob: u32) + JSON.
+ * Frames in (client/frames.py REQUEST): n_json, n_blob, n_tests, n_code (u32), op (u8),
+ * timeout (f64), memory_mb, cap (u32), all big-endian; then JSON, blob, tests and code. For a
+ * candidate (op > 0), blob is its program, tests its task's checking code and code that code
+ * compiled by the harness; a control frame (op 0) has JSON and a blob. Frames out: HEADER
+ * (n_json, n_blob: u32) + JSON + blob.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -40,7 +41,7 @@
 #define SYS_pidfd_open 434
 #endif
 
-#define REQUEST_SIZE 29
+#define REQUEST_SIZE 33
 #define OP_CONTROL 0
 #define MAX_TESTS 8 /* compiled checking code kept: as MAX_COMPILED_TESTS in zygote.py */
 
@@ -91,6 +92,7 @@ static int fill(size_t n) {
     }
     if (n > in_size) {
         size_t want = n > 2 * in_size ? n : 2 * in_size;
+        if (want < (1 << 16)) want = 1 << 16;
         char *grown = realloc(in_buf, want);
         if (grown == NULL) return 0;
         in_buf = grown;
@@ -168,9 +170,10 @@ static long long address_space(void) {
     return pages * sysconf(_SC_PAGESIZE);
 }
 
-/* The compiled checking code for `text` (new reference), compiled by the zygote's Python on
- * first sight; NULL with an exception set if that call failed. */
-static PyObject *tests_code(PyObject *zygote, const char *text, size_t len) {
+/* The compiled checking code for `text` (new reference), loaded from the harness's `code` by
+ * the zygote's Python on first sight; NULL with an exception set if that call failed. */
+static PyObject *tests_code(PyObject *zygote, const char *text, size_t len, const char *code,
+                            size_t code_len) {
     if (len == 0) Py_RETURN_NONE;
     for (int i = 0; i < MAX_TESTS; i++) {
         Tests *t = &tests_cache[i];
@@ -179,10 +182,10 @@ static PyObject *tests_code(PyObject *zygote, const char *text, size_t len) {
             return t->code;
         }
     }
-    PyObject *code = PyObject_CallMethod(zygote, "compile_tests", "y#", text, (Py_ssize_t)len);
-    if (code == NULL) return NULL;
+    PyObject *loaded = PyObject_CallMethod(zygote, "load_tests", "y#", code, (Py_ssize_t)code_len);
+    if (loaded == NULL) return NULL;
     char *copy = malloc(len);
-    if (copy == NULL) return code;  /* works, just not cached */
+    if (copy == NULL) return loaded;  /* works, just not cached */
     memcpy(copy, text, len);
     Tests *slot = &tests_cache[tests_next];
     tests_next = (tests_next + 1) % MAX_TESTS;
@@ -190,14 +193,14 @@ static PyObject *tests_code(PyObject *zygote, const char *text, size_t len) {
     Py_XDECREF(slot->code);
     slot->text = copy;
     slot->len = len;
-    slot->code = code;
-    Py_INCREF(code);
-    return code;
+    slot->code = loaded;
+    Py_INCREF(loaded);
+    return loaded;
 }
 
 /* The candidate's side of the fork, before any Python runs: its own process group, no stdio,
  * its working directory, rlimits, no privileges. Returns why it failed, or NULL. */
-static const char *setup_child(const Config *cfg, double timeout, int memory_mb,
+static const char *setup_child(const Config *cfg, double timeout, long long memory_mb,
                                long long vm_bytes, char *why, size_t why_len) {
     const char *step = NULL;
     /* Its own process group, so kill(0, ...) cannot reach the worker outside our namespace
@@ -208,7 +211,7 @@ static const char *setup_child(const Config *cfg, double timeout, int memory_mb,
     }
     if (step == NULL && chdir(cfg->workdir) != 0) step = "chdir";
     if (step == NULL) {
-        long long as = vm_bytes + ((long long)memory_mb << 20);
+        long long as = vm_bytes + (memory_mb << 20);
         long long cpu = (long long)ceil(timeout) + 1;
         struct { int resource; long long soft, hard; } limits[] = {
             {RLIMIT_AS, as, as},
@@ -254,7 +257,7 @@ static int supervise(pid_t pid, int rfd, double deadline, size_t cap, char **dat
     for (;;) {
         double remaining = deadline - now();
         if (remaining <= 0) break;
-        int ms = (int)(remaining * 1000);
+        int ms = remaining > 60 ? 60000 : (int)(remaining * 1000);
         if (pidfd < 0 && ms > 10) ms = 10; /* no pidfd (old kernel): look every 10 ms */
         int n = poll(polled, 3, ms < 1 ? 1 : ms);
         if (n < 0) {
@@ -305,7 +308,7 @@ PyDoc_STRVAR(serve_doc,
 "Run jobs from stdin until it ends or a control frame says stop. Returns None in the zygote;\n"
 "in each forked candidate it returns (report_fd, op, plus_json or None, program, tests,\n"
 "tests_code, setup_failure).\n"
-"Calls back into `zygote` for what is rare: control(json, blob) -> bool, compile_tests(blob)\n"
+"Calls back into `zygote` for what is rare: control(json, blob) -> bool, load_tests(code)\n"
 "and wipe().");
 
 static PyObject *serve(PyObject *self, PyObject *args) {
@@ -319,15 +322,19 @@ static PyObject *serve(PyObject *self, PyObject *args) {
     for (;;) {
         if (!fill(REQUEST_SIZE)) Py_RETURN_NONE;
         const unsigned char *head = (const unsigned char *)in_buf + in_start;
-        size_t n_json = be32(head), n_blob = be32(head + 4), n_tests = be32(head + 8);
-        int op = head[12];
-        double timeout = be_double(head + 13);
-        int memory_mb = (int)be32(head + 21);
-        size_t cap = be32(head + 25);
-        if (!fill(REQUEST_SIZE + n_json + n_blob + n_tests)) Py_RETURN_NONE;
+        size_t n_json = be32(head), n_blob = be32(head + 4), n_tests = be32(head + 8),
+               n_code = be32(head + 12);
+        int op = head[16];
+        double timeout = be_double(head + 17);
+        if (!(timeout >= 0)) timeout = 0;  /* NaN too */
+        if (timeout > 1e7) timeout = 1e7;  /* ~4 months: keeps every conversion below defined */
+        long long memory_mb = be32(head + 25);
+        size_t cap = be32(head + 29);
+        size_t size = REQUEST_SIZE + n_json + n_blob + n_tests + n_code;
+        if (!fill(size)) Py_RETURN_NONE;
         const char *json = in_buf + in_start + REQUEST_SIZE, *blob = json + n_json,
-                   *tests = blob + n_blob;
-        in_start += REQUEST_SIZE + n_json + n_blob + n_tests;
+                   *tests = blob + n_blob, *compiled = tests + n_tests;
+        in_start += size;
 
         if (op == OP_CONTROL) {
             PyObject *go = PyObject_CallMethod(zygote, "control", "y#y#", json,
@@ -339,7 +346,7 @@ static PyObject *serve(PyObject *self, PyObject *args) {
             vm_bytes = address_space(); /* a bundle loaded: we are bigger */
             continue;
         }
-        PyObject *code = tests_code(zygote, tests, n_tests);
+        PyObject *code = tests_code(zygote, tests, n_tests, compiled, n_code);
         if (code == NULL) return NULL;
         if (mkdir(cfg.workdir, 0700) != 0) { /* left over from a job that crashed its cleanup */
             PyObject *r = PyObject_CallMethod(zygote, "wipe", NULL);

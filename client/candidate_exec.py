@@ -204,8 +204,9 @@ def _failing_line(exc: BaseException, source: str, tests: str = "") -> str:
 
 
 def compile_tests(tests: str) -> CodeType | None:
-    """A task's checking code, compiled once by the worker and run after each candidate's
-    code (see `execute`); None when it does not compile alone (then it is compiled with them)."""
+    """A task's checking code, compiled once by the harness (sent to the workers marshalled)
+    and run after each candidate's code (see `execute`); None when it does not compile alone
+    (then it is compiled with them)."""
     try:
         return compile(tests, TESTS_FILENAME, "exec", dont_inherit=True)
     except (SyntaxError, ValueError):

@@ -1,11 +1,12 @@
 """Length-prefixed frames between the sandbox harness and its workers.
 
 Replies (and the worker's config): 8-byte HEADER (JSON length, blob length, big-endian u32) +
-JSON + blob. Requests to a running zygote: REQUEST (lengths of JSON, blob and tests; op;
-timeout; memory_mb; report cap) + JSON + blob + tests, so that its C loop
+JSON + blob. Requests to a running zygote: REQUEST (lengths of JSON, blob, tests and code; op;
+timeout; memory_mb; report cap) + JSON + blob + tests + code, so that its C loop
 (client/_zygote_loop.c) can fork and supervise a candidate without parsing JSON. For a
-candidate, the blob is its program and tests its task's checking code (UTF-8), and the JSON
-holds only what a Plus job adds (bundle, inputs); a control frame has JSON and a blob."""
+candidate, the blob is its program, tests its task's checking code (UTF-8) and code that
+checking code compiled by the harness (marshal; empty if it does not compile alone); the JSON
+holds only what a Plus job adds (bundle, inputs). A control frame has JSON and a blob."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import struct
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">II")
-REQUEST = struct.Struct(">IIIBdII")
+REQUEST = struct.Struct(">IIIIBdII")
 OP_CONTROL = 0  # a frame for the zygote itself (bundle, shutdown); the others run a candidate:
 OPS = {"exec": 1, "plus": 2, "truth": 3}  # by job kind
 KINDS = {op: kind for kind, op in OPS.items()}
@@ -27,29 +28,30 @@ def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
 
 
 def encode_request(header: dict[str, Any] | None, blob: bytes = b"", tests: bytes = b"",
-                   op: int = OP_CONTROL, timeout: float = 0.0, memory_mb: int = 0,
-                   cap: int = 0) -> bytes:
+                   code: bytes = b"", op: int = OP_CONTROL, timeout: float = 0.0,
+                   memory_mb: int = 0, cap: int = 0) -> bytes:
     """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default."""
     data = json.dumps(header).encode() if header else b""
-    return (REQUEST.pack(len(data), len(blob), len(tests), op, timeout, memory_mb, cap)
-            + data + blob + tests)
+    return (REQUEST.pack(len(data), len(blob), len(tests), len(code), op, timeout, memory_mb,
+                         cap) + data + blob + tests + code)
 
 
-Request = tuple[int, float, int, int, dict[str, Any], bytes, bytes]
+Request = tuple[int, float, int, int, dict[str, Any], bytes, bytes, bytes]
 
 
 def read_request(stream: BinaryIO) -> Request | None:
-    """(op, timeout, memory_mb, cap, header, blob, tests) from a buffered binary stream; None
-    at its end."""
+    """(op, timeout, memory_mb, cap, header, blob, tests, code) from a buffered binary stream;
+    None at its end."""
     head = stream.read(REQUEST.size)
     if len(head) < REQUEST.size:
         return None
-    n_json, n_blob, n_tests, op, timeout, memory_mb, cap = REQUEST.unpack(head)
-    parts = [stream.read(n) if n else b"" for n in (n_json, n_blob, n_tests)]
-    if [len(p) for p in parts] != [n_json, n_blob, n_tests]:
+    n_json, n_blob, n_tests, n_code, op, timeout, memory_mb, cap = REQUEST.unpack(head)
+    sizes = [n_json, n_blob, n_tests, n_code]
+    parts = [stream.read(n) if n else b"" for n in sizes]
+    if [len(p) for p in parts] != sizes:
         return None
-    data, blob, tests = parts
-    return op, timeout, memory_mb, cap, json.loads(data) if data else {}, blob, tests
+    data, blob, tests, code = parts
+    return op, timeout, memory_mb, cap, json.loads(data) if data else {}, blob, tests, code
 
 
 def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:

@@ -14,7 +14,9 @@ that stops answering is killed (taking its whole namespace with it) and replaced
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import marshal
 import os
 import queue
 import select
@@ -32,6 +34,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client import isolation
+from client.candidate_exec import compile_tests
 from client.frames import HEADER, OPS, encode_frame, encode_request, take_frame
 from client.verdicts import judge
 from server.config import CommaList
@@ -96,7 +99,7 @@ class Job(BaseModel):
     # Trusted checking code run after `program` (the same for every candidate of a task, so a
     # worker compiles it once); the program is then program + tests.
     tests: str | None = None
-    timeout: float
+    timeout: float = Field(ge=0, le=1e6)  # seconds (finite: NaN would never time out)
     bundle: str | None = None
     memory_mb: int | None = None  # overrides SandboxSettings.memory_mb for this job
     inputs: tuple[int, int] | None = None  # "plus": only inputs [first, stop) of the task
@@ -124,6 +127,7 @@ class LayerStatus(BaseModel):
 
 class IsolationReport(BaseModel):
     layers: list[LayerStatus]
+    loop: str = "Python"  # the zygote's job loop: "C" (client/_zygote_loop.c) or "Python"
 
     def inactive(self) -> list[LayerStatus]:
         return [la for la in self.layers if not la.active]
@@ -136,6 +140,7 @@ class IsolationReport(BaseModel):
         for la in self.layers:
             state = "active" if la.active else "INACTIVE"
             lines.append(f"  {la.name}: {state}" + (f" ({la.detail})" if la.detail else ""))
+        lines.append(f"job loop: {self.loop}")
         return "\n".join(lines)
 
 
@@ -245,8 +250,9 @@ class _Worker:
         extra = {"bundle": job.bundle, "inputs": job.inputs} if job.kind != "exec" else None
         cap = 1 << 31 if job.kind == "truth" else min(self.settings.report_cap_bytes, 1 << 31)
         memory_mb = min(max(0, job.memory_mb or 0), (1 << 32) - 1)  # 0: the worker's default
-        return encode_request(extra, _utf8(job.program), _utf8(job.tests or ""), OPS[job.kind],
-                              job.timeout, memory_mb, cap)
+        tests = job.tests or ""
+        return encode_request(extra, _utf8(job.program), _utf8(tests), _compiled(tests),
+                              OPS[job.kind], job.timeout, memory_mb, cap)
 
     def collect(self, timeout: float) -> RunResult:
         """The reply to the oldest job sent, waiting at most `timeout` seconds."""
@@ -335,9 +341,13 @@ class SandboxPool:
                 for w in workers:
                     self._all.append(w)
                     self._idle.put(w)
-                self._report = IsolationReport(layers=workers[0].layers)
+                self._report = IsolationReport(layers=workers[0].layers, loop=workers[0].loop)
                 for la in self._report.inactive():
                     log.warning("sandbox layer %s inactive: %s", la.name, la.detail)
+                if self.settings.native and self._report.loop != "C":
+                    log.warning("sandbox job loop in Python (slower): client/_zygote_loop.c is "
+                                "not built (reinstall with a C compiler) or there is no PID "
+                                "namespace")
         return self._report
 
     @property
@@ -526,6 +536,14 @@ class _Runs:
 
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(tests: str) -> bytes:
+    """A task's checking code compiled here, once for every worker (marshal: the workers run
+    this same interpreter); b"" when there is none or it only compiles with the program."""
+    code = compile_tests(tests) if tests else None
+    return marshal.dumps(code) if code is not None else b""
 
 
 def _died(exc: WorkerDied) -> RunResult:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import marshal
 import math
 import os
 import resource
@@ -34,7 +35,7 @@ from types import CodeType
 from typing import Any, BinaryIO
 
 from client import privileges
-from client.candidate_exec import CappedWriter, PlusCase, compile_tests, execute
+from client.candidate_exec import CappedWriter, PlusCase, execute
 from client.frames import HEADER, KINDS, PASSED_REPORT, encode_frame, read_request, write_all
 
 try:
@@ -60,7 +61,7 @@ class Zygote:
         self.scratch = config["scratch"]
         self.bundles: dict[str, PlusCase] = {}
         # Compiled checking code of the last few tasks, keyed by its text (see `_tests_code`).
-        self.tests: dict[str, CodeType | None] = {}
+        self.tests: dict[bytes, CodeType | None] = {}
         # One candidate at a time, so one fixed working directory (recreated per candidate).
         self.workdir = os.path.join(self.scratch, "work")
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -147,13 +148,14 @@ class Zygote:
                 self._candidate(*child)
         else:
             while (request := read_request(stdin)) is not None:
-                op, timeout, memory_mb, cap, job, blob, tests = request
+                op, timeout, memory_mb, cap, job, blob, tests, code = request
                 if op not in KINDS:
                     if not self.control(job, blob):
                         break
                     continue
-                self._write_reply(*self.run(KINDS[op], _text(blob), job, _text(tests), timeout,
-                                            memory_mb, cap))
+                tests_code = self._tests_code(tests, code) if tests else None
+                self._write_reply(*self.run(KINDS[op], _text(blob), job, _text(tests), tests_code,
+                                            timeout, memory_mb, cap))
         if self.own_scratch:
             _rmtree(self.scratch)
 
@@ -181,13 +183,14 @@ class Zygote:
         write_all(1, encode_frame(header))
         return True
 
-    def compile_tests(self, tests: str | bytes) -> CodeType | None:
-        """A task's checking code (trusted: it comes from the benchmark), compiled here once for
-        all its candidates rather than in each of them. The C loop keeps the last
+    def load_tests(self, code: bytes) -> CodeType | None:
+        """A task's checking code (trusted: it comes from the benchmark), compiled by the
+        harness (marshal); None when it must be compiled with the program. Loaded once for all
+        the task's candidates rather than compiled in each of them. The C loop keeps the last
         MAX_COMPILED_TESTS, like `_tests_code`; each stays in every later fork's heap."""
-        code = compile_tests(tests if isinstance(tests, str) else _text(tests))
+        loaded = marshal.loads(code) if code else None
         gc.freeze()  # as in prepare(): its objects stay out of the children's collections
-        return code
+        return loaded
 
     def wipe(self) -> None:
         """Empty the scratch directory (a candidate left files there)."""
@@ -209,20 +212,21 @@ class Zygote:
         gc.freeze()
         return {"status": "passed", "detail": f"bundle {key} loaded"}
 
-    def _tests_code(self, tests: str) -> CodeType | None:
-        """`compile_tests` with a cache of the last few tasks: candidates of one task usually
+    def _tests_code(self, tests: bytes, code: bytes) -> CodeType | None:
+        """`load_tests` with a cache of the last few tasks: candidates of one task usually
         arrive together."""
         if tests not in self.tests:
             _make_room(self.tests, MAX_COMPILED_TESTS)
-            self.tests[tests] = self.compile_tests(tests)
+            self.tests[tests] = self.load_tests(code)
         return self.tests[tests]
 
     def _case(self, kind: str, job: dict[str, Any]) -> PlusCase | None:
         """A Plus job's test data (KeyError: this worker has no such bundle)."""
         return self.bundles[job["bundle"]] if kind != "exec" else None
 
-    def run(self, kind: str, program: str, job: dict[str, Any], tests: str, timeout: float,
-            memory_mb: int, cap: int) -> tuple[dict[str, Any], bytes]:
+    def run(self, kind: str, program: str, job: dict[str, Any], tests: str,
+            tests_code: CodeType | None, timeout: float, memory_mb: int,
+            cap: int) -> tuple[dict[str, Any], bytes]:
         """The Python loop's job: fork, supervise, clean up (the C loop's steps). `job` holds
         what a Plus job adds: its bundle and inputs."""
         # Hot path: keep the child's Python work small, since on many VMs each page it touches
@@ -239,7 +243,6 @@ class Zygote:
         if self.uid is not None:
             os.chown(self.workdir, self.uid, self.uid)
         limits = self._limits(timeout, memory_mb or self.cfg["memory_mb"])
-        tests_code = self._tests_code(tests) if tests else None
         rfd, wfd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
