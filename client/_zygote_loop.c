@@ -348,13 +348,14 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         }
         PyObject *code = tests_code(zygote, tests, n_tests, compiled, n_code);
         if (code == NULL) return NULL;
-        if (mkdir(cfg.workdir, 0700) != 0) { /* left over from a job that crashed its cleanup */
+        int made = mkdir(cfg.workdir, 0700) == 0;
+        if (!made) { /* left over from a job that crashed its cleanup */
             PyObject *r = PyObject_CallMethod(zygote, "wipe", NULL);
             if (r == NULL) return Py_DECREF(code), NULL;
             Py_DECREF(r);
-            mkdir(cfg.workdir, 0700);
+            made = mkdir(cfg.workdir, 0700) == 0; /* if not (a full tmpfs): chdir fails below */
         }
-        if (cfg.uid >= 0 && chown(cfg.workdir, (uid_t)cfg.uid, (gid_t)cfg.uid) != 0) {
+        if (made && cfg.uid >= 0 && chown(cfg.workdir, (uid_t)cfg.uid, (gid_t)cfg.uid) != 0) {
             Py_DECREF(code);
             return PyErr_SetFromErrnoWithFilename(PyExc_OSError, cfg.workdir);
         }
@@ -408,11 +409,12 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         char reply[160];
         int passed = !timed_out && (Py_ssize_t)len == cfg.passed_len &&
                      memcmp(data, cfg.passed, len) == 0;
-        int body = passed ? snprintf(reply + 8, sizeof reply - 8,
-                                     "{\"status\": \"passed\", \"elapsed_s\": %.6f}", elapsed)
-                          : snprintf(reply + 8, sizeof reply - 8,
-                                     "{\"wait_status\": %d, \"timed_out\": %s, \"elapsed_s\": %.6f}",
-                                     status, timed_out ? "true" : "false", elapsed);
+        int body = passed
+            ? snprintf(reply + 8, sizeof reply - 8,
+                       "{\"status\": \"passed\", \"elapsed_s\": %.6f}", elapsed)
+            : snprintf(reply + 8, sizeof reply - 8,
+                       "{\"wait_status\": %d, \"timed_out\": %s, \"elapsed_s\": %.6f}", status,
+                       timed_out ? "true" : "false", elapsed);
         if (passed) len = 0;
         uint32_t lengths[2] = {htonl((uint32_t)body), htonl((uint32_t)len)};
         memcpy(reply, lengths, 8);
