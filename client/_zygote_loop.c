@@ -44,6 +44,8 @@
 #define REQUEST_SIZE 33
 #define OP_CONTROL 0
 #define MAX_TESTS 8 /* compiled checking code kept: as MAX_COMPILED_TESTS in zygote.py */
+#define IN_MIN (1 << 16)  /* input buffer: its usual size */
+#define IN_KEEP (1 << 20) /* and the most it keeps between frames */
 
 typedef struct {
     const char *workdir, *scratch;
@@ -85,6 +87,13 @@ static double be_double(const unsigned char *p) {
 /* Make `n` bytes available at in_buf + in_start; 0 at end of input (or on error). */
 static int fill(size_t n) {
     if (in_end - in_start >= n) return 1;
+    if (in_start == in_end && in_size > IN_KEEP && n <= IN_KEEP) {
+        /* A big frame (a Plus bundle) went through: give its memory back, or every later fork
+         * would copy the page table of a buffer nobody reads. */
+        free(in_buf);
+        in_buf = NULL;
+        in_start = in_end = in_size = 0;
+    }
     if (in_start > 0) {
         memmove(in_buf, in_buf + in_start, in_end - in_start);
         in_end -= in_start;
@@ -92,7 +101,7 @@ static int fill(size_t n) {
     }
     if (n > in_size) {
         size_t want = n > 2 * in_size ? n : 2 * in_size;
-        if (want < (1 << 16)) want = 1 << 16;
+        if (want < IN_MIN) want = IN_MIN;
         char *grown = realloc(in_buf, want);
         if (grown == NULL) return 0;
         in_buf = grown;

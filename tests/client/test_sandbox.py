@@ -399,3 +399,26 @@ def test_a_memory_cgroup_kill_is_a_memory_verdict(loop: str) -> None:
         r = pool.run(Job(program="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
                          timeout=5.0))
         assert (r.status, r.detail) == ("killed", "killed by SIGKILL")
+
+
+def test_a_big_bundle_leaves_no_big_buffer_in_the_zygote(pool: SandboxPool) -> None:
+    """Every fork copies the zygote's page tables: a bundle's bytes must not stay behind in
+    its input buffer once the bundle is loaded (the loaded case itself does stay)."""
+    zygote = descendants(pool._all[0].proc.pid)[0]
+
+    def anon_kb() -> int:
+        smaps = Path(f"/proc/{zygote}/smaps_rollup").read_text()
+        return int(smaps.split("Anonymous:")[1].split()[0])
+
+    job = Job(program="pass", timeout=5.0)
+    assert all(r.passed for _, r in pool.run_many([job] * 4))
+    before = anon_kb()
+    blob = "x" * (24 << 20)  # one 24 MiB string: 24 MiB in the zygote once unpickled
+    key = _plus_bundle(pool, "unit:big", PlusCase(entry_point="f", inputs=[[blob]], base_count=1,
+                                                  expected=[len(blob)]))
+    for worker in pool._all:  # the bundle goes to whichever worker runs its first job
+        r = worker.run(Job(kind="plus", program="def f(s):\n    return len(s)\n", timeout=20.0,
+                           bundle=key), pool._bundles)
+        assert r.passed, r
+    after = anon_kb()
+    assert after - before < 24 * 1024 * 1.5, (before, after)  # the case, not also the bytes
