@@ -414,7 +414,7 @@ def test_a_big_bundle_leaves_no_big_buffer_in_the_zygote(pool: SandboxPool) -> N
     assert all(r.passed for _, r in pool.run_many([job] * 4))
     before = anon_kb()
     blob = "x" * (24 << 20)  # one 24 MiB string: 24 MiB in the zygote once unpickled
-    key = _plus_bundle(pool, "unit:big", PlusCase(entry_point="f", inputs=[[blob]], base_count=1,
+    key = _plus_bundle(pool, "unit:huge", PlusCase(entry_point="f", inputs=[[blob]], base_count=1,
                                                   expected=[len(blob)]))
     for worker in pool._all:  # the bundle goes to whichever worker runs its first job
         r = worker.run(Job(kind="plus", program="def f(s):\n    return len(s)\n", timeout=20.0,
