@@ -56,14 +56,20 @@ def open_request(base_url: str, body: dict) -> socket.socket:
 def test_dropped_client_stops_the_generation(real_stack: Stack, stream: bool) -> None:
     model = "qwen-demo"
     running = "vllm:num_requests_running"
-    wait_until(lambda: engine_gauge(real_stack, model, running) == 0, timeout=30,
-               what="an idle engine")
+    # Every engine ready and idle first. In one CI run this request started only after more
+    # than 30 s, while an engine that an earlier test had killed was restarting on the same
+    # two cores.
+    wait_until(lambda: ready(real_stack.gateway_url + "/ready"), timeout=300, interval=1,
+               what="every engine ready")
+    for name in real_stack.models:
+        wait_until(lambda n=name: engine_gauge(real_stack, n, running) == 0, timeout=60,
+                   what=f"an idle {name} engine")
     tokens_before = engine_gauge(real_stack, model, "vllm:generation_tokens_total")
     sock = open_request(real_stack.gateway_url,
                         {"model": model, "prompt": "def quick_sort(xs):", "stream": stream,
                          **HEAVY})
     try:
-        wait_until(lambda: engine_gauge(real_stack, model, running) >= 1, timeout=30,
+        wait_until(lambda: engine_gauge(real_stack, model, running) >= 1, timeout=90,
                    interval=0.05, what="the generation to start")
         if stream:
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # tokens are flowing
