@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from client import isolation
 from client.candidate_exec import compile_tests
 from client.frames import HEADER, OPS, encode_frame, encode_request, take_frame
-from client.verdicts import judge
+from client.verdicts import STATUSES, Status, judge
 from server.config import CommaList
 from server.errors import CliError
 
@@ -48,8 +48,6 @@ PIPELINE = 2
 MAX_BUNDLES = 4
 BundleSource = Union[bytes, Callable[[], bytes]]
 
-Status = Literal["passed", "failed", "error", "timeout", "memory", "killed"]
-_STATUSES = set(Status.__args__)
 
 # Modules candidates commonly import, loaded once per worker so that no candidate pays for
 # them. Kept short on purpose: each one grows the zygote's heap (and a C extension adds five
@@ -270,7 +268,7 @@ class _Worker:
             header, blob = judge(header["wait_status"], blob, bool(header.get("timed_out")),
                                  self._oom_killed)
             header["elapsed_s"] = elapsed
-        if header.get("status") not in _STATUSES:
+        if header.get("status") not in STATUSES:
             raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
         # The zygote only ever sends these fields: skip pydantic validation on the hot path.
         return RunResult.model_construct(**header, payload=blob)
@@ -521,7 +519,7 @@ class _Runs:
         for worker in list(self.workers):
             sent = self.sent[worker]
             while sent:
-                _, job = sent.popleft()
+                sent.popleft()
                 try:
                     worker.collect(max(0.0, self.deadline[worker] - time.monotonic()))
                 except WorkerDied:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from client.frames import PASSED_REPORT, parse_report
 
-STATUSES = {"passed", "failed", "error", "timeout", "memory", "killed"}
+Status = Literal["passed", "failed", "error", "timeout", "memory", "killed"]
+STATUSES = set(get_args(Status))
 
 
 def judge(wait_status: int, report: bytes, timed_out: bool,
