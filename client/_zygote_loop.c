@@ -8,10 +8,11 @@
  * no Python object in the zygote on the common path (a job in, "passed" out), and sets up the
  * child (rlimits, privileges, descriptors) before it runs any Python either.
  *
- * Frames in (client/frames.py REQUEST): n_json, n_blob, n_tests, n_code (u32), op (u8),
- * timeout (f64), memory_mb, cap (u32), all big-endian; then JSON, blob, tests and code. For a
- * candidate (op > 0), blob is its program, tests its task's checking code and code that code
- * compiled by the harness; a control frame (op 0) has JSON and a blob. Frames out: HEADER
+ * Frames in (client/frames.py REQUEST): n_json, n_blob, n_tests, n_code, n_program_code (u32),
+ * op (u8), timeout (f64), memory_mb, cap (u32), all big-endian; then JSON, blob, tests, code
+ * and program code. For a candidate (op > 0), blob is its program, tests its task's checking
+ * code, and code and program code those two compiled by the harness; a control frame (op 0)
+ * has JSON and a blob. Frames out: HEADER
  * (n_json, n_blob: u32) + JSON + blob.
  */
 #define PY_SSIZE_T_CLEAN
@@ -41,7 +42,7 @@
 #define SYS_pidfd_open 434
 #endif
 
-#define REQUEST_SIZE 33
+#define REQUEST_SIZE 37
 #define OP_CONTROL 0
 #define MAX_TESTS 8 /* compiled checking code kept: as MAX_COMPILED_TESTS in zygote.py */
 #define IN_MIN (1 << 16)  /* input buffer: its usual size */
@@ -332,17 +333,18 @@ static PyObject *serve(PyObject *self, PyObject *args) {
         if (!fill(REQUEST_SIZE)) Py_RETURN_NONE;
         const unsigned char *head = (const unsigned char *)in_buf + in_start;
         size_t n_json = be32(head), n_blob = be32(head + 4), n_tests = be32(head + 8),
-               n_code = be32(head + 12);
-        int op = head[16];
-        double timeout = be_double(head + 17);
+               n_code = be32(head + 12), n_program_code = be32(head + 16);
+        int op = head[20];
+        double timeout = be_double(head + 21);
         if (!(timeout >= 0)) timeout = 0;  /* NaN too */
         if (timeout > 1e7) timeout = 1e7;  /* ~4 months: keeps every conversion below defined */
-        long long memory_mb = be32(head + 25);
-        size_t cap = be32(head + 29);
-        size_t size = REQUEST_SIZE + n_json + n_blob + n_tests + n_code;
+        long long memory_mb = be32(head + 29);
+        size_t cap = be32(head + 33);
+        size_t size = REQUEST_SIZE + n_json + n_blob + n_tests + n_code + n_program_code;
         if (!fill(size)) Py_RETURN_NONE;
         const char *json = in_buf + in_start + REQUEST_SIZE, *blob = json + n_json,
-                   *tests = blob + n_blob, *compiled = tests + n_tests;
+                   *tests = blob + n_blob, *compiled = tests + n_tests,
+                   *program_code = compiled + n_code;
         in_start += size;
 
         if (op == OP_CONTROL) {
@@ -383,11 +385,15 @@ static PyObject *serve(PyObject *self, PyObject *args) {
                                      : Py_NewRef(Py_None);
             PyObject *program = PyUnicode_DecodeUTF8(blob, (Py_ssize_t)n_blob, "surrogatepass");
             PyObject *checks = PyUnicode_DecodeUTF8(tests, (Py_ssize_t)n_tests, "surrogatepass");
-            if (extra == NULL || program == NULL || checks == NULL) {
-                Py_XDECREF(extra), Py_XDECREF(program), Py_XDECREF(checks), Py_DECREF(code);
+            PyObject *marshalled =
+                PyBytes_FromStringAndSize(program_code, (Py_ssize_t)n_program_code);
+            if (extra == NULL || program == NULL || checks == NULL || marshalled == NULL) {
+                Py_XDECREF(extra), Py_XDECREF(program), Py_XDECREF(checks);
+                Py_XDECREF(marshalled), Py_DECREF(code);
                 return NULL;
             }
-            return Py_BuildValue("iiNNNNz", fds[1], op, extra, program, checks, code, failed);
+            return Py_BuildValue("iiNNNNNz", fds[1], op, extra, program, checks, code,
+                                 marshalled, failed);
         }
         int fork_errno = errno;
         PyOS_AfterFork_Parent();

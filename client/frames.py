@@ -1,12 +1,13 @@
 """Length-prefixed frames between the sandbox harness and its workers.
 
 Replies (and the worker's config): 8-byte HEADER (JSON length, blob length, big-endian u32) +
-JSON + blob. Requests to a running zygote: REQUEST (lengths of JSON, blob, tests and code; op;
-timeout; memory_mb; report cap) + JSON + blob + tests + code, so that its C loop
-(client/_zygote_loop.c) can fork and supervise a candidate without parsing JSON. For a
-candidate, the blob is its program, tests its task's checking code (UTF-8) and code that
-checking code compiled by the harness (marshal; empty if it does not compile alone); the JSON
-holds only what a Plus job adds (bundle, inputs). A control frame has JSON and a blob."""
+JSON + blob. Requests to a running zygote: REQUEST (lengths of JSON, blob, tests, code and
+program code; op; timeout; memory_mb; report cap) + JSON + blob + tests + code + program code,
+so that its C loop (client/_zygote_loop.c) can fork and supervise a candidate without parsing
+JSON. For a candidate, the blob is its program and tests its task's checking code (UTF-8); code
+and program code are those two compiled by the harness (marshal; empty when the candidate's
+process must compile them itself); the JSON holds only what a Plus job adds (bundle, inputs).
+A control frame has JSON and a blob."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import struct
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">II")
-REQUEST = struct.Struct(">IIIIBdII")
+REQUEST = struct.Struct(">IIIIIBdII")
 OP_CONTROL = 0  # a frame for the zygote itself (bundle, shutdown); the others run a candidate:
 OPS = {"exec": 1, "plus": 2, "truth": 3}  # by job kind
 KINDS = {op: kind for kind, op in OPS.items()}
@@ -28,30 +29,30 @@ def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
 
 
 def encode_request(header: dict[str, Any] | None, blob: bytes = b"", tests: bytes = b"",
-                   code: bytes = b"", op: int = OP_CONTROL, timeout: float = 0.0,
-                   memory_mb: int = 0, cap: int = 0) -> bytes:
+                   code: bytes = b"", program_code: bytes = b"", op: int = OP_CONTROL,
+                   timeout: float = 0.0, memory_mb: int = 0, cap: int = 0) -> bytes:
     """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default."""
     data = json.dumps(header).encode() if header else b""
-    return (REQUEST.pack(len(data), len(blob), len(tests), len(code), op, timeout, memory_mb,
-                         cap) + data + blob + tests + code)
+    return (REQUEST.pack(len(data), len(blob), len(tests), len(code), len(program_code), op,
+                         timeout, memory_mb, cap) + data + blob + tests + code + program_code)
 
 
-Request = tuple[int, float, int, int, dict[str, Any], bytes, bytes, bytes]
+Request = tuple[int, float, int, int, dict[str, Any], bytes, bytes, bytes, bytes]
 
 
 def read_request(stream: BinaryIO) -> Request | None:
-    """(op, timeout, memory_mb, cap, header, blob, tests, code) from a buffered binary stream;
-    None at its end."""
+    """(op, timeout, memory_mb, cap, header, blob, tests, code, program_code) from a buffered
+    binary stream; None at its end."""
     head = stream.read(REQUEST.size)
     if len(head) < REQUEST.size:
         return None
-    n_json, n_blob, n_tests, n_code, op, timeout, memory_mb, cap = REQUEST.unpack(head)
-    sizes = [n_json, n_blob, n_tests, n_code]
+    *sizes, op, timeout, memory_mb, cap = REQUEST.unpack(head)
     parts = [stream.read(n) if n else b"" for n in sizes]
     if [len(p) for p in parts] != sizes:
         return None
-    data, blob, tests, code = parts
-    return op, timeout, memory_mb, cap, json.loads(data) if data else {}, blob, tests, code
+    data, blob, tests, code, program_code = parts
+    return (op, timeout, memory_mb, cap, json.loads(data) if data else {}, blob, tests, code,
+            program_code)
 
 
 def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:

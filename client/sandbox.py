@@ -14,9 +14,7 @@ that stops answering is killed (taking its whole namespace with it) and replaced
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import marshal
 import os
 import queue
 import select
@@ -33,8 +31,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from client import isolation
-from client.candidate_exec import compile_tests
+from client import isolation, precompile
 from client.frames import HEADER, OPS, encode_frame, encode_request, take_frame
 from client.verdicts import STATUSES, Status, judge
 from server.config import CommaList
@@ -249,7 +246,9 @@ class _Worker:
         cap = 1 << 31 if job.kind == "truth" else min(self.settings.report_cap_bytes, 1 << 31)
         memory_mb = min(max(0, job.memory_mb or 0), (1 << 32) - 1)  # 0: the worker's default
         tests = job.tests or ""
-        return encode_request(extra, _utf8(job.program), _utf8(tests), _compiled(tests),
+        compiled_tests = precompile.tests_code(tests)
+        return encode_request(extra, _utf8(job.program), _utf8(tests), compiled_tests,
+                              precompile.program_code(job.program, tests, compiled_tests),
                               OPS[job.kind], job.timeout, memory_mb, cap)
 
     def collect(self, timeout: float) -> RunResult:
@@ -534,14 +533,6 @@ class _Runs:
 
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(tests: str) -> bytes:
-    """A task's checking code compiled here, once for every worker (marshal: the workers run
-    this same interpreter); b"" when there is none or it only compiles with the program."""
-    code = compile_tests(tests) if tests else None
-    return marshal.dumps(code) if code is not None else b""
 
 
 def _died(exc: WorkerDied) -> RunResult:

@@ -148,14 +148,14 @@ class Zygote:
                 self._candidate(*child)
         else:
             while (request := read_request(stdin)) is not None:
-                op, timeout, memory_mb, cap, job, blob, tests, code = request
+                op, timeout, memory_mb, cap, job, blob, tests, code, program_code = request
                 if op not in KINDS:
                     if not self.control(job, blob):
                         break
                     continue
                 tests_code = self._tests_code(tests, code) if tests else None
                 self._write_reply(*self.run(KINDS[op], _text(blob), job, _text(tests), tests_code,
-                                            timeout, memory_mb, cap))
+                                            program_code, timeout, memory_mb, cap))
         if self.own_scratch:
             _rmtree(self.scratch)
 
@@ -225,7 +225,7 @@ class Zygote:
         return self.bundles[job["bundle"]] if kind != "exec" else None
 
     def run(self, kind: str, program: str, job: dict[str, Any], tests: str,
-            tests_code: CodeType | None, timeout: float, memory_mb: int,
+            tests_code: CodeType | None, program_code: bytes, timeout: float, memory_mb: int,
             cap: int) -> tuple[dict[str, Any], bytes]:
         """The Python loop's job: fork, supervise, clean up (the C loop's steps). `job` holds
         what a Plus job adds: its bundle and inputs."""
@@ -248,7 +248,7 @@ class Zygote:
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self._child(kind, program, job, case, wfd, limits, tests, tests_code)
+            self._child(kind, program, job, case, wfd, limits, tests, tests_code, program_code)
         os.close(wfd)
         status, data, timed_out = -1, bytearray(), True
         try:
@@ -358,7 +358,7 @@ class Zygote:
     # -- the candidate's process -----------------------------------------------------------------
     def _child(self, kind: str, program: str, job: dict[str, Any], case: PlusCase | None,
                wfd: int, limits: list[tuple[int, int, int]], tests: str,
-               tests_code: CodeType | None) -> None:
+               tests_code: CodeType | None, program_code: bytes) -> None:
         """The Python loop's candidate: set up as the C loop's `setup_child`, then run."""
         try:
             if self.pid1:
@@ -379,13 +379,14 @@ class Zygote:
                     pass
             self.drop_privileges()
             header, blob = execute(kind, program, case, self.capture, job.get("inputs"), tests,
-                                   tests_code)
+                                   tests_code, program_code)
         except BaseException as exc:  # noqa: BLE001
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, blob)
 
     def _candidate(self, wfd: int, op: int, extra: bytes | None, program: str, tests: str,
-                   tests_code: CodeType | None, failure: str | None) -> None:
+                   tests_code: CodeType | None, program_code: bytes,
+                   failure: str | None) -> None:
         """A candidate forked and set up by the C loop (`failure`: why its setup failed;
         `extra`: a Plus job's JSON)."""
         try:
@@ -399,7 +400,7 @@ class Zygote:
                     header, out = _no_bundle(exc), b""
                 else:
                     header, out = execute(kind, program, case, self.capture, job.get("inputs"),
-                                          tests, tests_code)
+                                          tests, tests_code, program_code)
         except BaseException as exc:  # noqa: BLE001
             header, out = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, out)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,14 @@ def test_tests_run_after_the_program(pool: SandboxPool, program: str, tests: str
     whole = pool.run(Job(program=program + tests, timeout=2.0))
     assert split.status == whole.status == status, (split, whole)
     assert detail in split.detail and split.detail == whole.detail
+
+
+def test_compile_warnings_are_the_candidates_output(pool: SandboxPool) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = pool.run(Job(program="assert (1, 'always true')\n", tests="x = 1\n", timeout=2.0))
+    assert r.passed and "SyntaxWarning" in r.output, r
+    assert caught == []  # nothing on the harness's side
 
 
 def test_output_is_captured_and_capped(pool: SandboxPool) -> None:
