@@ -377,7 +377,19 @@ def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter
         result = (classify(exc, source, tests=tests), b"")
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    header, blob = result
+    return _with_output(*result, capture)
+
+
+def conclude(raised: BaseException | None, source: str, tests: str,
+             capture: CappedWriter) -> tuple[dict[str, Any], bytes]:
+    """What `execute` returns for an "exec" job whose program and tests already ran (in the
+    zygote's C loop: client/_zygote_loop.c, run_exec), given what they raised."""
+    header = {"status": "passed"} if raised is None else classify(raised, source, tests=tests)
+    return _with_output(header, b"", capture)
+
+
+def _with_output(header: dict[str, Any], blob: bytes,
+                 capture: CappedWriter) -> tuple[dict[str, Any], bytes]:
     if capture.size:
         header["output"] = capture.text()
     return header, blob

@@ -13,8 +13,9 @@ whole namespace; if the harness dies, the worker and the zygote follow via PR_SE
 
 As PID 1, the job loop runs in C (`client/_zygote_loop.c`, built at install when a compiler is
 there): it forks, sets up and supervises each candidate without creating Python objects in the
-zygote, and calls back here for the rare cases (control frames, new checking code, verdicts
-other than "passed", a dirty scratch directory). `Zygote.serve`'s Python loop does the same
+zygote, runs a plain ("exec") job's harness-compiled program and tests in the child itself, and
+calls back here for the rest (control frames, new checking code, Plus jobs, verdicts other than
+a silent pass, a dirty scratch directory). `Zygote.serve`'s Python loop does the same
 steps, and is used when that module is missing, switched off, or without a PID namespace.
 """
 
@@ -35,7 +36,7 @@ from types import CodeType
 from typing import Any, BinaryIO
 
 from client import privileges
-from client.candidate_exec import CappedWriter, PlusCase, execute
+from client.candidate_exec import CappedWriter, PlusCase, conclude, execute
 from client.frames import HEADER, KINDS, PASSED_REPORT, encode_frame, read_request, write_all
 
 try:
@@ -143,7 +144,7 @@ class Zygote:
             child = _zygote_loop.serve(  # type: ignore[union-attr]
                 self, self.workdir, self.scratch, self.devnull,
                 -1 if self.uid is None else self.uid, cfg["memory_mb"], PASSED_REPORT,
-                cfg["file_size_mb"] << 20, cfg["open_files"], cfg["max_procs"])
+                cfg["file_size_mb"] << 20, cfg["open_files"], cfg["max_procs"], self.capture)
             if child is not None:  # in a forked candidate, set up by the C loop
                 self._candidate(*child)
         else:
@@ -385,13 +386,15 @@ class Zygote:
         self._report(wfd, header, blob)
 
     def _candidate(self, wfd: int, op: int, extra: bytes | None, program: str, tests: str,
-                   tests_code: CodeType | None, program_code: bytes,
-                   failure: str | None) -> None:
+                   tests_code: CodeType | None, program_code: bytes, failure: str | None,
+                   ran: tuple[BaseException | None] | None) -> None:
         """A candidate forked and set up by the C loop (`failure`: why its setup failed;
-        `extra`: a Plus job's JSON)."""
+        `extra`: a Plus job's JSON; `ran`: what its program raised, if the C loop ran it)."""
         try:
             if failure:
                 header, out = {"status": "error", "detail": failure}, b""
+            elif ran is not None:
+                header, out = conclude(ran[0], program, tests, self.capture)
             else:
                 kind, job = KINDS[op], json.loads(extra) if extra else {}
                 try:

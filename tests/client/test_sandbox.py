@@ -37,6 +37,11 @@ def pool(request: pytest.FixtureRequest) -> Iterator[SandboxPool]:
     ("assert False, 'custom message'\n", "failed", "custom message"),
     ("{}['missing']\n", "error", "KeyError"),
     ("import sys\nsys.exit(0)\n", "error", "SystemExit"),
+    # Run as by exec(code, {}): builtins in the globals, no __name__ of "__main__".
+    ("assert isinstance(__builtins__, dict) and __builtins__['len'] is len\n", "passed", ""),
+    ("if __name__ == '__main__':\n    raise SystemExit('ran as a script')\n", "passed", ""),
+    ("import sys\nassert sys.stdout is sys.stderr and sys.stdout is not sys.__stdout__\n",
+     "passed", ""),
     ("import os\nos._exit(0)\n", "error", "exited (status 0) before a verdict"),
     ("def f():\n    return f()\nf()\n", "error", "RecursionError"),
     ("while True:\n    pass\n", "timeout", "wall-clock"),
@@ -74,6 +79,17 @@ def test_tests_run_after_the_program(pool: SandboxPool, program: str, tests: str
     whole = pool.run(Job(program=program + tests, timeout=2.0))
     assert split.status == whole.status == status, (split, whole)
     assert detail in split.detail and split.detail == whole.detail
+
+
+def test_the_c_loop_runs_exec_jobs_itself(pool: SandboxPool) -> None:
+    # With the C loop, a program the harness compiled runs straight from the loop, without
+    # Python calls between (candidate_exec.execute runs it under the Python loop, and for
+    # programs left to the candidate's process to compile).
+    caller = {"C": "serve", "Python": "execute"}[pool._all[0].loop]
+    who = "import sys\nprint(sys._getframe().f_back.f_code.co_name)\n"
+    assert pool.run(Job(program=who, tests="x = 1\n", timeout=2.0)).output == caller + "\n"
+    assert pool.run(Job(program="from __future__ import annotations\n" + who, timeout=2.0)
+                    ).output == "execute\n"
 
 
 def test_compile_warnings_are_the_candidates_output(pool: SandboxPool) -> None:
