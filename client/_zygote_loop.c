@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -502,8 +503,23 @@ static PyObject *serve(PyObject *self, PyObject *args) {
     }
 }
 
+PyDoc_STRVAR(prctl_doc,
+"prctl(option, arg) -> None\n\n"
+"prctl(2) with one argument; OSError on failure (client.privileges uses it, so that the\n"
+"zygote need not import ctypes).");
+
+static PyObject *set_prctl(PyObject *self, PyObject *args) {
+    (void)self;
+    int option;
+    unsigned long arg;
+    if (!PyArg_ParseTuple(args, "ik", &option, &arg)) return NULL;
+    if (prctl(option, arg, 0UL, 0UL, 0UL) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"serve", serve, METH_VARARGS, serve_doc},
+    {"prctl", set_prctl, METH_VARARGS, prctl_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,7 +28,7 @@ SYS_MOUNT_SETATTR = 442  # same number on every architecture (new-style syscall 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "codeserve"
 
-_libc = privileges.libc
+_libc = privileges.libc()
 _check = privileges.check
 
 

@@ -1,33 +1,53 @@
 """prctl and capability helpers shared by the sandbox worker and its zygote.
 
 Kept apart from `client.isolation` so that the zygote (`client.zygote`), whose heap every
-candidate inherits, imports nothing but ctypes for them.
+candidate inherits, imports little for them: with the C job loop built, prctl comes from it,
+and ctypes (~250 KB of heap and ten memory mappings, which every candidate's fork and exit
+would pay for) is only imported by the Python loop and the worker.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
-import platform
 import signal
+from typing import Any
 
-SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(platform.machine())
+try:
+    from client._zygote_loop import prctl as _native_prctl
+except ImportError:  # not built: through ctypes
+    _native_prctl = None
+
+SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(os.uname().machine)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 PR_SET_CHILD_SUBREAPER = 36
 
-libc = ctypes.CDLL(None, use_errno=True)
+
+@functools.cache
+def libc() -> Any:
+    """The C library, through ctypes (imported on first use)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def check(ret: int) -> None:
     if ret == -1:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, f"{errno.errorcode.get(err, err)}: {os.strerror(err)}")
 
 
 def prctl(option: int, arg: int) -> None:
-    check(libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
-                     ctypes.c_ulong(0), ctypes.c_ulong(0)))
+    if _native_prctl is not None:
+        _native_prctl(option, arg)
+        return
+    import ctypes
+
+    check(libc().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)))
 
 
 def die_with_parent() -> None:
@@ -56,21 +76,22 @@ def forbid_new_privileges() -> str | None:
     return None
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
 class PrivilegeDropper:
-    """Candidate side: switch to `uid` (as root: e.g. nobody, so file permissions apply), or,
-    when `uid` is None, keep ours but clear every capability. Prepared in the zygote so that
-    the forked child runs as little Python (touches as few copy-on-write pages) as possible."""
+    """Candidate side (the zygote's Python loop; the C loop does the same itself): switch to
+    `uid` (as root: e.g. nobody, so file permissions apply), or, when `uid` is None, keep ours
+    but clear every capability. Prepared in the zygote so that the forked child runs as little
+    Python (touches as few copy-on-write pages) as possible."""
 
     def __init__(self, uid: int | None) -> None:
+        import ctypes
+
         self.uid = uid if uid is not None and uid != os.geteuid() else None
-        self._header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+        # struct __user_cap_header_struct {u32 version; int pid}: _LINUX_CAPABILITY_VERSION_3
+        self._header = (ctypes.c_uint32 * 2)(0x20080522, 0)
         self._data = (ctypes.c_uint32 * 6)()  # two zeroed {effective, permitted, inheritable}
         self._args = (ctypes.c_long(SYS_CAPSET or -1), ctypes.byref(self._header),
                       ctypes.byref(self._data))
+        self._syscall = libc().syscall
 
     def __call__(self) -> None:
         if self.uid is not None:
@@ -78,4 +99,4 @@ class PrivilegeDropper:
             os.setgid(self.uid)
             os.setuid(self.uid)  # leaving uid 0 clears all capabilities
         elif SYS_CAPSET is not None:
-            check(libc.syscall(*self._args))
+            check(self._syscall(*self._args))

@@ -2,9 +2,9 @@
 
 `client.forkserver` sets up a worker's isolation and then execs this module (as PID 1 of the
 worker's PID namespace when there is one), so the heap that every candidate's fork copies holds
-only what candidates need: no ctypes structures, pathlib, pydantic or harness modules. Fork,
-exit and copy-on-write faults cost in proportion to that heap (on a 2-core VM, the old heap of
-~11 MB of anonymous memory made them most of a candidate's cost).
+only what candidates need: no pathlib, pydantic or harness modules, and with the C loop no
+ctypes. Fork, exit and copy-on-write faults cost in proportion to that heap (on a 2-core VM, the
+old heap of ~11 MB of anonymous memory made them most of a candidate's cost).
 
 The zygote forks a child per job, enforces the wall-clock limit itself and, when the child
 finishes or times out, SIGKILLs every other process in its namespace (kill(-1) from PID 1), so
@@ -105,7 +105,8 @@ class Zygote:
         refused = privileges.forbid_new_privileges()
         self.layers.append({"name": "no new privileges", "active": refused is None,
                             "detail": refused or "empty capability bounding set, no_new_privs"})
-        self.drop_privileges = privileges.PrivilegeDropper(self.uid)
+        if not self.native:  # the C loop drops them itself
+            self.drop_privileges = privileges.PrivilegeDropper(self.uid)
         for name in self.cfg["preimport"]:
             try:
                 importlib.import_module(name)
@@ -312,7 +313,7 @@ class Zygote:
             # From PID 1: every process in the namespace but us. Through libc, because the
             # usual outcome (nobody left: ESRCH, then ECHILD) would otherwise raise two
             # exceptions per candidate, and their objects cost page faults like anything else.
-            libc = privileges.libc
+            libc = privileges.libc()
             if libc.kill(-1, signal.SIGKILL) == 0:
                 while libc.waitpid(-1, None, 0) > 0:
                     pass
