@@ -217,7 +217,7 @@ def compile_tests(tests: str) -> CodeType | None:
 def compile_alone(source: str) -> CodeType | None:
     """A candidate's program compiled on its own, when it can run before separately compiled
     checking code (see `_compile`); None when it must be compiled with them. The harness calls
-    this too, to compile programs for their candidates' processes (client.sandbox)."""
+    this too, to compile programs for their candidates' processes (client.precompile)."""
     # Running source then tests in the same globals is running source + tests: tests start at
     # column 0 with a complete statement, so the two compile together exactly when each
     # compiles alone, except when source sets a __future__ flag or cannot compile alone (e.g.
