@@ -14,8 +14,7 @@
  * op (u8), timeout (f64), memory_mb, cap (u32), all big-endian; then JSON, blob, tests, code
  * and program code. For a candidate (op > 0), blob is its program, tests its task's checking
  * code, and code and program code those two compiled by the harness; a control frame (op 0)
- * has JSON and a blob. Frames out: HEADER
- * (n_json, n_blob: u32) + JSON + blob.
+ * has JSON and a blob. Frames out: HEADER (n_json, n_blob: u32) + JSON + blob.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
