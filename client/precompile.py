@@ -1,10 +1,9 @@
 """Candidates' code compiled by the harness, for the sandbox's workers (sent marshalled: they
 run this same interpreter).
 
-Compiling in a candidate's freshly forked process is dear: the compiler touches a hundred or
-more of the zygote's pages, each a copy-on-write fault (~2 us on a VM), so a HumanEval
-program's compile cost its process ~0.3 ms of its ~1.6 ms; here, in a warm process, it costs
-~45 us. Compiling runs none of the program's code: the untrusted part, running it, stays in
+Compiling in a candidate's freshly forked process is dear: the compiler writes to dozens of
+the zygote's pages, each a copy-on-write fault (~2 us on a VM), so a HumanEval program's
+compile cost its process ~0.2 ms of its ~1.6 ms; here, in a warm process, it costs 45-80 us. Compiling runs none of the program's code: the untrusted part, running it, stays in
 the sandbox. Whatever does not compile cleanly here (errors, warnings, __future__ imports,
 size) is left to the candidate's process, which compiles it as before, so verdicts and output
 are the same either way.
