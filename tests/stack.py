@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -36,6 +37,26 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.5
             return result
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def open_request(base_url: str, body: dict) -> socket.socket:
+    """Send a completion request on a raw socket, so the test decides when the client drops
+    (or how slowly it reads)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    payload = orjson.dumps(body)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> bytes:
+    """Everything received on `sock` until `marker` (AssertionError if it closes first)."""
+    while marker not in received:
+        chunk = sock.recv(65536)
+        assert chunk, received[-2000:]
+        received += chunk
+    return received
 
 
 def gateway_env(**extra: str) -> dict[str, str]:

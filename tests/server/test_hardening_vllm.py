@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from tests.stack import (
     Stack,
     free_port,
     managed_models_yaml,
+    open_request,
+    read_until,
     ready,
     start_gateway,
     stop_gateway,
@@ -40,16 +41,6 @@ def engine_gauge(stack: Stack, model: str, name: str) -> float:
               if line.startswith(name + "{") and f'model_name="{model}"' in line]
     assert values, f"{name} not in the engine's metrics"
     return sum(values)
-
-
-def open_request(base_url: str, body: dict) -> socket.socket:
-    """Send a completion request on a raw socket, so the test decides when the client drops."""
-    host, port = base_url.removeprefix("http://").split(":")
-    payload = orjson.dumps(body)
-    sock = socket.create_connection((host, int(port)), timeout=30)
-    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json"
-                 b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-    return sock
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["mid-stream", "mid-request"])
@@ -74,12 +65,7 @@ def test_dropped_client_stops_the_generation(real_stack: Stack, stream: bool) ->
                          **HEAVY})
     try:
         if stream:  # until the first tokens arrive
-            received = sock.recv(4096)
-            assert received.startswith(b"HTTP/1.1 200"), received
-            while b"data: " not in received:
-                chunk = sock.recv(4096)
-                assert chunk, received
-                received += chunk
+            assert read_until(sock, b"data: ").startswith(b"HTTP/1.1 200")
         else:  # scraped at most 10 times a second: each scrape costs the busy API server
             wait_until(lambda: engine_gauge(real_stack, model, running) >= 1, timeout=90,
                        interval=0.1, what="the generation to start")
