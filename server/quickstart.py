@@ -15,6 +15,7 @@ import uvicorn
 from server.app import create_app
 from server.config import ModelsFile, Settings
 from server.errors import CliError
+from server.shutdown import AFTER_DRAIN_S, DrainingServer
 
 
 async def _wait_ready(base: str, server_task: asyncio.Task[None], timeout_s: float) -> None:
@@ -73,10 +74,12 @@ async def _score(base: str, models: ModelsFile, out_dir: Path, limit: int, n: in
 async def run_quickstart(settings: Settings, models: ModelsFile, *, limit: int, n: int,
                          out_dir: Path, keep_serving: bool, data_dir: Path | None) -> int:
     app = create_app(settings, models)
-    server = uvicorn.Server(uvicorn.Config(
+    # As `codeserve serve`: the first Ctrl-C drains (readiness fails, new requests get 503,
+    # those in flight finish within the grace period), a second one stops at once.
+    server = DrainingServer(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-        loop="uvloop", http="httptools",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None))
+        loop="uvloop", http="httptools", timeout_graceful_shutdown=AFTER_DRAIN_S),
+        app.state.drain, settings.shutdown_grace_s)
     task = asyncio.create_task(server.serve())
     base = f"http://{settings.host}:{settings.port}"
     try:
