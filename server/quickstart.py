@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from server.app import create_app
 from server.config import ModelsFile, Settings
 from server.errors import CliError
-from server.shutdown import AFTER_DRAIN_S, DrainingServer
+from server.shutdown import draining_server
 
 
 async def _wait_ready(base: str, server_task: asyncio.Task[None], timeout_s: float) -> None:
@@ -76,10 +75,9 @@ async def run_quickstart(settings: Settings, models: ModelsFile, *, limit: int, 
     app = create_app(settings, models)
     # As `codeserve serve`: the first Ctrl-C drains (readiness fails, new requests get 503,
     # those in flight finish within the grace period), a second one stops at once.
-    server = DrainingServer(uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=AFTER_DRAIN_S),
-        app.state.drain, settings.shutdown_grace_s)
+    server = draining_server(app, app.state.drain, host=settings.host, port=settings.port,
+                             log_level="warning", access_log=False,
+                             grace_s=settings.shutdown_grace_s)
     task = asyncio.create_task(server.serve())
     base = f"http://{settings.host}:{settings.port}"
     try:

@@ -123,10 +123,17 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(self._drain_signal, None)
 
 
-def serve(app: ASGIApp, drain: Drain, *, host: str, port: int, log_level: str,
-          access_log: bool, grace_s: float) -> None:
-    """Run the gateway on uvicorn until a signal, draining before the shutdown."""
+def draining_server(app: ASGIApp, drain: Drain, *, host: str, port: int, log_level: str,
+                    access_log: bool, grace_s: float) -> DrainingServer:
+    """The gateway's uvicorn server, whose first exit signal drains before the shutdown."""
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             access_log=access_log, loop="uvloop", http="httptools",
                             timeout_graceful_shutdown=AFTER_DRAIN_S)
-    DrainingServer(config, drain, grace_s).run()
+    return DrainingServer(config, drain, grace_s)
+
+
+def serve(app: ASGIApp, drain: Drain, *, host: str, port: int, log_level: str,
+          access_log: bool, grace_s: float) -> None:
+    """Run the gateway on uvicorn until a signal, draining before the shutdown."""
+    draining_server(app, drain, host=host, port=port, log_level=log_level,
+                    access_log=access_log, grace_s=grace_s).run()

@@ -14,6 +14,7 @@ import orjson
 import psutil
 import pytest
 
+from tests.server.observe import metric
 from tests.stack import (
     Stack,
     free_port,
@@ -36,9 +37,8 @@ HEAVY = {"max_tokens": 1900, "n": 16, "temperature": 1.0, "seed": 0, "ignore_eos
 
 
 def gateway_in_flight(stack: Stack, model: str) -> float:
-    text = httpx.get(stack.gateway_url + "/metrics", timeout=30).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("codeserve_requests_in_flight{") and f'model="{model}"' in line)
+    return metric(httpx.get(stack.gateway_url + "/metrics", timeout=30).text,
+                  f'codeserve_requests_in_flight{{model="{model}"}}')
 
 
 def engine_gauge(stack: Stack, model: str, name: str) -> float:

@@ -60,11 +60,12 @@ def test_ctrl_c_drains_the_quickstart_gateway(real_stack: Stack, tmp_path: Path,
                                              data_dir: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        _quickstart(_upstream_models(real_stack, tmp_path), port, tmp_path / "runs", data_dir,
-                    "--limit", "1", "-n", "1"),
-        cwd=REPO, env=gateway_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-        stderr=(tmp_path / "stderr").open("w"), text=True)
+    with (tmp_path / "stderr").open("w") as stderr:
+        proc = subprocess.Popen(
+            _quickstart(_upstream_models(real_stack, tmp_path), port, tmp_path / "runs",
+                        data_dir, "--limit", "1", "-n", "1"),
+            cwd=REPO, env=gateway_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+            stderr=stderr, text=True)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # scored; now it keeps serving
