@@ -22,6 +22,7 @@ COPY scripts/install.sh scripts/install.sh
 COPY server server
 COPY client client
 COPY loadtest loadtest
+COPY codeserve codeserve
 
 # ---------------------------------------------------------------- slim runtime base (Debian)
 FROM ${PYTHON_IMAGE} AS slim-base
@@ -52,7 +53,7 @@ RUN apt-get update \
 
 # ---------------------------------------------------------------- builds
 FROM slim-base AS build-gateway
-# A C compiler builds the sandbox's job loop (client/_zygote_loop.c); the image does not keep it.
+# A C compiler builds the sandbox's job loop (codeserve/sandbox/_zygote_loop.c); the image does not keep it.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import httpx
 
-from client.eval_run import EvalConfig, run_eval
-from client.protocol import SamplingParams
+from codeserve.client.eval_run import EvalConfig, run_eval
+from codeserve.client.protocol import SamplingParams
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.95
@@ -75,7 +75,7 @@ def own_stack(work: Path, model: str) -> Iterator[tuple[str, str]]:
     """(direct engine URL, gateway URL), both serving `model` from one demo vLLM engine."""
     python = sys.executable
     model_dir = work / "model"
-    subprocess.run([python, "-m", "server.cli", "demo-model", str(model_dir),
+    subprocess.run([python, "-m", "codeserve.cli.main", "demo-model", str(model_dir),
                     "--family", "qwen2.5-coder"], check=True, cwd=REPO)
     engine_port, gateway_port = free_port(), free_port()
     engine_cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
@@ -92,7 +92,7 @@ def own_stack(work: Path, model: str) -> Iterator[tuple[str, str]]:
     with started(engine_cmd, work / "engine.log", env) as engine:
         print(f"starting vLLM engine on {direct} (log {work / 'engine.log'})", file=sys.stderr)
         wait_ready(direct, engine, 600, work / "engine.log")
-        gateway_cmd = [python, "-m", "server.cli", "serve", "--models-file", str(models_file),
+        gateway_cmd = [python, "-m", "codeserve.cli.main", "serve", "--models-file", str(models_file),
                        "--port", str(gateway_port), "--log-level", "warning"]
         with started(gateway_cmd, work / "gateway.log") as gw:
             wait_ready(gateway, gw, 120, work / "gateway.log")

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from server.config import ModelSpec, Settings
-from server.fim import PromptRenderer, apply_fim
-from server.protocol import CompletionRequest
+from codeserve.server.config import ModelSpec, Settings
+from codeserve.server.fim import PromptRenderer, apply_fim
+from codeserve.server.protocol import CompletionRequest
 
 
 def source_text() -> str:
@@ -74,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.tokenizer
         if directory is None:
-            from server.demo_models import build_demo_tokenizer
+            from codeserve.server.demo_models import build_demo_tokenizer
 
             directory = Path(tmp) / args.family
             build_demo_tokenizer(directory, args.family)

@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServerProcess
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 LITELLM_VENV = REPO / ".venv-litellm"
@@ -106,7 +106,7 @@ def codeserve_gateway(upstream: str, **env: str
     """`codeserve serve` in front of `upstream`; `env` adds CODESERVE_* settings."""
     config = ("models:\n  - name: mock-model\n    model: mock-model\n    engine:\n"
               f"      kind: upstream\n      urls: ['{upstream}']\n")
-    command = [sys.executable, "-m", "server.cli", "serve", "--models-file", "{config}",
+    command = [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file", "{config}",
                "--port", "{port}", "--log-level", "warning"]
     return proxy_process("models.yaml", config, command, "/ready",
                          {"HF_HUB_OFFLINE": "1", **env}, 30)

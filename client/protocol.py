@@ -6,27 +6,7 @@ killed run, an older run or another machine is validated before it is trusted.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
-
-PromptKind = Literal["completion", "chat"]
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class PromptRequest(BaseModel):
-    """What one task asks of the endpoint: a completion prompt (optionally with a FIM `suffix`)
-    or chat messages, plus the stop sequences of its prompt format."""
-
-    kind: PromptKind
-    prompt: str | None = None
-    suffix: str | None = None
-    messages: list[ChatMessage] | None = None
-    stop: list[str] = Field(default_factory=list)
 
 
 class SamplingParams(BaseModel):

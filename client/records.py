@@ -17,8 +17,8 @@ from typing import IO
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from client.protocol import RequestRecord, RunIdentity
-from server.errors import CliError
+from codeserve.client.protocol import RequestRecord, RunIdentity
+from codeserve.common.errors import CliError
 
 
 class _Header(BaseModel):

@@ -10,7 +10,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.protocol import EvalResults, Histogram, Percentiles
+from codeserve.client.protocol import EvalResults, Histogram, Percentiles
 
 Row = list[str]
 

@@ -1,4 +1,4 @@
-"""Score an eval run's samples through `client.scoring`, in the shapes results.json keeps.
+"""Score an eval run's samples through `codeserve.scoring.scorer`, in the shapes results.json keeps.
 
 Overall pass@k is reported only for the ks that every selected task has samples for: a task whose
 requests all failed has none, and then no overall figure is honest until a rerun fills it in.
@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from client.datasets import Benchmark, Task
-from client.protocol import TaskResult
-from client.sandbox import SandboxPool
-from client.scoring import Sample, SampleVerdict, Scorer
+from codeserve.client.protocol import TaskResult
+from codeserve.datasets import Benchmark, Task
+from codeserve.sandbox.pool import SandboxPool
+from codeserve.scoring.scorer import Sample, SampleVerdict, Scorer
 
 KS = (1, 10, 100)
 

@@ -10,19 +10,16 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from client.protocol import Histogram, LatencySummary, Percentiles, RequestRecord, Throughput
+from codeserve.client.protocol import (
+    Histogram,
+    LatencySummary,
+    Percentiles,
+    RequestRecord,
+    Throughput,
+)
+from codeserve.common.stats import percentile
 
 HISTOGRAM_BINS = 20
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
-    if not sorted_values:
-        raise ValueError("percentile of no values")
-    position = (len(sorted_values) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def percentiles(values: Iterable[float]) -> Percentiles:

@@ -1,7 +1,7 @@
-"""Load tester (`codeserve loadtest`) and the mock OpenAI upstream (`python -m loadtest.mock_server`).
+"""Load tester (`codeserve loadtest`) and the mock OpenAI upstream (`python -m codeserve.loadtest.mock_server`).
 
 Modules: `arrivals` (open-loop schedules), `workloads` (request pools), `runner` (sending and
 timing), `records` (per-candidate SSE timing), `metrics` (summary), `sweep` (runs and the SLO
 rate search), `correctness` (pass rate of sampled candidates), `report`/`svg` (table, JSON,
-HTML), `compare`, `cli`/`run_command`, `protocol` (shapes); `mock_*` for the mock upstream.
+HTML), `compare`, `protocol` (shapes); the command itself is `codeserve.cli.loadtest`; `mock_*` for the mock upstream.
 """

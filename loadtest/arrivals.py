@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from loadtest.protocol import ArrivalSpec
+from codeserve.loadtest.protocol import ArrivalSpec
 
 
 def gaps(spec: ArrivalSpec, rng: random.Random) -> Iterator[float]:

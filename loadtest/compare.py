@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadtest.protocol import LoadtestResult, Summary
+from codeserve.loadtest.protocol import LoadtestResult, Summary
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Correctness under load: the candidates kept for scoring are judged by the eval harness's
-sandboxed scorer (`client.scoring`), so a pass rate can be read beside the latency figures."""
+sandboxed scorer (`codeserve.scoring.scorer`), so a pass rate can be read beside the latency figures."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from loadtest.protocol import RequestRecord
-from loadtest.workloads import Workload
-from server.errors import CliError
+from codeserve.common.errors import CliError
+from codeserve.loadtest.protocol import RequestRecord
+from codeserve.loadtest.workloads import Workload
 
 
 def samples_to_score(records: Sequence[RequestRecord], workload: Workload) -> list[Any]:
     """(task_id, completion) samples from the measured, successful requests that kept texts.
     Requests whose hole was cut from a whole program (FIM on a non-infill benchmark) are left
     out: their program is not the benchmark's."""
-    from client.datasets import Family
-    from client.scoring import Sample
+    from codeserve.datasets import Family
+    from codeserve.scoring.scorer import Sample
 
     benchmark = workload.benchmark
     infill = benchmark.family is Family.INFILL
@@ -43,8 +43,8 @@ async def score_sample(records: Sequence[RequestRecord], workload: Workload) -> 
         return 0, None
 
     def judge() -> int:
-        from client.sandbox import SandboxPool
-        from client.scoring import Scorer
+        from codeserve.sandbox.pool import SandboxPool
+        from codeserve.scoring.scorer import Scorer
 
         with SandboxPool() as pool:
             report = Scorer(workload.benchmark, pool).score(samples, ks=(1,))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from client.run_stats import percentile
-from loadtest.protocol import (
+from codeserve.common.stats import percentile
+from codeserve.loadtest.protocol import (
     CandidateRecord,
     Distribution,
     RequestRecord,

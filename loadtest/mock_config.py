@@ -1,4 +1,4 @@
-"""Behaviour knobs and counters of the mock OpenAI upstream (`loadtest.mock_server`)."""
+"""Behaviour knobs and counters of the mock OpenAI upstream (`codeserve.loadtest.mock_server`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class MockConfig(BaseSettings):
-    """How the mock behaves. Every field is also a `python -m loadtest.mock_server` flag
+    """How the mock behaves. Every field is also a `python -m codeserve.loadtest.mock_server` flag
     (`--ttft-ms` for `ttft_ms`) and an env var (`CODESERVE_MOCK_TTFT_MS`)."""
 
     model_config = SettingsConfigDict(env_prefix="CODESERVE_MOCK_", extra="forbid")

@@ -6,8 +6,8 @@ import itertools
 import re
 from typing import Any
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_encoding import Kind, Plan, estimate_tokens
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_encoding import Kind, Plan, estimate_tokens
 
 _WORDS = re.compile(r"\s*\S+|\s+")
 

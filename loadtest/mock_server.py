@@ -1,6 +1,6 @@
 """A cheap mock of a vLLM OpenAI server, for tests and benchmarks.
 
-Run it: `python -m loadtest.mock_server --port 0 --ttft-ms 50 --itl-ms 10` prints
+Run it: `python -m codeserve.loadtest.mock_server --port 0 --ttft-ms 50 --itl-ms 10` prints
 `mock-server listening on http://127.0.0.1:PORT` once it accepts connections. In tests:
 
     async with MockServer(MockConfig(itl_ms=5)) as url:      # in the test's event loop
@@ -32,9 +32,16 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from loadtest.mock_config import MockConfig, MockStats
-from loadtest.mock_encoding import Kind, Plan, StreamEncoder, error_body, full_body, models_body
-from loadtest.mock_requests import BadRequest, build_plan
+from codeserve.loadtest.mock_config import MockConfig, MockStats
+from codeserve.loadtest.mock_encoding import (
+    Kind,
+    Plan,
+    StreamEncoder,
+    error_body,
+    full_body,
+    models_body,
+)
+from codeserve.loadtest.mock_requests import BadRequest, build_plan
 
 _JSON = "application/json"
 _DISCONNECTS = (asyncio.CancelledError, ConnectionResetError)
@@ -356,7 +363,7 @@ class MockServerProcess:
         self.url = ""
 
     def __enter__(self) -> str:
-        cmd = [sys.executable, "-m", "loadtest.mock_server", *config_to_args(self.config)]
+        cmd = [sys.executable, "-m", "codeserve.loadtest.mock_server", *config_to_args(self.config)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         ready = threading.Event()
         line: list[str] = []
@@ -393,7 +400,7 @@ def _flag_type(annotation: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.mock_server",
+        prog="python -m codeserve.loadtest.mock_server",
         description="Mock vLLM OpenAI server with controllable delays, queueing and faults.",
         argument_default=argparse.SUPPRESS,
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from loadtest.protocol import CandidateRecord
+from codeserve.loadtest.protocol import CandidateRecord
 
 
 class _Candidate:

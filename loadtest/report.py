@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from loadtest.protocol import Distribution, LoadtestResult, Summary
-from loadtest.svg import Series, line_chart
-from server.errors import CliError
+from codeserve.common.errors import CliError
+from codeserve.loadtest.protocol import Distribution, LoadtestResult, Summary
+from codeserve.loadtest.svg import Series, line_chart
 
 LATENCIES = (
     ("TTFT", "ttft_ms"),

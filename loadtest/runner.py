@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from loadtest.arrivals import schedule
-from loadtest.http_client import ConnectFailed, ResponseBroken, StreamingClient
-from loadtest.protocol import RequestRecord, RunSpec
-from loadtest.records import StreamTimer
-from loadtest.workloads import PreparedRequest, Workload
+from codeserve.loadtest.arrivals import schedule
+from codeserve.loadtest.http_client import ConnectFailed, ResponseBroken, StreamingClient
+from codeserve.loadtest.protocol import RequestRecord, RunSpec
+from codeserve.loadtest.records import StreamTimer
+from codeserve.loadtest.workloads import PreparedRequest, Workload
 
 T = TypeVar("T")
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
-from loadtest.correctness import score_sample
-from loadtest.metrics import summarize, timeline
-from loadtest.protocol import LoadtestResult, RunResult, RunSpec, SloSpec, Summary, SweepPoint, SweepResult
-from loadtest.runner import LoadRunner
-from loadtest.workloads import Workload
-from server.errors import CliError
+from codeserve.common.errors import CliError
+from codeserve.loadtest.correctness import score_sample
+from codeserve.loadtest.metrics import summarize, timeline
+from codeserve.loadtest.protocol import (
+    LoadtestResult,
+    RunResult,
+    RunSpec,
+    SloSpec,
+    Summary,
+    SweepPoint,
+    SweepResult,
+)
+from codeserve.loadtest.runner import LoadRunner
+from codeserve.loadtest.workloads import Workload
 
 RunFn = Callable[[RunSpec], Awaitable[RunResult]]
 

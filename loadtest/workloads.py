@@ -3,7 +3,7 @@ sender spends nothing on them, and a seeded draw from the pool per request.
 
 Prompts are synthetic (random common words, one BPE token each in the usual code-model
 vocabularies, so `prompt_tokens` is close to the real count) or come from a benchmark through
-`client.datasets` and `client.prompts`, the same prompts the eval harness sends.
+`codeserve.datasets` and `codeserve.scoring.prompts`, the same prompts the eval harness sends.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from loadtest.protocol import WorkloadSpec
-from server.errors import CliError
+from codeserve.common.errors import CliError
+from codeserve.loadtest.protocol import WorkloadSpec
 
 # Frequent English words: single tokens, with the leading space, in GPT-2/StarCoder/Qwen BPEs.
 _WORDS = (
@@ -41,8 +41,8 @@ class PreparedRequest:
 class Workload:
     spec: WorkloadSpec
     pool: list[PreparedRequest]
-    benchmark: Any = None  # client.datasets.Benchmark when prompts came from one
-    prompt_format: Any = None  # its client.prompts.PromptFormat (None for infilling)
+    benchmark: Any = None  # codeserve.datasets.Benchmark when prompts came from one
+    prompt_format: Any = None  # its codeserve.scoring.prompts.PromptFormat (None for infilling)
 
     def pick(self, rng: random.Random) -> PreparedRequest:
         return self.pool[rng.randrange(len(self.pool))]
@@ -94,8 +94,8 @@ def _split_for_fim(code: str, rng: random.Random) -> tuple[str, str]:
 
 def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path | None) -> Workload:
     """Every task of the benchmark (or its first `max_tasks`) once; `pool_size` is ignored."""
-    from client.datasets import Family, load_benchmark
-    from client.prompts import resolve_format
+    from codeserve.datasets import Family, load_benchmark
+    from codeserve.scoring.prompts import resolve_format
 
     benchmark = load_benchmark(spec.source, data_dir)
     rng = random.Random(seed)
@@ -118,7 +118,7 @@ def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path
             request = fmt.build(task)
             prompt, stop = request.prompt or "", list(request.stop)
             if request.messages:
-                messages = [m.model_dump() for m in request.messages]
+                messages = [m.model_dump(exclude_none=True) for m in request.messages]
         body = _body(spec, model, prompt, suffix, stop, messages)
         pool.append(PreparedRequest(body, fim, None, task.task_id))
     return Workload(spec, pool, benchmark, fmt)

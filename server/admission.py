@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from server.errors import OverloadedError
+from codeserve.server.errors import OverloadedError
 
 
 class Admission:

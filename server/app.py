@@ -13,19 +13,20 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from server.auth import AuthMiddleware, load_api_keys
-from server.config import ModelsFile, Settings
-from server.disconnects import ClientDisconnected
-from server.engines.client import new_session
-from server.errors import APIError, InvalidRequestError
-from server.hosts import AllowedHostsMiddleware
-from server.metrics import GatewayMetrics
-from server.openapi import gateway_openapi
-from server.registry import ModelRegistry
-from server.router import router
-from server.scoring import ScoreService
-from server.serving import CompletionService, validation_error
-from server.shutdown import Drain, DrainMiddleware
+from codeserve.common.errors import InvalidInputError
+from codeserve.server.auth import AuthMiddleware, load_api_keys
+from codeserve.server.config import ModelsFile, Settings
+from codeserve.server.disconnects import ClientDisconnected
+from codeserve.server.engines.client import new_session
+from codeserve.server.errors import APIError, InvalidRequestError
+from codeserve.server.hosts import AllowedHostsMiddleware
+from codeserve.server.metrics import GatewayMetrics
+from codeserve.server.openapi import gateway_openapi
+from codeserve.server.registry import ModelRegistry
+from codeserve.server.router import router
+from codeserve.server.scoring import ScoreService
+from codeserve.server.serving import CompletionService, validation_error
+from codeserve.server.shutdown import Drain, DrainMiddleware
 
 log = logging.getLogger("codeserve")
 
@@ -50,6 +51,11 @@ def error_response(status: int, message: str, *, type_: str | None = None,
 async def _api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _invalid_input(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidInputError)
+    return await _api_error(_, InvalidRequestError(exc.message, param=exc.param, code=exc.code))
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -108,6 +114,7 @@ def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
     app.state.scorer = None
     app.include_router(router)
     app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(InvalidInputError, _invalid_input)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnected, _disconnected)

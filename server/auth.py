@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.config import Settings
-from server.errors import ConfigError
+from codeserve.common.errors import ConfigError
+from codeserve.server.config import Settings
 
 
 def load_api_keys(settings: Settings) -> list[bytes]:

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.errors import ConfigError
-from server.fim_templates import FIM_CHOICES, template_names
-
-
-def split_commas(value: Any) -> Any:
-    """A list given in the environment as "a,b" or as a JSON list."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        return json.loads(value)
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-# Lists given in the environment as "a,b" (or a JSON list).
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+from codeserve.common.errors import ConfigError
+from codeserve.common.settings import CommaList
+from codeserve.server.fim_templates import FIM_CHOICES, template_names
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 

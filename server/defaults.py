@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from server.config import ManagedEngine, ModelsFile, ModelSpec, Settings
+from codeserve.server.config import ManagedEngine, ModelsFile, ModelSpec, Settings
 
 log = logging.getLogger("codeserve")
 
@@ -71,7 +71,7 @@ def default_models(settings: Settings) -> tuple[ModelsFile, bool]:
             ModelSpec(name=name, model=model_id, engine=engine_for(cpu, share, demo=False))
             for name, model_id in real
         ]), False
-    from server.demo_models import build_demo_model, is_demo_model
+    from codeserve.server.demo_models import build_demo_model, is_demo_model
 
     specs = []
     for name, family in DEMO_MODELS:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from server.errors import CliError
+from codeserve.common.errors import CliError
 
 log = logging.getLogger(__name__)
 

@@ -1,23 +1,9 @@
-"""Typed errors. Raise these; the central handlers in `server.app` turn them into the one OpenAI
+"""Typed HTTP errors of the gateway. Raise these; the central handlers in `codeserve.server.app` turn them into the one OpenAI
 error shape `{"error": {"message", "type", "param", "code"}}`, and the CLI into one line."""
 
 from __future__ import annotations
 
-
-class CodeserveError(Exception):
-    """Base of every error Codeserve raises on purpose."""
-
-
-class CliError(CodeserveError):
-    """A user-facing command-line failure: printed as one line, no traceback."""
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class ConfigError(CliError):
-    """Invalid settings or models file (names the field and, where known, the line)."""
+from codeserve.common.errors import CodeserveError
 
 
 class APIError(CodeserveError):

@@ -16,13 +16,13 @@ import asyncio
 import logging
 from typing import Any
 
-from server.config import ModelSpec, Settings
-from server.errors import InvalidRequestError
-from server.fim_prompter import FimPrompter, Overflow, Rendering, TemplateMismatch
-from server.fim_templates import BY_NAME, TEMPLATES, FimTemplate
-from server.fim_tokenizer import ModelTokenizer, locate_tokenizer, read_model_type
-from server.limits import ENGINE_DEFAULT_MAX_TOKENS
-from server.protocol import CompletionRequest
+from codeserve.server.config import ModelSpec, Settings
+from codeserve.server.errors import InvalidRequestError
+from codeserve.server.fim_prompter import FimPrompter, Overflow, Rendering, TemplateMismatch
+from codeserve.server.fim_templates import BY_NAME, TEMPLATES, FimTemplate
+from codeserve.server.fim_tokenizer import ModelTokenizer, locate_tokenizer, read_model_type
+from codeserve.server.limits import ENGINE_DEFAULT_MAX_TOKENS
+from codeserve.server.protocol import CompletionRequest
 
 log = logging.getLogger("codeserve")
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from starlette.requests import Request
 
-from server.errors import InvalidRequestError
-from server.fim import apply_fim
-from server.limits import check_limits
-from server.protocol import CompletionRequest, RenderedPrompt, RenderResponse
-from server.serving import CompletionService, parse_request, read_body
+from codeserve.server.errors import InvalidRequestError
+from codeserve.server.fim import apply_fim
+from codeserve.server.limits import check_limits
+from codeserve.server.protocol import CompletionRequest, RenderedPrompt, RenderResponse
+from codeserve.server.serving import CompletionService, parse_request, read_body
 
 
 def _prompt_items(prompt: Any) -> list[str | list[int]]:

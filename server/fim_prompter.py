@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from server.errors import InvalidRequestError
-from server.fim_templates import CURRENT_FILE, REPO_NAME, FimTemplate
-from server.fim_tokenizer import ModelTokenizer
-from server.protocol import FileContext
+from codeserve.server.errors import InvalidRequestError
+from codeserve.server.fim_templates import CURRENT_FILE, REPO_NAME, FimTemplate
+from codeserve.server.fim_tokenizer import ModelTokenizer
+from codeserve.server.protocol import FileContext
 
 Overflow = Literal["error", "truncate"]
 # When the prefix and suffix alone overflow and truncation is allowed, the suffix keeps at most

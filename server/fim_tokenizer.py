@@ -18,8 +18,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from server.config import Settings
-from server.errors import APIError
+from codeserve.server.config import Settings
+from codeserve.server.errors import APIError
 
 log = logging.getLogger("codeserve")
 
@@ -52,7 +52,7 @@ def locate_tokenizer(source: str, settings: Settings) -> TokenizerFiles:
 def _from_hub(model_id: str, settings: Settings) -> TokenizerFiles:
     from huggingface_hub import hf_hub_download
 
-    from server.defaults import weights_available
+    from codeserve.server.defaults import weights_available
 
     # A quick probe first: hf_hub_download retries an unreachable hub for ~25 s.
     if not weights_available(model_id, settings):

@@ -19,19 +19,19 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from server.engines.health import ModelEntry
-from server.errors import InvalidRequestError
-from server.fim import prompt_budget
-from server.fim_prompter import FimPrompter
-from server.protocol import (
+from codeserve.server.engines.health import ModelEntry
+from codeserve.server.errors import InvalidRequestError
+from codeserve.server.fim import prompt_budget
+from codeserve.server.fim_prompter import FimPrompter
+from codeserve.server.protocol import (
     CompletionRequest,
     InfillChunk,
     InfillRequest,
     InfillResponse,
     InfillTimings,
 )
-from server.registry import ModelRegistry
-from server.serving import (
+from codeserve.server.registry import ModelRegistry
+from codeserve.server.serving import (
     COMPLETIONS,
     SSE_HEADERS,
     CompletionService,

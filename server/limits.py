@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from server.config import Settings
-from server.errors import InvalidRequestError
-from server.protocol import ChatCompletionRequest, CompletionRequest
+from codeserve.server.config import Settings
+from codeserve.server.errors import InvalidRequestError
+from codeserve.server.protocol import ChatCompletionRequest, CompletionRequest
 
 if TYPE_CHECKING:
-    from server.fim_tokenizer import ModelTokenizer
+    from codeserve.server.fim_tokenizer import ModelTokenizer
 
 # Completions' max_tokens when the request sets none (vLLM, like OpenAI).
 ENGINE_DEFAULT_MAX_TOKENS = 16

@@ -10,7 +10,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from server.protocol import ModelState
+from codeserve.server.protocol import ModelState
 
 STATES: tuple[ModelState, ...] = ("starting", "ready", "restarting", "failed")
 

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from server.config import Settings
-from server.protocol import ChatCompletionRequest, CompletionRequest
+from codeserve.server.config import Settings
+from codeserve.server.protocol import ChatCompletionRequest, CompletionRequest
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/completions": CompletionRequest,

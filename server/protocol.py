@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from codeserve.common.chat import ChatMessage
+
 # Unknown request fields are dropped on purpose (never forwarded): the engine only ever sees the
 # fields declared here, after validation.
 _REQUEST_CONFIG = ConfigDict(extra="ignore", protected_namespaces=())
@@ -87,13 +89,6 @@ class CompletionRequest(SamplingFields):
             return 1
         return len(p)
 
-
-class ChatMessage(BaseModel):
-    model_config = _OPENAI_REQUEST_CONFIG
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
 
 
 class ChatCompletionRequest(SamplingFields):

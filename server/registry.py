@@ -8,15 +8,15 @@ import logging
 
 import aiohttp
 
-from server.admission import Admission
-from server.config import ManagedEngine, ModelSpec, Settings
-from server.engines.health import EngineRunner, ModelEntry
-from server.engines.replicas import ReplicaPool
-from server.engines.supervisor import ManagedRunner
-from server.engines.upstream import UpstreamRunner
-from server.errors import ModelNotFoundError
-from server.fim import PromptRenderer
-from server.metrics import GatewayMetrics
+from codeserve.server.admission import Admission
+from codeserve.server.config import ManagedEngine, ModelSpec, Settings
+from codeserve.server.engines.health import EngineRunner, ModelEntry
+from codeserve.server.engines.replicas import ReplicaPool
+from codeserve.server.engines.supervisor import ManagedRunner
+from codeserve.server.engines.upstream import UpstreamRunner
+from codeserve.server.errors import ModelNotFoundError
+from codeserve.server.fim import PromptRenderer
+from codeserve.server.metrics import GatewayMetrics
 
 log = logging.getLogger("codeserve")
 

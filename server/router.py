@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from server.errors import UnavailableError
-from server.fim_dry_run import render_completion
-from server.infill import handle_infill
-from server.metrics import GatewayMetrics
-from server.protocol import (
+from codeserve.server.errors import UnavailableError
+from codeserve.server.fim_dry_run import render_completion
+from codeserve.server.infill import handle_infill
+from codeserve.server.metrics import GatewayMetrics
+from codeserve.server.protocol import (
     ChatCompletionResponse,
     CompletionResponse,
     ErrorResponse,
@@ -24,9 +24,9 @@ from server.protocol import (
     RenderResponse,
     ScoreRequest,
 )
-from server.registry import ModelRegistry
-from server.scoring import ScoreService, disabled
-from server.serving import CHAT, COMPLETIONS, CompletionService
+from codeserve.server.registry import ModelRegistry
+from codeserve.server.scoring import ScoreService, disabled
+from codeserve.server.serving import CHAT, COMPLETIONS, CompletionService
 
 ERRORS = {status: {"model": ErrorResponse}
           for status in (400, 401, 404, 413, 429, 502, 503, 504)}

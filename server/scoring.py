@@ -7,21 +7,21 @@ import asyncio
 import logging
 from typing import Any
 
-from server.config import Settings
-from server.errors import (
+from codeserve.server.config import Settings
+from codeserve.server.errors import (
     NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
     UnavailableError,
 )
-from server.protocol import ScoreRequest
+from codeserve.server.protocol import ScoreRequest
 
 log = logging.getLogger("codeserve")
 
 
 class ScoreService:
     def __init__(self, settings: Settings) -> None:
-        from client.scoring import ScoringService
+        from codeserve.scoring.scorer import ScoringService
 
         self.settings = settings
         self.scoring = ScoringService(settings.data_dir)
@@ -48,7 +48,7 @@ class ScoreService:
                 f"{s.scoring_max_completion_chars}", param="completions")
 
     async def score(self, req: ScoreRequest) -> Any:
-        from client.datasets.errors import DatasetError
+        from codeserve.datasets.errors import DatasetError
 
         self.check(req)
         # A bounded wait: past a queue four times the concurrency, refuse instead of piling up.

@@ -20,12 +20,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from server.admission import Admission
-from server.config import Settings
-from server.disconnects import ClientDisconnected, unless_disconnected
-from server.engines.client import EngineCall, raise_for_engine_error
-from server.engines.health import ModelEntry
-from server.errors import (
+from codeserve.server.admission import Admission
+from codeserve.server.config import Settings
+from codeserve.server.disconnects import ClientDisconnected, unless_disconnected
+from codeserve.server.engines.client import EngineCall, raise_for_engine_error
+from codeserve.server.engines.health import ModelEntry
+from codeserve.server.errors import (
     APIError,
     EngineTimeoutError,
     InvalidRequestError,
@@ -33,12 +33,12 @@ from server.errors import (
     PayloadTooLargeError,
     UpstreamError,
 )
-from server.fim import apply_fim
-from server.limits import check_limits, check_prompt_fits
-from server.metrics import GatewayMetrics
-from server.protocol import ChatCompletionRequest, CompletionRequest
-from server.stops import StreamStops, split_stops, trim_choices
-from server.registry import ModelRegistry
+from codeserve.server.fim import apply_fim
+from codeserve.server.limits import check_limits, check_prompt_fits
+from codeserve.server.metrics import GatewayMetrics
+from codeserve.server.protocol import ChatCompletionRequest, CompletionRequest
+from codeserve.server.registry import ModelRegistry
+from codeserve.server.stops import StreamStops, split_stops, trim_choices
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
@@ -186,7 +186,7 @@ class CompletionService:
 
     def prepare_prompt(self, req: CompletionRequest, entry: ModelEntry,
                        data: dict[str, Any]) -> None:
-        """Prompt rendering: with `suffix`, the FIM prompt as token ids (`server.fim`)."""
+        """Prompt rendering: with `suffix`, the FIM prompt as token ids (`codeserve.server.fim`)."""
         apply_fim(req, entry.renderer, entry.max_model_len, data)
 
     def _finish(self, name: str, admission: Admission) -> None:

@@ -18,7 +18,7 @@ import uvicorn
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import UnavailableError
+from codeserve.server.errors import UnavailableError
 
 log = logging.getLogger("codeserve")
 

@@ -42,7 +42,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from server.demo_models import build_demo_model
+    from codeserve.server.demo_models import build_demo_model
 
     root = tmp_path_factory.mktemp("demo-models")
     return {name: build_demo_model(root / fam, fam) for name, fam in DEMO_FAMILIES.items()}

@@ -115,7 +115,7 @@ class Stack:
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
             if ("vllm.entrypoints.openai.api_server" in cmd and port in cmd
-                    and "server.engines.launcher" not in cmd):
+                    and "codeserve.server.engines.launcher" not in cmd):
                 pids.append(proc.pid)
         return pids
 
@@ -125,7 +125,7 @@ class Stack:
 
 def start_gateway(models_file: Path, log_path: Path, port: int, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--models-file", str(models_file),
+        [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file", str(models_file),
          "--port", str(port)],
         cwd=REPO, env=gateway_env(**env), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )

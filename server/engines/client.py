@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from server.engines.replicas import Replica, ReplicaPool
-from server.errors import (
+from codeserve.server.engines.replicas import Replica, ReplicaPool
+from codeserve.server.errors import (
     EngineConnectionError,
     EngineTimeoutError,
     ModelNotReadyError,

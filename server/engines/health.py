@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from server.config import ModelSpec, Settings
-from server.engines.replicas import Replica, ReplicaPool
-from server.fim import PromptRenderer
-from server.metrics import GatewayMetrics
-from server.protocol import ModelState
+from codeserve.server.config import ModelSpec, Settings
+from codeserve.server.engines.replicas import Replica, ReplicaPool
+from codeserve.server.fim import PromptRenderer
+from codeserve.server.metrics import GatewayMetrics
+from codeserve.server.protocol import ModelState
 
 log = logging.getLogger("codeserve.engines")
 

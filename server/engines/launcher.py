@@ -1,6 +1,6 @@
 """A tiny parent for one engine process tree, so no engine outlives the gateway.
 
-Usage: python -m server.engines.launcher -- COMMAND...
+Usage: python -m codeserve.server.engines.launcher -- COMMAND...
 
 vLLM forks helper processes (engine core, workers). If the gateway is SIGKILLed it cannot clean
 up, so this launcher asks the kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG), runs the
@@ -65,7 +65,7 @@ def _reap_all() -> None:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "--" or len(argv) < 2:
-        print("usage: python -m server.engines.launcher -- COMMAND...", file=sys.stderr)
+        print("usage: python -m codeserve.server.engines.launcher -- COMMAND...", file=sys.stderr)
         return 2
     parent = os.getppid()
     if sys.platform.startswith("linux"):

@@ -1,6 +1,6 @@
 """Managed engines: one vLLM OpenAI server per model, started, watched and restarted here.
 
-Each engine runs under `server.engines.launcher`, which guarantees the engine's whole process
+Each engine runs under `codeserve.server.engines.launcher`, which guarantees the engine's whole process
 tree dies with the gateway (even on SIGKILL). The supervisor waits for /health, relays the
 engine's log lines prefixed with the model name, restarts an engine that exits or stops answering
 health checks (exponential backoff), and marks it failed after too many restarts.
@@ -18,8 +18,8 @@ import time
 from collections import deque
 from typing import Any
 
-from server.config import ManagedEngine
-from server.engines.health import EngineRunner
+from codeserve.server.config import ManagedEngine
+from codeserve.server.engines.health import EngineRunner
 
 log = logging.getLogger("codeserve.engines")
 engine_log = logging.getLogger("codeserve.engine")
@@ -114,7 +114,7 @@ class ManagedRunner(EngineRunner):
         """Start the engine, serve until it dies or hangs; returns why it ended."""
         port = self.engine.port or free_port()
         url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "server.engines.launcher", "--",
+        cmd = [sys.executable, "-m", "codeserve.server.engines.launcher", "--",
                *vllm_command(self.entry.spec.model, self.entry.spec.name, self.engine, port)]
         env = {**os.environ, **self.engine.env}
         if self.entry.state != "restarting":

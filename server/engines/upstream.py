@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from server.config import UpstreamEngine
-from server.discovery import ReplicaRefresher
-from server.engines.health import EngineRunner
+from codeserve.server.config import UpstreamEngine
+from codeserve.server.discovery import ReplicaRefresher
+from codeserve.server.engines.health import EngineRunner
 
 
 class UpstreamRunner(EngineRunner):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.sandbox import SandboxPool, SandboxSettings
+from codeserve.sandbox.pool import SandboxPool, SandboxSettings
 
-# The zygote's two job loops (client/zygote.py): the C one, and the Python one it falls back to.
+# The zygote's two job loops (codeserve/sandbox/zygote.py): the C one, and the Python one it falls back to.
 LOOPS = ["C", "Python"]
 
 
@@ -15,7 +15,7 @@ def loop_pool(loop: str, **settings: object) -> SandboxPool:
     is not what they run: a build that silently fell back must not pass as the C loop)."""
     pool = SandboxPool(SandboxSettings(native=loop == "C", **settings))  # type: ignore[arg-type]
     pool.start()
-    assert {w.loop for w in pool._all} == {loop}, "client/_zygote_loop.c is not built"
+    assert {w.loop for w in pool._all} == {loop}, "codeserve/sandbox/_zygote_loop.c is not built"
     return pool
 
 
@@ -51,6 +51,6 @@ def assert_idle(pool: SandboxPool) -> None:
 
 
 def _trivial():
-    from client.sandbox import Job
+    from codeserve.sandbox.pool import Job
 
     return Job(program="assert sum(range(4)) == 6\n", timeout=5.0)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from client.datasets import load_benchmark
-from client.programs import canonical_completion
-from client.sandbox import SandboxPool
-from client.scoring import Sample, Scorer
+from codeserve.datasets import load_benchmark
+from codeserve.sandbox.pool import SandboxPool
+from codeserve.scoring.programs import canonical_completion
+from codeserve.scoring.scorer import Sample, Scorer
 
 # task_id -> why its reference solution does not pass here (none at present).
 KNOWN_FAILURES: dict[str, dict[str, str]] = {

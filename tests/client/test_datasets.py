@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from client.datasets import (BENCHMARKS, DatasetError, DatasetSettings, Family,
-                             UnknownBenchmarkError, load_benchmark)
-from client.datasets.fetch import sha256_of
-from client.datasets.sources import HUMANEVAL, MBPP
+from codeserve.datasets import (
+    BENCHMARKS,
+    DatasetError,
+    DatasetSettings,
+    Family,
+    UnknownBenchmarkError,
+    load_benchmark,
+)
+from codeserve.datasets.fetch import sha256_of
+from codeserve.datasets.sources import HUMANEVAL, MBPP
 
 EXPECTED_SIZES = {
     "humaneval": 164, "humaneval+": 164, "humaneval+mini": 164, "mbpp+": 378, "mbpp": 500,

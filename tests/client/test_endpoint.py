@@ -7,17 +7,19 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from client.endpoint import (
+from codeserve.client.endpoint import (
     EndpointClient,
     EndpointConfig,
     FatalEndpointError,
     normalize_base_url,
     retry_after_seconds,
 )
-from client.protocol import ChatMessage, PromptRequest, SamplingParams
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
-from server.errors import CliError
+from codeserve.client.protocol import SamplingParams
+from codeserve.common.chat import ChatMessage
+from codeserve.common.errors import CliError
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
+from codeserve.scoring.prompt_format import PromptRequest
 
 PROMPT = PromptRequest(kind="completion", prompt="def f():\n", stop=["\ndef"])
 CHAT = PromptRequest(kind="chat", messages=[ChatMessage(role="user", content="hi")])

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client.records import load_records
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServerProcess, MockServerThread
-from server.cli import main
+from codeserve.cli.main import main
+from codeserve.client.records import load_records
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServerProcess, MockServerThread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def test_killed_run_resumes_without_repeating_saved_samples(tmp_path: Path, data
     out = tmp_path / "run"
     records = out / "records.jsonl"
     with MockServerProcess(MockConfig(ttft_ms=20, itl_ms=30, output_tokens=10)) as url:
-        argv = [sys.executable, "-m", "server.cli", "eval", "--endpoint", url, "--model", "mock-model",
+        argv = [sys.executable, "-m", "codeserve.cli.main", "eval", "--endpoint", url, "--model", "mock-model",
                 "-b", "humaneval", "--limit", "12", "-n", "2", "--concurrency", "2",
                 "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

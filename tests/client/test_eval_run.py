@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client.datasets import load_benchmark
-from client.endpoint import FatalEndpointError
-from client.eval_run import EvalConfig, EvalOutcome, run_eval
-from client.protocol import EvalResults, SamplingParams
-from client.records import load_records
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
+from codeserve.client.endpoint import FatalEndpointError
+from codeserve.client.eval_run import EvalConfig, EvalOutcome, run_eval
+from codeserve.client.protocol import EvalResults, SamplingParams
+from codeserve.client.records import load_records
+from codeserve.datasets import load_benchmark
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
 
 
 def config(tmp_path: Path, data_dir: Path, **overrides: object) -> EvalConfig:

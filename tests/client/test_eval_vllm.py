@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from client.records import load_records
-from server.cli import main
+from codeserve.cli.main import main
+from codeserve.client.records import load_records
 from tests.stack import Stack
 
 pytestmark = pytest.mark.vllm
@@ -78,7 +78,7 @@ def test_killed_eval_resumes_without_repeating_saved_samples(real_stack: Stack, 
                                                              data_dir: Path) -> None:
     out = tmp_path / "resume"
     records = out / "records.jsonl"
-    argv = [sys.executable, "-m", "server.cli", "eval", "--endpoint", real_stack.gateway_url,
+    argv = [sys.executable, "-m", "codeserve.cli.main", "eval", "--endpoint", real_stack.gateway_url,
             "--model", MODEL, "-b", "humaneval", "--limit", "12", "-n", "2",
             "--max-tokens", "48", "--temperature", "0.8", "--concurrency", "1",
             "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]

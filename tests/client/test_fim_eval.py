@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client.datasets import load_benchmark
-from client.eval_run import EvalConfig, run_eval
-from client.prompts import resolve_format
-from client.protocol import SamplingParams
-from server.cli import main
+from codeserve.cli.main import main
+from codeserve.client.eval_run import EvalConfig, run_eval
+from codeserve.client.protocol import SamplingParams
+from codeserve.datasets import load_benchmark
+from codeserve.scoring.prompts import resolve_format
 from tests.stack import Stack
 
 INFILL = ["humaneval-infill-single", "humaneval-infill-multi", "humaneval-infill-random",

@@ -1,5 +1,5 @@
-"""The sandbox's wire formats (client/frames.py) and the harness's verdicts on what a candidate
-left behind (client/verdicts.py)."""
+"""The sandbox's wire formats (codeserve/sandbox/frames.py) and the harness's verdicts on what a candidate
+left behind (codeserve/sandbox/verdicts.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ import signal
 
 import pytest
 
-from client.frames import (OPS, PASSED_REPORT, encode_frame, encode_request, read_request,
-                           take_frame)
-from client.verdicts import judge
+from codeserve.sandbox.frames import (
+    OPS,
+    PASSED_REPORT,
+    encode_frame,
+    encode_request,
+    read_request,
+    take_frame,
+)
+from codeserve.sandbox.verdicts import judge
 
 
 def test_requests_round_trip_in_a_stream() -> None:

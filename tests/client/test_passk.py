@@ -4,7 +4,7 @@ from math import comb
 
 import pytest
 
-from client.passk import mean_pass_at_k, pass_at_k, reportable_ks
+from codeserve.scoring.passk import mean_pass_at_k, pass_at_k, reportable_ks
 
 
 @pytest.mark.parametrize("n,c,k", [(10, 3, 1), (10, 3, 5), (200, 17, 10), (200, 1, 100), (5, 0, 2)])

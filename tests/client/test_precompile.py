@@ -1,4 +1,4 @@
-"""Programs and checking code compiled by the harness for the sandbox (client/precompile.py)."""
+"""Programs and checking code compiled by the harness for the sandbox (codeserve/sandbox/precompile.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 
-from client import precompile
-from client.candidate_exec import FILENAME, compile_alone
+from codeserve.sandbox import precompile
+from codeserve.sandbox.candidate_exec import FILENAME, compile_alone
 
 TESTS = "assert f(1) == 2\n"
 PROGRAM = "def f(x):\n    return x + 1\n"
@@ -55,7 +55,7 @@ def test_another_threads_warning_is_given_back(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_asserts_survive_a_harness_run_with_O() -> None:
-    check = ("import marshal; from client import precompile; "
+    check = ("import marshal; from codeserve.sandbox import precompile; "
              "exec(marshal.loads(precompile.tests_code('assert False')))")
     run = subprocess.run([sys.executable, "-O", "-c", check], capture_output=True, text=True)
     assert "AssertionError" in run.stderr

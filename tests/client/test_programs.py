@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from client.datasets import load_benchmark
-from client.programs import build_parts, build_program, canonical_completion
-from client.sandbox import Job, SandboxPool, SandboxSettings
+from codeserve.datasets import load_benchmark
+from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings
+from codeserve.scoring.programs import build_parts, build_program, canonical_completion
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from client.datasets import Benchmark, load_benchmark
-from client.prompts import (
+from codeserve.common.errors import CliError
+from codeserve.datasets import Benchmark, load_benchmark
+from codeserve.scoring.prompts import (
     HUMANEVAL_STOPS,
     default_format_name,
     format_names,
     resolve_format,
     truncate_at_stops,
 )
-from server.errors import CliError
 
 
 @pytest.fixture(scope="module")

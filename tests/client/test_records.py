@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from client.protocol import RequestRecord, RunIdentity
-from client.records import RecordStore, candidates_per_task, load_records, samples_of
-from server.errors import CliError
+from codeserve.client.protocol import RequestRecord, RunIdentity
+from codeserve.client.records import RecordStore, candidates_per_task, load_records, samples_of
+from codeserve.common.errors import CliError
 
 IDENTITY = RunIdentity(benchmark="humaneval", dataset_sha256="abc", model="m",
                        prompt_format="humaneval", temperature=0.2, top_p=0.95, max_tokens=64)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from client.compare import compare_files, render_comparison
-from client.protocol import (
+from codeserve.client.compare import compare_files, render_comparison
+from codeserve.client.protocol import (
     EvalResults,
     Histogram,
     LatencySummary,
@@ -19,8 +19,8 @@ from client.protocol import (
     TaskResult,
     Throughput,
 )
-from client.report import histogram_chart, render_html, render_markdown, write_reports
-from server.errors import CliError
+from codeserve.client.report import histogram_chart, render_html, render_markdown, write_reports
+from codeserve.common.errors import CliError
 
 
 def make_results(model: str = "m", p1: float = 0.5, correct: tuple[int, int] = (1, 0),

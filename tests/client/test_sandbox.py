@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from client.candidate_exec import CappedWriter, PlusCase, outputs_match
-from client.sandbox import Job, SandboxPool, SandboxSettings, SandboxUnavailableError
+from codeserve.sandbox.candidate_exec import CappedWriter, PlusCase, outputs_match
+from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings, SandboxUnavailableError
 from tests.client.sandbox_helpers import LOOPS, descendants, loop_pool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,7 +287,7 @@ def test_outputs_match(out: object, exp: object, atol: float, oracle: str, args:
 
 
 def test_degraded_layers_are_reported_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="client.sandbox")
+    caplog.set_level(logging.WARNING, logger="codeserve.sandbox.pool")
     settings = SandboxSettings(workers=1, disable=["network namespace", "memory cgroup"])
     with SandboxPool(settings) as p:
         assert not p.report.is_active("network namespace")
@@ -306,7 +306,7 @@ def test_refuses_to_start_without_pid_namespace() -> None:
 
 UNPRIVILEGED_SCRIPT = """
 import json, sys, tempfile
-from client.sandbox import Job, SandboxPool, SandboxSettings
+from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings
 canary = sys.argv[1]
 with SandboxPool(SandboxSettings(workers=1)) as pool:
     runs = {
@@ -352,7 +352,7 @@ def test_works_as_an_unprivileged_user(tmp_path: Path) -> None:
 
 
 HARNESS_SCRIPT = """
-from client.sandbox import Job, SandboxPool, SandboxSettings
+from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings
 pool = SandboxPool(SandboxSettings(workers=1))
 pool.start()
 print(pool._all[0].proc.pid, flush=True)
@@ -402,19 +402,19 @@ def test_settings_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_zygote_heap_stays_lean(pool: SandboxPool) -> None:
     """Every module in the zygote is copied by each candidate's fork and torn down at its exit
-    (see client/zygote.py): the harness's heavy imports must not creep in."""
+    (see codeserve/sandbox/zygote.py): the harness's heavy imports must not creep in."""
     r = pool.run(Job(program="import sys\nprint(' '.join(sorted(sys.modules)))\n", timeout=5.0))
     loaded = set(r.output.split())
-    assert {"client.zygote", "typing", "re"} <= loaded
+    assert {"codeserve.sandbox.zygote", "typing", "re"} <= loaded
     heavy = {"pydantic", "pathlib", "dataclasses", "inspect", "traceback", "shutil", "tempfile",
-             "threading", "random", "hashlib", "server", "client.isolation", "asyncio"}
+             "threading", "random", "hashlib", "server", "codeserve.sandbox.isolation", "asyncio"}
     assert heavy & loaded == set()  # (pickle arrives with the first Plus bundle, by design)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_memory_cgroup_kill_is_a_memory_verdict(loop: str) -> None:
     """The kernel's OOM killer leaves no report: the harness tells it from the worker's cgroup
-    counter (client/verdicts.py), and a later crash is not blamed on memory."""
+    counter (codeserve/sandbox/verdicts.py), and a later crash is not blamed on memory."""
     with loop_pool(loop, workers=1, cgroup_memory_mb=200) as pool:
         if not pool.report.is_active("memory cgroup"):
             pytest.skip("no memory cgroup on this machine")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from client.sandbox import Job, SandboxPool, SandboxSettings
+from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings
 from tests.client.sandbox_helpers import LOOPS, assert_idle, loop_pool, worker_trees
 
 

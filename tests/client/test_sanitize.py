@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.sanitize import extract_and_sanitize, extract_code, sanitize
+from codeserve.scoring.sanitize import extract_and_sanitize, extract_code, sanitize
 
 ANSWER = '''Sure! Here is the solution:
 

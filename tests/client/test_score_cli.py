@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from client.datasets import load_benchmark
-from server.cli import main
+from codeserve.cli.main import main
+from codeserve.datasets import load_benchmark
 
 
 def write_samples(path: Path, data_dir: Path, n_tasks: int = 4) -> None:

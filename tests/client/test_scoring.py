@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from client.datasets import UnknownBenchmarkError, UnknownTaskError, load_benchmark
-from client.plus_oracle import PlusSettings
-from client.sandbox import RunResult, SandboxPool, SandboxSettings
-from client.scoring import Sample, Scorer, ScoringService, merge_parts, score_completions
-from server.errors import InvalidRequestError
+from codeserve.common.errors import InvalidInputError
+from codeserve.datasets import UnknownBenchmarkError, UnknownTaskError, load_benchmark
+from codeserve.sandbox.pool import RunResult, SandboxPool, SandboxSettings
+from codeserve.scoring.plus_oracle import PlusSettings
+from codeserve.scoring.scorer import Sample, Scorer, ScoringService, merge_parts, score_completions
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_async_service(data_dir: Path) -> None:
             await service.score_completions("nope", "x", ["pass"])
         with pytest.raises(UnknownTaskError):
             await service.score_completions("humaneval", "HumanEval/999", ["pass"])
-        with pytest.raises(InvalidRequestError):
+        with pytest.raises(InvalidInputError):
             await service.score_completions("humaneval", t.task_id, [])
 
     try:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from server.config import Settings, UpstreamEngine, load_models_file
+from codeserve.server.config import Settings, UpstreamEngine, load_models_file
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"

@@ -1,5 +1,5 @@
 """The Grafana dashboard loads, covers what an operator needs per model, and queries only metrics
-that exist: the gateway's (from the registry server.metrics builds) and vLLM's (from the metric
+that exist: the gateway's (from the registry codeserve.server.metrics builds) and vLLM's (from the metric
 definitions in the installed vllm package's source)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.metrics import GatewayMetrics
+from codeserve.server.metrics import GatewayMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "codeserve.json"

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from server.config import Settings, UpstreamEngine, parse_models_file
+from codeserve.server.config import Settings, UpstreamEngine, parse_models_file
 from tests.deploy.kustomize import Obj, render
 
 REPO = Path(__file__).resolve().parents[2]

@@ -61,7 +61,7 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     gateway = lab.add_host("gw")
 
     for name, address in replicas.items():
-        lab.popen(name, [sys.executable, "-m", "loadtest.mock_server", "--host", address,
+        lab.popen(name, [sys.executable, "-m", "codeserve.loadtest.mock_server", "--host", address,
                          "--port", str(PORT), "--ttft-ms", "20", "--itl-ms", "5"],
                   log=(logs / f"{name}.log").open("wb"), cwd=REPO, env=env)
     for name, address in replicas.items():
@@ -95,7 +95,7 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         CODESERVE_EJECT_SECONDS="2",
     )
     log = logs / "gateway.log"
-    lab.popen("gw", [sys.executable, "-m", "server.cli", "serve", "--models-file", str(models),
+    lab.popen("gw", [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file", str(models),
                      "--host", gateway, "--port", str(GATEWAY_PORT)],
               log=log.open("wb"), cwd=REPO, env=gateway_env)
     base = f"http://{gateway}:{GATEWAY_PORT}"

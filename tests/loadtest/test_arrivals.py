@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from loadtest.arrivals import schedule
-from loadtest.protocol import ArrivalSpec
+from codeserve.loadtest.arrivals import schedule
+from codeserve.loadtest.protocol import ArrivalSpec
 
 
 def _gaps(offsets: list[float]) -> list[float]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServerThread
-from loadtest.protocol import LoadtestResult
-from server.cli import main
+from codeserve.cli.main import main
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServerThread
+from codeserve.loadtest.protocol import LoadtestResult
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.datasets import load_benchmark
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
-from loadtest.protocol import ArrivalSpec, RunSpec, WorkloadSpec
-from loadtest.sweep import run_once
-from loadtest.workloads import build_workload
+from codeserve.datasets import load_benchmark
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
+from codeserve.loadtest.protocol import ArrivalSpec, RunSpec, WorkloadSpec
+from codeserve.loadtest.sweep import run_once
+from codeserve.loadtest.workloads import build_workload
 
 
 async def _pass_rate(answer: str, data_dir: Path) -> tuple[int, float | None]:

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from loadtest.http_client import ConnectFailed, ResponseBroken, StreamingClient
+from codeserve.loadtest.http_client import ConnectFailed, ResponseBroken, StreamingClient
+
 
 @asynccontextmanager
 async def raw_server(script: Callable[..., object]) -> AsyncIterator[tuple[str, list[int]]]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.protocol import LoadtestResult
-from server.cli import main
+from codeserve.cli.main import main
+from codeserve.loadtest.protocol import LoadtestResult
 from tests.stack import Stack
 
 pytestmark = pytest.mark.vllm

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.metrics import percentile, summarize, timeline
-from loadtest.protocol import ArrivalSpec, CandidateRecord, RequestRecord, RunSpec, SloSpec
+from codeserve.loadtest.metrics import percentile, summarize, timeline
+from codeserve.loadtest.protocol import (
+    ArrivalSpec,
+    CandidateRecord,
+    RequestRecord,
+    RunSpec,
+    SloSpec,
+)
 
 
 def _spec(slo: SloSpec | None = None) -> RunSpec:

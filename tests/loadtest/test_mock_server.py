@@ -12,8 +12,13 @@ import aiohttp
 import orjson
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer, MockServerProcess, MockServerThread, config_to_args
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import (
+    MockServer,
+    MockServerProcess,
+    MockServerThread,
+    config_to_args,
+)
 
 
 async def _sse(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> list[tuple[float, Any]]:
@@ -186,7 +191,7 @@ def test_thread_and_process_variants_serve_requests() -> None:
 
 def test_cli_rejects_bad_flags_in_one_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtest.mock_server", "--hang-rate", "0.7", "--die-rate", "0.7"],
+        [sys.executable, "-m", "codeserve.loadtest.mock_server", "--hang-rate", "0.7", "--die-rate", "0.7"],
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 2

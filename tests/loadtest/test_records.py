@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from loadtest.records import StreamTimer
+from codeserve.loadtest.records import StreamTimer
 
 
 def _chunk(index: int, text: str, finish: str | None = None) -> bytes:

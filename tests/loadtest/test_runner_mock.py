@@ -7,11 +7,18 @@ from typing import Any
 
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
-from loadtest.protocol import ArrivalSpec, RunResult, RunSpec, SloSpec, SweepPoint, WorkloadSpec
-from loadtest.sweep import auto_rates, run_once, sweep
-from loadtest.workloads import build_workload
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
+from codeserve.loadtest.protocol import (
+    ArrivalSpec,
+    RunResult,
+    RunSpec,
+    SloSpec,
+    SweepPoint,
+    WorkloadSpec,
+)
+from codeserve.loadtest.sweep import auto_rates, run_once, sweep
+from codeserve.loadtest.workloads import build_workload
 
 
 def _spec(url: str, arrival: ArrivalSpec, **kw: Any) -> RunSpec:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from loadtest.protocol import WorkloadSpec
-from loadtest.workloads import build_workload
+from codeserve.loadtest.protocol import WorkloadSpec
+from codeserve.loadtest.workloads import build_workload
 
 
 def test_synthetic_pool_has_lengths_fim_share_and_options() -> None:

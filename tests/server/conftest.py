@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Shared by the FIM and /infill tests: demo tokenizers per family, the expected prompts built
-straight from `tokenizers` (independently of server.fim), and a recording fake engine."""
+straight from `tokenizers` (independently of codeserve.server.fim), and a recording fake engine."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from tokenizers import Tokenizer
 
-from server.config import ModelsFile
-from server.demo_models import build_demo_tokenizer
+from codeserve.server.config import ModelsFile
+from codeserve.server.demo_models import build_demo_tokenizer
 from tests.server.gateway_harness import running_gateway
 
 DEAD_ENGINE = "http://127.0.0.1:9"

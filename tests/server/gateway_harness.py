@@ -9,8 +9,8 @@ from typing import Any
 
 import uvicorn
 
-from server.app import create_app
-from server.config import ModelsFile, Settings
+from codeserve.server.app import create_app
+from codeserve.server.config import ModelsFile, Settings
 
 
 def upstream_models(urls: dict[str, list[str]], **served: str) -> ModelsFile:

@@ -9,12 +9,12 @@ import httpx
 import orjson
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer, MockServerThread
-from server import auth
-from server.app import create_app
-from server.config import Settings
-from server.errors import ConfigError
+from codeserve.common.errors import ConfigError
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer, MockServerThread
+from codeserve.server import auth
+from codeserve.server.app import create_app
+from codeserve.server.config import Settings
 from tests.server.gateway_harness import running_gateway, upstream_models
 from tests.server.gateway_process import gateway_process, raw_request
 

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ManagedEngine, UpstreamEngine, load_models_file, parse_models_file
-from server.errors import ConfigError
+from codeserve.common.errors import ConfigError
+from codeserve.server.config import (
+    ManagedEngine,
+    UpstreamEngine,
+    load_models_file,
+    parse_models_file,
+)
 
 GOOD = """\
 models:

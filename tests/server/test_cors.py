@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from loadtest.mock_server import MockServer
+from codeserve.loadtest.mock_server import MockServer
 from tests.server.gateway_harness import running_gateway, upstream_models
 
 ORIGIN = "https://ide.example"

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
 from tests.server.gateway_harness import running_gateway, upstream_models
 from tests.server.observe import metric, until
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from server.discovery import AddrInfo, ReplicaRefresher, resolve
+from codeserve.server.discovery import AddrInfo, ReplicaRefresher, resolve
 
 
 def _v4(address: str, port: int) -> AddrInfo:

@@ -14,9 +14,16 @@ import httpx
 import pytest
 from tokenizers import Tokenizer
 
-from server.demo_models import build_demo_model
+from codeserve.server.demo_models import build_demo_model
 from tests.server.fim_support import LAYOUTS, NO_FIM
-from tests.stack import free_port, managed_models_yaml, ready, start_gateway, stop_gateway, wait_until
+from tests.stack import (
+    free_port,
+    managed_models_yaml,
+    ready,
+    start_gateway,
+    stop_gateway,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,10 @@ import httpx
 import pytest
 from tokenizers import AddedToken, Tokenizer, models
 
-from server.config import ModelsFile, parse_models_file
-from server.errors import APIError, ConfigError
-from server.fim_tokenizer import ModelTokenizer
+from codeserve.common.errors import ConfigError
+from codeserve.server.config import ModelsFile, parse_models_file
+from codeserve.server.errors import APIError
+from codeserve.server.fim_tokenizer import ModelTokenizer
 from tests.server.fim_support import (
     DEAD_ENGINE,
     LAYOUTS,

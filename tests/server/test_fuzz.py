@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServerProcess
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServerProcess
 from tests.server.gateway_process import GatewayProcess, gateway_process
 
 MAX_EXAMPLES = 40

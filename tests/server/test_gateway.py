@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import pytest
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
-from server.config import Settings
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
+from codeserve.server.config import Settings
 from tests.server.gateway_harness import running_gateway, upstream_models
 
 
@@ -200,8 +200,8 @@ async def test_discovery_spreads_over_every_address_of_a_name(
     becomes two replicas, both of which get traffic."""
     import socket
 
-    from server import discovery
-    from server.config import ModelsFile
+    from codeserve.server import discovery
+    from codeserve.server.config import ModelsFile
 
     first = MockServer(MockConfig(host="127.0.0.1"))
     await first.start()

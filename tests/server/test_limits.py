@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from tokenizers import Tokenizer
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_encoding import Kind
-from loadtest.mock_server import MockServer, MockUpstream
-from server.config import ModelsFile
-from server.demo_models import build_demo_tokenizer
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_encoding import Kind
+from codeserve.loadtest.mock_server import MockServer, MockUpstream
+from codeserve.server.config import ModelsFile
+from codeserve.server.demo_models import build_demo_tokenizer
 from tests.server.gateway_harness import running_gateway
 
 

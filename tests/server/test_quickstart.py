@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.config import ManagedEngine, Settings
-from server.defaults import DEMO_MODELS, default_models
+from codeserve.server.config import ManagedEngine, Settings
+from codeserve.server.defaults import DEMO_MODELS, default_models
 from tests.stack import REPO, Stack, free_port, gateway_env, open_request, read_until, wait_until
 
 
@@ -36,7 +36,7 @@ def _upstream_models(stack: Stack, tmp_path: Path) -> Path:
 
 
 def _quickstart(models: Path, port: int, out: Path, data_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", "quickstart", "--models-file", str(models),
+    return [sys.executable, "-m", "codeserve.cli.main", "quickstart", "--models-file", str(models),
             "--port", str(port), "--out", str(out), "--data-dir", str(data_dir), *extra]
 
 

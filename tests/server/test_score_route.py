@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.mock_server import MockServer
+from codeserve.loadtest.mock_server import MockServer
 from tests.server.gateway_harness import running_gateway, upstream_models
 
 SOLUTION_0 = """    for idx, elem in enumerate(numbers):

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServerThread
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServerThread
 from tests.server.gateway_process import GatewayProcess, gateway_process
 from tests.stack import wait_until
 

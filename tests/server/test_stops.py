@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import orjson
 
-from loadtest.mock_config import MockConfig
-from loadtest.mock_server import MockServer
-from server.stops import StreamStops, split_stops, trim_choices
+from codeserve.loadtest.mock_config import MockConfig
+from codeserve.loadtest.mock_server import MockServer
+from codeserve.server.stops import StreamStops, split_stops, trim_choices
 from tests.server.gateway_harness import running_gateway, upstream_models
 
 STOPS = ["\nA", "\nB", "\nC", "\nD", "\nprint", "\nZ"]

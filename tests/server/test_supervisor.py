@@ -12,17 +12,17 @@ import sys
 import psutil
 import pytest
 
-from server.config import ManagedEngine, ModelSpec, Settings
-from server.engines import supervisor
-from server.engines.client import new_session
-from server.engines.health import ModelEntry
-from server.engines.replicas import ReplicaPool
-from server.engines.supervisor import ManagedRunner, vllm_command
-from server.metrics import GatewayMetrics
+from codeserve.server.config import ManagedEngine, ModelSpec, Settings
+from codeserve.server.engines import supervisor
+from codeserve.server.engines.client import new_session
+from codeserve.server.engines.health import ModelEntry
+from codeserve.server.engines.replicas import ReplicaPool
+from codeserve.server.engines.supervisor import ManagedRunner, vllm_command
+from codeserve.server.metrics import GatewayMetrics
 
 
 def fake_vllm(model: str, served_name: str, engine: ManagedEngine, port: int) -> list[str]:
-    return [sys.executable, "-m", "loadtest.mock_server", "--port", str(port),
+    return [sys.executable, "-m", "codeserve.loadtest.mock_server", "--port", str(port),
             "--model-name", served_name]
 
 

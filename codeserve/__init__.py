@@ -1,0 +1,1 @@
+"""Codeserve: serve and score small code models."""

@@ -1,0 +1,1 @@
+"""What every layer shares: domain errors, settings helpers, statistics."""

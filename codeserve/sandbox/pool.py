@@ -1,0 +1,552 @@
+"""Run untrusted programs in isolated, pre-warmed worker processes.
+
+    pool = SandboxPool()            # workers = cores; starts lazily
+    print(pool.start().describe())  # which isolation layers are active, and why not
+    result = pool.run(Job(kind="exec", program=src, timeout=3.0))
+    result.status                   # passed | failed | error | timeout | memory | killed
+
+Every job runs in a fresh forked process inside a worker's namespaces (see `codeserve.sandbox.forkserver`
+for the layout and `codeserve.sandbox.isolation` for the layers). `run` is thread-safe and blocks until a
+worker is free; `run_many` spreads jobs over all workers; `arun` is the asyncio variant. A worker
+that stops answering is killed (taking its whole namespace with it) and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from codeserve.common.errors import CliError
+from codeserve.common.settings import CommaList
+from codeserve.sandbox import isolation, precompile
+from codeserve.sandbox.frames import HEADER, OPS, encode_frame, encode_request, take_frame
+from codeserve.sandbox.verdicts import STATUSES, Status, judge
+
+log = logging.getLogger(__name__)
+
+# Jobs sent ahead to each worker by `SandboxPool.run_many` (see there).
+PIPELINE = 2
+# Per-task Plus test data a worker keeps in memory (the harness mirrors the eviction order).
+MAX_BUNDLES = 4
+BundleSource = Union[bytes, Callable[[], bytes]]
+
+
+# Modules candidates commonly import, loaded once per worker so that no candidate pays for
+# them. Kept short on purpose: each one grows the zygote's heap (and a C extension adds five
+# memory mappings), which every candidate's fork and exit pay for, ~10-25 us per candidate per
+# module. A candidate importing anything else (heapq, hashlib, numpy...) imports it itself.
+DEFAULT_PREIMPORT = [
+    "typing", "math", "re", "string", "collections", "itertools", "functools", "operator", "copy",
+]  # not `queue` or `random`: their after-fork hooks (threading's, random's reseed from
+# getrandom) would run in every candidate, ~90 page faults or ~50 us each
+
+
+class SandboxSettings(BaseSettings):
+    """Resource limits and isolation switches (env prefix CODESERVE_SANDBOX_)."""
+
+    model_config = SettingsConfigDict(env_prefix="CODESERVE_SANDBOX_", extra="ignore")
+
+    workers: int = Field(0, description="worker processes; 0 = number of CPU cores")
+    timeout_s: float = Field(3.0, gt=0, description="default wall-clock limit per candidate")
+    memory_mb: int = Field(1024, gt=0, description="address space a candidate may add")
+    cgroup_memory_mb: int = Field(6144, gt=0, description="memory cgroup limit per worker tree")
+    max_pids: int = Field(64, gt=4, description="pids cgroup limit per worker tree")
+    max_procs: int = Field(64, gt=1, description="RLIMIT_NPROC for candidates")
+    file_size_mb: int = 16
+    tmpfs_mb: int = 64
+    open_files: int = 128
+    output_cap_bytes: int = 16 << 10
+    report_cap_bytes: int = 64 << 10
+    drop_uid: int = Field(65534, description="uid candidates run as when the harness is root")
+    disable: CommaList = Field(default_factory=list, description=(
+        "layers to skip: user/mount/network/pid namespace, read-only filesystem, pids/memory "
+        "cgroup (for hosts where one breaks, and to test degraded modes)"))
+    allow_unsafe: bool = Field(False, description=(
+        "run even without a PID namespace (candidates could then signal host processes)"))
+    preimport: CommaList = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
+    grace_s: float = Field(5.0, description="extra time before a silent worker is replaced")
+    debug: bool = Field(False, description="let workers write to our stderr")
+    native: bool = Field(True, description="run the zygote's job loop in C when it is built "
+                         "(codeserve/sandbox/_zygote_loop.c); off: the Python loop, same steps, slower")
+
+
+class Job(BaseModel):
+    """One program to run. `kind` "plus"/"truth" also need `bundle`: the key of that task's
+    test data registered with `SandboxPool.register_bundle`."""
+
+    kind: Literal["exec", "plus", "truth"] = "exec"
+    program: str
+    # Trusted checking code run after `program` (the same for every candidate of a task, so a
+    # worker compiles it once); the program is then program + tests.
+    tests: str | None = None
+    timeout: float = Field(ge=0, le=1e6)  # seconds (finite: NaN would never time out)
+    bundle: str | None = None
+    memory_mb: int | None = None  # overrides SandboxSettings.memory_mb for this job
+    inputs: tuple[int, int] | None = None  # "plus": only inputs [first, stop) of the task
+
+
+class RunResult(BaseModel):
+    status: Status
+    detail: str = ""
+    error_type: str | None = None
+    input_index: int | None = None
+    output: str | None = None
+    elapsed_s: float = 0.0
+    payload: bytes = Field(b"", exclude=True, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class LayerStatus(BaseModel):
+    name: str
+    active: bool
+    detail: str = ""
+
+
+class IsolationReport(BaseModel):
+    layers: list[LayerStatus]
+    loop: str = "Python"  # the zygote's job loop: "C" (codeserve/sandbox/_zygote_loop.c) or "Python"
+
+    def inactive(self) -> list[LayerStatus]:
+        return [la for la in self.layers if not la.active]
+
+    def is_active(self, name: str) -> bool:
+        return any(la.name == name and la.active for la in self.layers)
+
+    def describe(self) -> str:
+        lines = ["sandbox isolation:"]
+        for la in self.layers:
+            state = "active" if la.active else "INACTIVE"
+            lines.append(f"  {la.name}: {state}" + (f" ({la.detail})" if la.detail else ""))
+        lines.append(f"job loop: {self.loop}")
+        return "\n".join(lines)
+
+
+class WorkerDied(Exception):
+    pass
+
+
+class SandboxUnavailableError(CliError):
+    """The machine cannot provide the isolation the sandbox insists on."""
+
+
+class _Worker:
+    """Harness-side handle on one forkserver process."""
+
+    _counter = 0
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        _Worker._counter += 1
+        self.name = f"w{os.getpid()}-{_Worker._counter}"
+        self.settings = settings
+        repo_root = str(Path(__file__).resolve().parents[2])  # the folder holding `codeserve`
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "PYTHONPATH": repo_root, "PYTHONDONTWRITEBYTECODE": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "codeserve.sandbox.forkserver"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=None if settings.debug else subprocess.DEVNULL,
+            env=env, cwd="/", start_new_session=True,
+        )
+        config = {
+            "parent_pid": os.getpid(), "name": self.name,
+            "disable": settings.disable, "allow_unsafe": settings.allow_unsafe,
+            "max_pids": settings.max_pids,
+            "cgroup_memory_mb": settings.cgroup_memory_mb, "tmpfs_mb": settings.tmpfs_mb,
+            "memory_mb": settings.memory_mb, "file_size_mb": settings.file_size_mb,
+            "open_files": settings.open_files, "max_procs": settings.max_procs,
+            "output_cap": settings.output_cap_bytes, "report_cap": settings.report_cap_bytes,
+            "drop_uid": settings.drop_uid, "preimport": settings.preimport,
+            "max_bundles": MAX_BUNDLES, "native": settings.native,
+        }
+        self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
+        self.inbox = bytearray()  # bytes received that do not make a whole frame yet
+        self._send(encode_frame(config))
+        hello = self._receive(60.0)[0]
+        self.layers = [LayerStatus(**la) for la in hello["layers"]]
+        self.cgroups = isolation.Cgroups(hello.get("cgroups") or {})
+        self.oom_kills = self.cgroups.oom_kills()
+        self.loop: str = hello.get("loop", "Python")  # the zygote's job loop: "C" or "Python"
+        if not hello["ready"]:
+            self.kill()
+            raise SandboxUnavailableError(f"sandbox refused to start: {hello['refusal']}")
+
+    def _send(self, data: bytes) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (OSError, ValueError) as exc:  # ValueError: already closed by kill()
+            raise WorkerDied(f"sandbox worker gone: {exc}") from None
+
+    def _receive(self, timeout: float) -> tuple[dict[str, Any], bytes]:
+        deadline = time.monotonic() + timeout
+        while (frame := self._take()) is None:
+            remaining = max(0.0, deadline - time.monotonic())
+            if not select.select([self], [], [], remaining)[0]:
+                raise WorkerDied(f"sandbox worker silent for {timeout:.0f}s")
+            self.pump()
+        return frame
+
+    def pump(self) -> None:
+        """Read what the worker has sent so far (call when its pipe is readable). Read raw into
+        our own buffer: a buffered stream could hold a whole reply that select() cannot see."""
+        size = 1 << 16
+        if len(self.inbox) >= HEADER.size:  # a big reply (a "truth" payload): larger reads
+            n_json, n_blob = HEADER.unpack_from(self.inbox)
+            size = max(size, min(HEADER.size + n_json + n_blob - len(self.inbox), 1 << 24))
+        try:
+            chunk = os.read(self.fileno(), size)
+        except (OSError, ValueError) as exc:  # ValueError: already closed by kill()
+            raise WorkerDied(f"sandbox worker gone: {exc}") from None
+        if not chunk:
+            raise WorkerDied("sandbox worker exited")
+        self.inbox += chunk
+
+    def _take(self) -> tuple[dict[str, Any], bytes] | None:
+        try:
+            return take_frame(self.inbox)
+        except ValueError:
+            raise WorkerDied("sandbox worker sent a malformed reply") from None
+
+    def submit(self, job: Job, bundles: dict[str, BundleSource]) -> RunResult | None:
+        """Send a job (its Plus bundle first, if this worker lacks it); a result only when the
+        job failed before it could be sent."""
+        if job.bundle and job.bundle not in self.loaded:
+            source = bundles[job.bundle]
+            data = source() if callable(source) else source
+            self._send(encode_request({"kind": "bundle", "key": job.bundle}, data))
+            ack = self._receive(60.0 + self.settings.grace_s)[0]
+            if ack.get("status") != "passed":
+                return RunResult(status="error", detail=str(ack.get("detail")))
+            self.loaded = [*self.loaded, job.bundle][-MAX_BUNDLES:]
+        self._send(self._request(job))
+        return None
+
+    def _request(self, job: Job) -> bytes:
+        # Program and checking code travel as raw text: the zygote's C loop finds the compiled
+        # checking code by comparing bytes, and decodes neither JSON nor the job.
+        extra = {"bundle": job.bundle, "inputs": job.inputs} if job.kind != "exec" else None
+        cap = 1 << 31 if job.kind == "truth" else min(self.settings.report_cap_bytes, 1 << 31)
+        memory_mb = min(max(0, job.memory_mb or 0), (1 << 32) - 1)  # 0: the worker's default
+        tests = job.tests or ""
+        compiled_tests = precompile.tests_code(tests)
+        return encode_request(extra, _utf8(job.program), _utf8(tests), compiled_tests,
+                              precompile.program_code(job.program, tests, compiled_tests),
+                              OPS[job.kind], job.timeout, memory_mb, cap)
+
+    def collect(self, timeout: float) -> RunResult:
+        """The reply to the oldest job sent, waiting at most `timeout` seconds."""
+        return self._result(self._receive(timeout))
+
+    def next_result(self) -> RunResult | None:
+        """The reply to the oldest job sent, if it has been read in full (see `pump`)."""
+        frame = self._take()
+        return None if frame is None else self._result(frame)
+
+    def _result(self, frame: tuple[dict[str, Any], bytes]) -> RunResult:
+        header, blob = frame
+        if "wait_status" in header:  # a candidate's own report, for us to judge
+            elapsed = header.get("elapsed_s", 0.0)
+            header, blob = judge(header["wait_status"], blob, bool(header.get("timed_out")),
+                                 self._oom_killed)
+            header["elapsed_s"] = elapsed
+        if header.get("status") not in STATUSES:
+            raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
+        # The zygote only ever sends these fields: skip pydantic validation on the hot path.
+        return RunResult.model_construct(**header, payload=blob)
+
+    def _oom_killed(self) -> bool:
+        kills = self.cgroups.oom_kills()
+        self.oom_kills, before = kills, self.oom_kills
+        return kills > before
+
+    def fileno(self) -> int:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.fileno()
+
+    def run(self, job: Job, bundles: dict[str, BundleSource]) -> RunResult:
+        return self.submit(job, bundles) or self.collect(job.timeout + self.settings.grace_s)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass  # unflushed bytes to a dead worker
+        isolation.remove_cgroup_dirs(self.name)
+
+    def close(self) -> None:
+        try:
+            self._send(encode_request({"kind": "shutdown"}))
+            self.proc.wait(timeout=5)
+        except (WorkerDied, ValueError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class SandboxPool:
+    """A pool of sandbox workers; see the module docstring."""
+
+    def __init__(self, settings: SandboxSettings | None = None, workers: int | None = None) -> None:
+        self.settings = settings or SandboxSettings()
+        self.size = workers or self.settings.workers or os.cpu_count() or 1
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._report: IsolationReport | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._bundles: dict[str, BundleSource] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> IsolationReport:
+        """Start the workers (once) and return the isolation report, warning about gaps."""
+        with self._lock:
+            if self._report is None:
+                _remove_stale_cgroups()
+                with ThreadPoolExecutor(self.size) as ex:
+                    futures = [ex.submit(_Worker, self.settings) for _ in range(self.size)]
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                workers = [f.result() for f in futures if f.exception() is None]
+                if errors:
+                    for w in workers:
+                        w.close()
+                    raise errors[0]
+                for w in workers:
+                    self._all.append(w)
+                    self._idle.put(w)
+                self._report = IsolationReport(layers=workers[0].layers, loop=workers[0].loop)
+                for la in self._report.inactive():
+                    log.warning("sandbox layer %s inactive: %s", la.name, la.detail)
+                if self.settings.native and self._report.loop != "C":
+                    log.warning("sandbox job loop in Python (slower): codeserve/sandbox/_zygote_loop.c is "
+                                "not built (reinstall with a C compiler) or there is no PID "
+                                "namespace")
+        return self._report
+
+    @property
+    def report(self) -> IsolationReport:
+        return self.start()
+
+    def close(self) -> None:
+        with self._lock:
+            for w in self._all:
+                w.close()
+            self._all.clear()
+            self._report = None
+            self._idle = queue.Queue()
+            if self._executor:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+
+    def __enter__(self) -> SandboxPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running ------------------------------------------------------------------------------
+    def register_bundle(self, key: str, data: BundleSource) -> None:
+        """Make one task's pickled `PlusCase` (bytes, or a function returning them) available to
+        jobs as `key`; a worker receives it on its first job that needs it."""
+        self._bundles[key] = data
+
+    def drop_bundle(self, key: str) -> None:
+        self._bundles.pop(key, None)
+
+    def run(self, job: Job) -> RunResult:
+        """Run one job on the next free worker (blocks while all are busy)."""
+        self.start()
+        worker = self._idle.get()
+        try:
+            result = worker.run(job, self._bundles)
+        except WorkerDied as exc:
+            worker, result = self._replace(worker), _died(exc)
+        finally:
+            self._idle.put(worker)
+        return result
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        """A fresh worker for a dead one; if none can start, the dead one goes back to the
+        pool (its next job fails fast and tries again) so that no caller waits forever."""
+        worker.kill()
+        try:
+            fresh = _Worker(self.settings)
+        except (OSError, WorkerDied, SandboxUnavailableError) as exc:
+            log.error("cannot restart a sandbox worker: %s", exc)
+            return worker
+        with self._lock:
+            self._all = [fresh if w is worker else w for w in self._all]
+        return fresh
+
+    def run_many(self, jobs: Iterable[Job]) -> Iterator[tuple[int, RunResult]]:
+        """Run jobs on every worker this pool can spare; yields (index, result) as they
+        complete. One thread multiplexes the workers' pipes (no thread per worker: at hundreds
+        of candidates per second the harness's own CPU time counts). Each worker is sent up to
+        PIPELINE jobs, so that the next one waits in its pipe and its zygote forks it as soon as
+        the last candidate ends, not after a round trip through this thread."""
+        self.start()
+        workers = [self._idle.get()]  # at least one; others join if free now
+        while len(workers) < self.size:
+            try:
+                workers.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        runs = _Runs(self, workers, iter(enumerate(jobs)))
+        try:
+            while True:
+                yield from runs.send()
+                if not runs.busy():
+                    return
+                yield from runs.receive()
+        finally:
+            runs.settle()
+
+    async def arun(self, job: Job) -> RunResult:
+        """asyncio variant of `run`; concurrency is bounded by the number of workers."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="sandbox")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, job)
+
+
+class _Runs:
+    """The state of one `SandboxPool.run_many`: jobs sent to each worker, oldest first (a
+    worker answers in order); the first is running, with a deadline."""
+
+    def __init__(self, pool: SandboxPool, workers: list[_Worker],
+                 todo: Iterator[tuple[int, Job]]) -> None:
+        self.pool, self.workers, self.todo = pool, workers, todo
+        self.sent: dict[_Worker, deque[tuple[int, Job]]] = {w: deque() for w in workers}
+        self.deadline: dict[_Worker, float] = {}
+        self.again: deque[tuple[int, Job]] = deque()  # queued on a worker that died first
+        self.held: tuple[int, Job] | None = None
+
+    def busy(self) -> bool:
+        return any(self.sent.values())
+
+    def _next(self) -> tuple[int, Job] | None:
+        item, self.held = self.held, None
+        if item is None:
+            item = self.again.popleft() if self.again else next(self.todo, None)
+        return item
+
+    def send(self) -> Iterator[tuple[int, RunResult]]:
+        """Give each worker jobs up to PIPELINE; yields the results known without running."""
+        while (free := [w for w in self.workers if len(self.sent[w]) < PIPELINE]) and \
+                (item := self._next()) is not None:
+            job = item[1]
+            # Loading a bundle waits for its acknowledgement, so only a worker with nothing
+            # queued can take a job whose bundle it lacks.
+            able = [w for w in free
+                    if not (job.bundle and job.bundle not in w.loaded and self.sent[w])]
+            if not able:
+                self.held = item
+                return
+            worker = min(able, key=lambda w: len(self.sent[w]))
+            self.sent[worker].append(item)
+            if len(self.sent[worker]) == 1:
+                self.deadline[worker] = time.monotonic() + self._budget(job)
+            try:
+                early = worker.submit(job, self.pool._bundles)
+            except WorkerDied as exc:
+                yield from self._lost(worker, exc)
+                continue
+            if early is not None:
+                self.sent[worker].pop()
+                yield item[0], early
+
+    def receive(self) -> Iterator[tuple[int, RunResult]]:
+        """Wait for the next replies (or deadlines); yields the results."""
+        busy = [w for w in self.workers if self.sent[w]]
+        wait = min(self.deadline[w] for w in busy) - time.monotonic()
+        ready = select.select(busy, [], [], max(0.0, wait))[0]
+        now = time.monotonic()
+        for worker in busy:
+            if worker not in ready and self.deadline[worker] > now:
+                continue
+            sent = self.sent[worker]
+            try:
+                if worker not in ready:
+                    raise WorkerDied(f"sandbox worker silent for {self._budget(sent[0][1]):.0f}s")
+                worker.pump()
+                while sent and (result := worker.next_result()) is not None:
+                    index, _ = sent.popleft()
+                    if sent:
+                        self.deadline[worker] = now + self._budget(sent[0][1])
+                    yield index, result
+            except WorkerDied as exc:
+                yield from self._lost(worker, exc)
+
+    def _lost(self, worker: _Worker, exc: WorkerDied) -> Iterator[tuple[int, RunResult]]:
+        # The running job takes the blame; those queued behind it never started: run them
+        # elsewhere.
+        sent = self.sent.pop(worker)
+        fresh = self.pool._replace(worker)
+        self.workers = [fresh if w is worker else w for w in self.workers]
+        self.sent[fresh] = deque()
+        index, _ = sent.popleft()
+        self.again.extendleft(reversed(sent))
+        yield index, _died(exc)
+
+    def settle(self) -> None:
+        """Stopped early (the caller closed the generator): wait for the jobs in flight, so
+        that every worker goes back to the pool with nothing pending."""
+        for worker in list(self.workers):
+            sent = self.sent[worker]
+            while sent:
+                sent.popleft()
+                try:
+                    worker.collect(max(0.0, self.deadline[worker] - time.monotonic()))
+                except WorkerDied:
+                    sent.clear()
+                    worker = self.pool._replace(worker)
+                self.deadline[worker] = time.monotonic() + self._budget(sent[0][1]) if sent else 0
+            self.pool._idle.put(worker)
+
+    def _budget(self, job: Job) -> float:
+        return job.timeout + self.pool.settings.grace_s
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _died(exc: WorkerDied) -> RunResult:
+    return RunResult(status="timeout" if "silent" in str(exc) else "killed", detail=str(exc))
+
+
+def _remove_stale_cgroups() -> None:
+    # Empty per-worker cgroups left by a harness that crashed; rmdir fails on live ones.
+    for ctrl in ("pids", "memory"):
+        parent = isolation.CGROUP_ROOT / ctrl / isolation.CGROUP_PARENT
+        if parent.is_dir():
+            for child in parent.iterdir():
+                if child.is_dir():
+                    try:
+                        child.rmdir()
+                    except OSError:
+                        pass
