@@ -20,7 +20,7 @@ import pytest
 
 from codeserve.sandbox.candidate_exec import CappedWriter, PlusCase, outputs_match
 from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings, SandboxUnavailableError
-from tests.client.sandbox_helpers import LOOPS, descendants, loop_pool
+from tests.sandbox.helpers import LOOPS, descendants, loop_pool
 
 REPO = Path(__file__).resolve().parents[2]
 

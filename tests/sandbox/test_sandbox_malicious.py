@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings
-from tests.client.sandbox_helpers import LOOPS, assert_idle, loop_pool, worker_trees
+from tests.sandbox.helpers import LOOPS, assert_idle, loop_pool, worker_trees
 
 
 @pytest.fixture(scope="module", params=LOOPS)
