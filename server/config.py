@@ -90,9 +90,8 @@ class Settings(BaseSettings):
     # Built-in scoring (POST /v1/score).
     scoring_enabled: bool = False
     scoring_concurrency: int = Field(2, ge=1)
-    scoring_max_completions: int = Field(200, ge=1)
-    scoring_max_completion_chars: int = Field(20000, ge=1)
-    data_dir: Path | None = None
+    # Its request bounds are `codeserve.scoring.scorer.ScoringSettings`' and the data files'
+    # place is `codeserve.datasets.settings.DatasetSettings`' (CODESERVE_DATA_DIR): one reader each.
 
     @field_validator("allowed_hosts")
     @classmethod

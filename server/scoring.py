@@ -24,7 +24,7 @@ class ScoreService:
         from codeserve.scoring.scorer import ScoringService
 
         self.settings = settings
-        self.scoring = ScoringService(settings.data_dir)
+        self.scoring = ScoringService()
         self._slots = asyncio.Semaphore(settings.scoring_concurrency)
         self._waiting = 0
 
@@ -36,16 +36,16 @@ class ScoreService:
         self.scoring.close()
 
     def check(self, req: ScoreRequest) -> None:
-        s = self.settings
-        if len(req.completions) > s.scoring_max_completions:
+        limits = self.scoring.settings
+        if len(req.completions) > limits.max_completions:
             raise PayloadTooLargeError(
                 f"{len(req.completions)} completions given; at most "
-                f"{s.scoring_max_completions} per request", param="completions")
+                f"{limits.max_completions} per request", param="completions")
         longest = max(len(c) for c in req.completions)
-        if longest > s.scoring_max_completion_chars:
+        if longest > limits.max_completion_chars:
             raise PayloadTooLargeError(
                 f"a completion of {longest} characters exceeds the limit of "
-                f"{s.scoring_max_completion_chars}", param="completions")
+                f"{limits.max_completion_chars}", param="completions")
 
     async def score(self, req: ScoreRequest) -> Any:
         from codeserve.datasets.errors import DatasetError

