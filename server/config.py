@@ -40,10 +40,17 @@ class Settings(BaseSettings):
     hub_probe_timeout_s: float = 3.0
     hf_hub_offline: bool = Field(False, validation_alias="HF_HUB_OFFLINE")
 
-    # Engine I/O. Connect timeouts are short so a dead replica fails over fast; the read timeout
-    # bounds silence between bytes (a hung engine), not the length of a long generation.
+    # Engine I/O. Connect timeouts are short so a dead replica fails over fast. A long generation
+    # is slow, not stuck: the gateway-wide defaults of every model's `timeouts` (see
+    # `EngineTimeouts`): streamed requests may be silent for `read_timeout_s` between chunks;
+    # a non-streamed one gets `read_timeout_s` plus its output tokens at `min_tokens_per_s`.
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0)
+    min_tokens_per_s: float = Field(1.0, gt=0)
+    # While an engine is silent this long, the gateway sends keep-alive bytes of its own (an SSE
+    # comment; leading JSON whitespace for a non-streamed answer) so that no proxy in between
+    # cuts a long quiet response. 0 turns it off.
+    keepalive_s: float = Field(15.0, ge=0)
     health_interval_s: float = Field(5.0, gt=0)
     health_timeout_s: float = Field(5.0, gt=0)
     # Consecutive failed health checks before a ready engine/replica is taken out of rotation.
@@ -138,6 +145,22 @@ class UpstreamEngine(BaseModel):
 Engine = Annotated[ManagedEngine | UpstreamEngine, Field(discriminator="kind")]
 
 
+class EngineTimeouts(BaseModel):
+    """How long the gateway waits for this model's engine; unset fields take the gateway-wide
+    settings (`CODESERVE_READ_TIMEOUT_S`, `CODESERVE_MIN_TOKENS_PER_S`).
+
+    Streamed requests fail only when the engine is silent for `idle_s` (a stuck stream). A
+    non-streamed answer arrives all at once, so its deadline follows the work asked:
+    `idle_s + max_tokens * n / min_tokens_per_s`, where `min_tokens_per_s` is the slowest output
+    rate (tokens per second for the whole request) still taken for "slow, not stuck".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    idle_s: float | None = Field(None, gt=0)
+    min_tokens_per_s: float | None = Field(None, gt=0)
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -149,6 +172,7 @@ class ModelSpec(BaseModel):
     # Tokenizer used for FIM rendering and limits (defaults to `model`).
     tokenizer: str | None = None
     max_model_len: int | None = Field(None, gt=0)
+    timeouts: EngineTimeouts = Field(default_factory=EngineTimeouts)
 
     @field_validator("fim")
     @classmethod
