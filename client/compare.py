@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from codeserve.client.protocol import EvalResults, Percentiles, TaskResult
 from codeserve.client.report import Row, Table, fmt_percent, fmt_rate, fmt_seconds
-from codeserve.common.errors import CliError
+from codeserve.common.errors import CliError, validation_message
 
 TASK_CHANGES_SHOWN = 20
 
@@ -24,9 +24,7 @@ def load_results(path: Path) -> EvalResults:
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{path}: not JSON ({exc})") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CliError(f"{path}: not a codeserve results file ({where}: {first['msg']})") from None
+        raise CliError(f"{path}: not a codeserve results file ({validation_message(exc)})") from None
 
 
 def compare_files(a: Path, b: Path) -> str:

@@ -32,6 +32,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from codeserve.common.errors import validation_message
 from codeserve.loadtest.mock_config import MockConfig, MockStats
 from codeserve.loadtest.mock_encoding import (
     Kind,
@@ -433,9 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = MockConfig(**vars(args))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        print(f"mock-server: error: {where}: {err['msg']}", file=sys.stderr)
+        print(f"mock-server: error: {validation_message(exc)}", file=sys.stderr)
         return 2
     try:
         import uvloop

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from codeserve.common.errors import CliError
+from codeserve.common.errors import CliError, validation_message
 from codeserve.loadtest.protocol import Distribution, LoadtestResult, Summary
 from codeserve.loadtest.svg import Series, line_chart
 
@@ -83,7 +83,7 @@ def read_json(path: Path) -> LoadtestResult:
     except FileNotFoundError:
         raise CliError(f"no such results file: {path}") from None
     except ValidationError as exc:
-        raise CliError(f"{path} is not a loadtest results file: {exc.errors()[0]['msg']}") from None
+        raise CliError(f"{path} is not a loadtest results file: {validation_message(exc)}") from None
 
 
 def _cdf(name: str, d: Distribution) -> Series:

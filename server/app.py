@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from codeserve.common.errors import InvalidInputError
+from codeserve.common.errors import InvalidInputError, error_location, validation_message
 from codeserve.server.auth import AuthMiddleware, load_api_keys
 from codeserve.server.config import ModelsFile, Settings
 from codeserve.server.disconnects import ClientDisconnected
@@ -60,10 +60,10 @@ async def _invalid_input(_: Request, exc: Exception) -> Response:
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-    err = InvalidRequestError(f"invalid request: {'.'.join(loc)}: {first['msg']}",
-                              param=".".join(loc) or None)
+    where = ("body", "query", "path")  # FastAPI's: where the value was, not which field
+    loc = error_location(exc.errors()[0], where) if exc.errors() else ()
+    err = InvalidRequestError(f"invalid request: {validation_message(exc, where)}",
+                              param=".".join(map(str, loc)) or None)
     return await _api_error(_, err)
 
 

@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from codeserve.common.errors import ConfigError
+from codeserve.common.errors import ConfigError, error_location, validation_message
 from codeserve.common.settings import CommaList
 from codeserve.server.fim_templates import FIM_CHOICES, template_names
 
@@ -236,13 +236,10 @@ def parse_models_file(text: str, source: str = "<models file>") -> ModelsFile:
     try:
         return ModelsFile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(part for part in first["loc"] if part not in ("managed", "upstream"))
-        field = ".".join(str(part) for part in loc) or "(top level)"
-        line = _line_of(node, loc)
+        tags = ("managed", "upstream")  # the engine union's tag values, not fields
+        line = _line_of(node, error_location(exc.errors()[0], tags))
         where = f" line {line}" if line else ""
-        extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}:{where} {field}: {first['msg']}{extra}") from None
+        raise ConfigError(f"{source}:{where} {validation_message(exc, tags)}") from None
 
 
 def load_models_file(path: Path) -> ModelsFile:
