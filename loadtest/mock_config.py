@@ -35,6 +35,9 @@ class MockConfig(BaseSettings):
     die_rate: float = Field(0.0, ge=0, le=1, description="fraction whose connection drops mid-stream")
     die_after_tokens: int = Field(1, ge=0, description="tokens sent before a dying request drops")
     health_status: int = Field(200, ge=200, le=599, description="status of GET /health")
+    busy_health_delay_ms: float = Field(
+        0.0, ge=0, description="GET /health waits this long while requests generate (a loaded "
+        "CPU engine answers its probes late)")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -120,6 +120,8 @@ class MockUpstream:
         return _json_response(models_body(self.config.model_name, self.started))
 
     async def health(self, request: web.Request) -> web.Response:
+        if self.config.busy_health_delay_ms and self.stats.running:
+            await asyncio.sleep(self.config.busy_health_delay_ms / 1000)
         return web.Response(status=self.config.health_status)
 
     async def metrics(self, request: web.Request) -> web.Response:
