@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import orjson
 
+from codeserve.common.error_object import error_object
+
 Kind = Literal["completion", "chat"]
 
 _FINISH_NULL = b"null"
@@ -177,7 +179,7 @@ def error_body(message: str, status: int, param: str | None = None) -> bytes:
     kind = "invalid_request_error" if status < 500 else "internal_error"
     if status == 429:
         kind = "rate_limit_error"
-    return _json({"error": {"message": message, "type": kind, "param": param, "code": status}})
+    return _json(error_object(message, kind, param=param, code=status))
 
 
 def models_body(name: str, created: int) -> bytes:

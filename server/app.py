@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from codeserve.common.error_object import error_object
 from codeserve.common.errors import InvalidInputError, error_location, validation_message
 from codeserve.server.auth import AuthMiddleware, load_api_keys
 from codeserve.server.config import ModelsFile, Settings
@@ -42,9 +43,8 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 def error_response(status: int, message: str, *, type_: str | None = None,
                    param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message,
-                      "type": type_ or _STATUS_TYPES.get(status, "server_error"),
-                      "param": param, "code": code}}
+    body = error_object(message, type_ or _STATUS_TYPES.get(status, "server_error"),
+                        param=param, code=code)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -3,6 +3,9 @@ error shape `{"error": {"message", "type", "param", "code"}}`, and the CLI into 
 
 from __future__ import annotations
 
+from typing import Any
+
+from codeserve.common.error_object import error_object
 from codeserve.common.errors import CodeserveError
 
 
@@ -25,15 +28,8 @@ class APIError(CodeserveError):
         self.code = code if code is not None else self.default_code
         self.headers = headers or {}
 
-    def body(self) -> dict[str, dict[str, str | None]]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+    def body(self) -> dict[str, Any]:
+        return error_object(self.message, self.error_type, param=self.param, code=self.code)
 
 
 class InvalidRequestError(APIError):

@@ -102,17 +102,6 @@ class ChatCompletionRequest(SamplingFields):
 # and type the places where the gateway builds or edits a response itself.
 
 
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -158,7 +147,8 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
-ModelState = Literal["starting", "ready", "restarting", "failed"]
+# "busy": serving, but late to answer health checks while it generates (a loaded CPU engine).
+ModelState = Literal["starting", "ready", "busy", "restarting", "failed"]
 
 
 class ModelCard(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from codeserve.common.error_object import ErrorResponse
 from codeserve.server.errors import UnavailableError
 from codeserve.server.fim_dry_run import render_completion
 from codeserve.server.infill import handle_infill
@@ -15,7 +16,6 @@ from codeserve.server.metrics import GatewayMetrics
 from codeserve.server.protocol import (
     ChatCompletionResponse,
     CompletionResponse,
-    ErrorResponse,
     HealthResponse,
     InfillResponse,
     ModelCard,
@@ -111,7 +111,9 @@ async def health() -> HealthResponse:
 async def ready(request: Request, registry: Registry,
                 model: Annotated[str | None, Query(max_length=128)] = None) -> JSONResponse:
     states = {model: registry.get(model).state} if model else registry.states()
-    ok = all(s == "ready" for s in states.values()) and not request.app.state.drain.draining
+    # A busy model is serving: it only answers its engine's health checks late.
+    ok = (all(s in ("ready", "busy") for s in states.values())
+          and not request.app.state.drain.draining)
     body = ReadyResponse(ready=ok, models=states).model_dump()  # type: ignore[arg-type]
     return JSONResponse(body, status_code=200 if ok else 503,
                         headers=None if ok else {"Retry-After": "5"})
