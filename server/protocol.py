@@ -147,8 +147,7 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
-# "busy": serving, but late to answer health checks while it generates (a loaded CPU engine).
-ModelState = Literal["starting", "ready", "busy", "restarting", "failed"]
+ModelState = Literal["starting", "ready", "restarting", "failed"]
 
 
 class ModelCard(BaseModel):
