@@ -149,11 +149,12 @@ async def _generate(
         stream=config.stream,
         max_connections=config.concurrency,
     )
-    already = sum(min(done[t.task_id], config.n) for t in tasks)
-    bar = tqdm(total=len(tasks) * config.n, initial=already, unit="cand", file=sys.stderr,
-               disable=not config.progress, desc=f"{config.benchmark} {config.model}")
     async with EndpointClient(endpoint, transport=transport) as client:
         await client.check_model()
+        # The bar starts once the endpoint answered: a fatal check is then one line alone.
+        already = sum(min(done[t.task_id], config.n) for t in tasks)
+        bar = tqdm(total=len(tasks) * config.n, initial=already, unit="cand", file=sys.stderr,
+                   disable=not config.progress, desc=f"{config.benchmark} {config.model}")
 
         async def worker() -> None:
             while not queue.empty():
