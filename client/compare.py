@@ -7,9 +7,10 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from codeserve.client.protocol import EvalResults, Percentiles, TaskResult
+from codeserve.client.protocol import EvalResults, TaskResult
 from codeserve.client.report import Row, Table, fmt_percent, fmt_rate, fmt_seconds
 from codeserve.common.errors import CliError, validation_message
+from codeserve.common.stats import Distribution
 
 TASK_CHANGES_SHOWN = 20
 
@@ -87,7 +88,7 @@ def _latency_rows(a: EvalResults, b: EvalResults) -> list[Row]:
     return rows
 
 
-def _q(stats: Percentiles, q: str) -> float | None:
+def _q(stats: Distribution, q: str) -> float | None:
     value = getattr(stats, q)
     return None if value is None else float(value)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from codeserve.common.stats import Distribution
+
 
 class SamplingParams(BaseModel):
     temperature: float = 0.0
@@ -78,14 +80,6 @@ class RunMetadata(BaseModel):
     finished_at: str
 
 
-class Percentiles(BaseModel):
-    count: int
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-    mean: float | None = None
-
-
 class Histogram(BaseModel):
     """Counts of values in `edges[i] <= v < edges[i+1]` (last bin closed)."""
 
@@ -94,8 +88,8 @@ class Histogram(BaseModel):
 
 
 class LatencySummary(BaseModel):
-    ttft_s: Percentiles
-    e2e_s: Percentiles
+    ttft_s: Distribution
+    e2e_s: Distribution
     e2e_histogram: Histogram
     ttft_histogram: Histogram | None = None
 

@@ -10,7 +10,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from codeserve.client.protocol import EvalResults, Histogram, Percentiles
+from codeserve.client.protocol import EvalResults, Histogram
+from codeserve.common.stats import Distribution
 
 Row = list[str]
 
@@ -98,7 +99,7 @@ def _k_order(name: str) -> int:
     return int(digits) if digits else 0
 
 
-def _latency_row(name: str, stats: Percentiles) -> Row:
+def _latency_row(name: str, stats: Distribution) -> Row:
     return [name, str(stats.count), fmt_seconds(stats.p50), fmt_seconds(stats.p90),
             fmt_seconds(stats.p99), fmt_seconds(stats.mean)]
 

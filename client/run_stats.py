@@ -13,26 +13,12 @@ from collections.abc import Iterable, Sequence
 from codeserve.client.protocol import (
     Histogram,
     LatencySummary,
-    Percentiles,
     RequestRecord,
     Throughput,
 )
-from codeserve.common.stats import percentile
+from codeserve.common.stats import distribution
 
 HISTOGRAM_BINS = 20
-
-
-def percentiles(values: Iterable[float]) -> Percentiles:
-    ordered = sorted(values)
-    if not ordered:
-        return Percentiles(count=0)
-    return Percentiles(
-        count=len(ordered),
-        p50=percentile(ordered, 50),
-        p90=percentile(ordered, 90),
-        p99=percentile(ordered, 99),
-        mean=sum(ordered) / len(ordered),
-    )
 
 
 def histogram(values: Iterable[float], bins: int = HISTOGRAM_BINS) -> Histogram:
@@ -55,8 +41,8 @@ def latency_summary(records: Sequence[RequestRecord]) -> LatencySummary:
     e2e = [r.latency_s for r in ok if r.latency_s is not None]
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
     return LatencySummary(
-        ttft_s=percentiles(ttft),
-        e2e_s=percentiles(e2e),
+        ttft_s=distribution(ttft),
+        e2e_s=distribution(e2e),
         e2e_histogram=histogram(e2e),
         ttft_histogram=histogram(ttft) if ttft else None,
     )

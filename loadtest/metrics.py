@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from codeserve.common.stats import percentile
+from codeserve.common.stats import Distribution, distribution
 from codeserve.loadtest.protocol import (
     CandidateRecord,
-    Distribution,
     RequestRecord,
     RunSpec,
     SloSpec,
@@ -22,19 +21,8 @@ from codeserve.loadtest.protocol import (
 )
 
 
-def distribution(values: Iterable[float], scale: float = 1000.0) -> Distribution:
-    ordered = sorted(v * scale for v in values)
-    if not ordered:
-        return Distribution()
-    return Distribution(
-        count=len(ordered),
-        mean=sum(ordered) / len(ordered),
-        p50=percentile(ordered, 50),
-        p90=percentile(ordered, 90),
-        p99=percentile(ordered, 99),
-        max=ordered[-1],
-        quantiles=[percentile(ordered, q) for q in range(101)],
-    )
+def _ms(seconds: Iterable[float]) -> Distribution:
+    return distribution(seconds, scale=1000.0)
 
 
 def candidate_meets(c: CandidateRecord, slo: SloSpec) -> bool:
@@ -87,12 +75,12 @@ def summarize(records: Sequence[RequestRecord], spec: RunSpec) -> Summary:
         goodput=goodput,
         candidate_goodput=candidate_goodput,
         slo_attainment=attainment,
-        ttft_ms=distribution(c.ttft_s for c in cands if c.ttft_s is not None),
-        tpot_ms=distribution(t for c in cands if (t := c.tpot_s) is not None),
-        itl_ms=distribution(g for c in cands for g in c.itl_s),
-        e2e_ms=distribution(c.e2e_s for c in cands if c.e2e_s is not None),
-        request_latency_ms=distribution(r.done_s - r.intended_s for r in ok),
-        send_lag_ms=distribution(r.send_lag_s for r in kept),
+        ttft_ms=_ms(c.ttft_s for c in cands if c.ttft_s is not None),
+        tpot_ms=_ms(t for c in cands if (t := c.tpot_s) is not None),
+        itl_ms=_ms(g for c in cands for g in c.itl_s),
+        e2e_ms=_ms(c.e2e_s for c in cands if c.e2e_s is not None),
+        request_latency_ms=_ms(r.done_s - r.intended_s for r in ok),
+        send_lag_ms=_ms(r.send_lag_s for r in kept),
     )
 
 

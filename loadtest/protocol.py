@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from codeserve.common.stats import Distribution
+
 ArrivalMode = Literal["closed", "constant", "poisson"]
 Endpoint = Literal["completions", "chat"]
 
@@ -157,19 +159,6 @@ class RequestRecord(BaseModel):
     @property
     def send_lag_s(self) -> float:
         return self.sent_s - self.intended_s
-
-
-class Distribution(BaseModel):
-    """Order statistics of one metric (milliseconds unless named otherwise); `quantiles` holds
-    p0..p100 in steps of 1 for plots and comparisons."""
-
-    count: int = 0
-    mean: float | None = None
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-    max: float | None = None
-    quantiles: list[float] = Field(default_factory=list)
 
 
 class Summary(BaseModel):

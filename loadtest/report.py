@@ -8,7 +8,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from codeserve.common.errors import CliError, validation_message
-from codeserve.loadtest.protocol import Distribution, LoadtestResult, Summary
+from codeserve.common.stats import Distribution
+from codeserve.loadtest.protocol import LoadtestResult, Summary
 from codeserve.loadtest.svg import Series, line_chart
 
 LATENCIES = (

@@ -13,7 +13,6 @@ from codeserve.client.protocol import (
     EvalResults,
     Histogram,
     LatencySummary,
-    Percentiles,
     RunIdentity,
     RunMetadata,
     TaskResult,
@@ -21,6 +20,7 @@ from codeserve.client.protocol import (
 )
 from codeserve.client.report import histogram_chart, render_html, render_markdown, write_reports
 from codeserve.common.errors import CliError
+from codeserve.common.stats import Distribution
 
 
 def make_results(model: str = "m", p1: float = 0.5, correct: tuple[int, int] = (1, 0),
@@ -30,7 +30,7 @@ def make_results(model: str = "m", p1: float = 0.5, correct: tuple[int, int] = (
     meta = RunMetadata(identity=identity, endpoint="http://127.0.0.1:1/v1", dataset_name="humaneval",
                        dataset_version="1.0", n=2, limit=2, tasks=2, stream=True, concurrency=4,
                        max_n_per_request=None, tool_version="0.1.0", started_at="t0", finished_at="t1")
-    e2e = Percentiles(count=4, p50=0.5, p90=0.9, p99=0.99, mean=0.6)
+    e2e = Distribution(count=4, p50=0.5, p90=0.9, p99=0.99, mean=0.6)
     return EvalResults(
         metadata=meta,
         pass_at_k={"pass@1": p1},
@@ -38,7 +38,7 @@ def make_results(model: str = "m", p1: float = 0.5, correct: tuple[int, int] = (
         tasks=[TaskResult(task_id="HumanEval/0", samples=2, correct=correct[0], pass_at_k={"pass@1": correct[0] / 2}),
                TaskResult(task_id="HumanEval/1", samples=2, correct=correct[1], pass_at_k={"pass@1": correct[1] / 2},
                           first_failure="failed: AssertionError <oops> | x")],
-        latency=LatencySummary(ttft_s=Percentiles(count=4, p50=0.1, p90=0.2, p99=0.3, mean=0.15), e2e_s=e2e,
+        latency=LatencySummary(ttft_s=Distribution(count=4, p50=0.1, p90=0.2, p99=0.3, mean=0.15), e2e_s=e2e,
                                e2e_histogram=Histogram(edges=[0.4, 0.7, 1.0], counts=[3, 1]),
                                ttft_histogram=Histogram(edges=[0.1, 0.3], counts=[4])),
         throughput=Throughput(duration_s=2.0, requests=4, failed_requests=0, candidates=8,

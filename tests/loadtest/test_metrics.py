@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from codeserve.loadtest.metrics import percentile, summarize, timeline
+from codeserve.common.stats import percentile
+from codeserve.loadtest.metrics import summarize, timeline
 from codeserve.loadtest.protocol import (
     ArrivalSpec,
     CandidateRecord,
