@@ -363,7 +363,7 @@ def _from_stream(acc: _StreamAccumulator, n: int, sent_at: float, started: float
         latency_s=time.perf_counter() - started,
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
-        status_code=200,
+        status=200,
     )
 
 
@@ -389,7 +389,7 @@ def _from_json(
         latency_s=latency,
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
-        status_code=200,
+        status=200,
     )
     if len(texts) != n:
         generation.error = f"asked for {n} candidates, got {len(texts)}"
@@ -397,7 +397,7 @@ def _from_json(
 
 
 def _failed(n: int, sent_at: float, attempts: int, status: int | None, message: str) -> Generation:
-    return Generation(n=n, sent_at=sent_at, attempts=attempts, status_code=status, error=message)
+    return Generation(n=n, sent_at=sent_at, attempts=attempts, status=status, error=message)
 
 
 def _describe(exc: BaseException) -> str:

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from codeserve.client.endpoint import EndpointClient, EndpointConfig
 from codeserve.client.protocol import (
+    EvalRecord,
     EvalResults,
-    RequestRecord,
     RunIdentity,
     RunMetadata,
     SamplingParams,
@@ -117,8 +117,8 @@ def _write_oracle(
         missing = n - done[task.task_id]
         if missing > 0:
             solutions = [canonical_completion(benchmark, task)] * missing
-            store.append(RequestRecord(task_id=task.task_id, session=session, n=missing,
-                                       texts=solutions, completions=solutions, sent_at=time.time()))
+            store.append(EvalRecord(task_id=task.task_id, session=session, n=missing,
+                                    texts=solutions, completions=solutions, sent_at=time.time()))
 
 
 async def _generate(
@@ -165,8 +165,9 @@ async def _generate(
                         [fmt.to_completion(text, task) for text in generation.texts]
                         if generation.ok else []
                     )
-                    store.append(RequestRecord(**generation.model_dump(), task_id=task.task_id,
-                                               session=session, completions=completions))
+                    store.append(EvalRecord(**generation.model_dump(exclude={"task_id"}),
+                                            task_id=task.task_id, session=session,
+                                            completions=completions))
                     bar.update(len(completions))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(config.concurrency)]
@@ -187,7 +188,7 @@ def _results(
     benchmark: Benchmark,
     tasks: Sequence[Task],
     identity: RunIdentity,
-    records: Sequence[RequestRecord],
+    records: Sequence[EvalRecord],
     scored: ScoredRun,
     started_at: str,
 ) -> EvalResults:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from codeserve.common.records import RequestRecord
 from codeserve.common.stats import Distribution
 
 
@@ -18,29 +19,24 @@ class SamplingParams(BaseModel):
     seed: int | None = None
 
 
-class Generation(BaseModel):
-    """One HTTP request's outcome (after retries): candidate texts in `choices[].index` order,
-    timings (wall-clock `sent_at`, durations in seconds) and token usage."""
+class Generation(RequestRecord):
+    """One HTTP request's outcome (after retries; `error` is the message): candidate texts in
+    `choices[].index` order, wall-clock `sent_at`, and durations in seconds from the send."""
 
-    n: int
     texts: list[str] = Field(default_factory=list)
     finish_reasons: list[str | None] = Field(default_factory=list)
     sent_at: float
     ttft_s: float | None = None
     latency_s: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
     attempts: int = 1
-    status_code: int | None = None
-    error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None and len(self.texts) == self.n
 
 
-class RequestRecord(Generation):
-    """One line of samples.jsonl: a request for one task and the completions (post-processed
+class EvalRecord(Generation):
+    """One line of records.jsonl: a request for one task and the completions (post-processed
     for scoring) of its candidates. `session` tells apart the invocations of a resumed run."""
 
     task_id: str

@@ -1,6 +1,6 @@
 """Resumable per-request record store (`records.jsonl`).
 
-The first line is a header naming the run's identity; every later line is one `RequestRecord`,
+The first line is a header naming the run's identity; every later line is one `EvalRecord`,
 written and flushed as soon as its request ends, so a killed run loses at most the requests in
 flight. Reopening the file continues it: a torn last line is cut off, and the candidates already
 saved are counted per task so that only the missing ones are requested again.
@@ -17,7 +17,7 @@ from typing import IO
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from codeserve.client.protocol import RequestRecord, RunIdentity
+from codeserve.client.protocol import EvalRecord, RunIdentity
 from codeserve.common.errors import CliError
 
 
@@ -28,7 +28,7 @@ class _Header(BaseModel):
 class RecordStore:
     """`with RecordStore.open(path, identity) as store:` then `store.append(record)`."""
 
-    def __init__(self, path: Path, identity: RunIdentity, records: list[RequestRecord]) -> None:
+    def __init__(self, path: Path, identity: RunIdentity, records: list[EvalRecord]) -> None:
         self.path = path
         self.identity = identity
         self.records = records
@@ -56,7 +56,7 @@ class RecordStore:
             self._file.close()
             self._file = None
 
-    def append(self, record: RequestRecord) -> None:
+    def append(self, record: EvalRecord) -> None:
         self._write_line(record.model_dump(mode="json"))
         self.records.append(record)
 
@@ -70,7 +70,7 @@ class RecordStore:
         return candidates_per_task(self.records)
 
 
-def candidates_per_task(records: Iterable[RequestRecord]) -> Counter[str]:
+def candidates_per_task(records: Iterable[EvalRecord]) -> Counter[str]:
     done: Counter[str] = Counter()
     for record in records:
         if record.ok:
@@ -78,7 +78,7 @@ def candidates_per_task(records: Iterable[RequestRecord]) -> Counter[str]:
     return done
 
 
-def samples_of(records: Iterable[RequestRecord], n: int) -> list[tuple[str, str]]:
+def samples_of(records: Iterable[EvalRecord], n: int) -> list[tuple[str, str]]:
     """(task_id, completion) of the first n saved candidates of each task, in saved order."""
     taken: Counter[str] = Counter()
     samples: list[tuple[str, str]] = []
@@ -92,7 +92,7 @@ def samples_of(records: Iterable[RequestRecord], n: int) -> list[tuple[str, str]
     return samples
 
 
-def load_records(path: Path, identity: RunIdentity | None = None) -> list[RequestRecord]:
+def load_records(path: Path, identity: RunIdentity | None = None) -> list[EvalRecord]:
     """Validated records of a store; a mismatching identity or a corrupt line is a CliError.
     A torn final line (the process died mid-write) is ignored."""
     # The last piece has no newline after it: empty, or a line that was never fully written.
@@ -113,7 +113,7 @@ def load_records(path: Path, identity: RunIdentity | None = None) -> list[Reques
         if not line.strip():
             continue
         try:
-            records.append(RequestRecord.model_validate(orjson.loads(line)))
+            records.append(EvalRecord.model_validate(orjson.loads(line)))
         except (orjson.JSONDecodeError, ValidationError) as exc:
             reason = str(exc).splitlines()[0]
             raise CliError(f"{path}:{number}: corrupt record ({reason})") from None

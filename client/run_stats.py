@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from codeserve.client.protocol import (
+    EvalRecord,
     Histogram,
     LatencySummary,
-    RequestRecord,
     Throughput,
 )
 from codeserve.common.stats import distribution
@@ -35,7 +35,7 @@ def histogram(values: Iterable[float], bins: int = HISTOGRAM_BINS) -> Histogram:
     return Histogram(edges=[low + i * width for i in range(bins + 1)], counts=counts)
 
 
-def latency_summary(records: Sequence[RequestRecord]) -> LatencySummary:
+def latency_summary(records: Sequence[EvalRecord]) -> LatencySummary:
     """Over successful requests only: a failed request's time says nothing about serving speed."""
     ok = [r for r in records if r.ok and r.latency_s is not None]
     e2e = [r.latency_s for r in ok if r.latency_s is not None]
@@ -48,7 +48,7 @@ def latency_summary(records: Sequence[RequestRecord]) -> LatencySummary:
     )
 
 
-def throughput(records: Sequence[RequestRecord]) -> Throughput:
+def throughput(records: Sequence[EvalRecord]) -> Throughput:
     timed = [r for r in records if r.latency_s is not None]
     spans: dict[str, list[float]] = defaultdict(lambda: [math.inf, -math.inf])
     for record in timed:

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from codeserve.common.errors import CliError
-from codeserve.loadtest.protocol import RequestRecord
+from codeserve.loadtest.protocol import LoadtestRecord
 from codeserve.loadtest.workloads import Workload
 
 
-def samples_to_score(records: Sequence[RequestRecord], workload: Workload) -> list[Any]:
+def samples_to_score(records: Sequence[LoadtestRecord], workload: Workload) -> list[Any]:
     """(task_id, completion) samples from the measured, successful requests that kept texts.
     Requests whose hole was cut from a whole program (FIM on a non-infill benchmark) are left
     out: their program is not the benchmark's."""
@@ -34,7 +34,7 @@ def samples_to_score(records: Sequence[RequestRecord], workload: Workload) -> li
     return samples
 
 
-async def score_sample(records: Sequence[RequestRecord], workload: Workload) -> tuple[int, float | None]:
+async def score_sample(records: Sequence[LoadtestRecord], workload: Workload) -> tuple[int, float | None]:
     """(candidates scored, pass rate)."""
     if workload.benchmark is None:
         raise CliError("--score-fraction needs benchmark prompts (--workload humaneval, mbpp, ...)")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from codeserve.common.stats import Distribution, distribution
 from codeserve.loadtest.protocol import (
     CandidateRecord,
-    RequestRecord,
+    LoadtestRecord,
     RunSpec,
     SloSpec,
     Summary,
@@ -34,11 +34,11 @@ def candidate_meets(c: CandidateRecord, slo: SloSpec) -> bool:
     )
 
 
-def measured(records: Sequence[RequestRecord]) -> list[RequestRecord]:
+def measured(records: Sequence[LoadtestRecord]) -> list[LoadtestRecord]:
     return [r for r in records if not r.warmup]
 
 
-def _examples(records: Sequence[RequestRecord]) -> dict[str, str]:
+def _examples(records: Sequence[LoadtestRecord]) -> dict[str, str]:
     examples: dict[str, str] = {}
     for r in records:
         if r.error and r.error_detail and r.error not in examples:
@@ -46,7 +46,7 @@ def _examples(records: Sequence[RequestRecord]) -> dict[str, str]:
     return examples
 
 
-def summarize(records: Sequence[RequestRecord], spec: RunSpec) -> Summary:
+def summarize(records: Sequence[LoadtestRecord], spec: RunSpec) -> Summary:
     kept = measured(records)
     ok = [r for r in kept if r.ok]
     cands = [c for r in ok for c in r.candidates]
@@ -84,7 +84,7 @@ def summarize(records: Sequence[RequestRecord], spec: RunSpec) -> Summary:
     )
 
 
-def timeline(records: Sequence[RequestRecord], bucket_s: float | None = None) -> list[TimelinePoint]:
+def timeline(records: Sequence[LoadtestRecord], bucket_s: float | None = None) -> list[TimelinePoint]:
     """Finished candidates, tokens and requests per second, in buckets of `bucket_s` (default:
     1 s, shorter for runs under 40 s so a short run still draws a curve; warm-up included, so
     the ramp is visible)."""

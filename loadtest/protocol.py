@@ -1,4 +1,4 @@
-"""Shapes of a load test: what to run (`RunSpec`), what was measured (`RequestRecord`), and the
+"""Shapes of a load test: what to run (`RunSpec`), what was measured (`LoadtestRecord`), and the
 results file (`LoadtestResult`), which `compare` and `report` read back and validate.
 
 Times inside records are seconds on the run's monotonic clock (0 = the run's start); summary
@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from codeserve.common.records import RequestRecord
 from codeserve.common.stats import Distribution
 
 ArrivalMode = Literal["closed", "constant", "poisson"]
@@ -134,27 +135,20 @@ class CandidateRecord(BaseModel):
         return (self.e2e_s - self.ttft_s) / (self.tokens - 1)
 
 
-class RequestRecord(BaseModel):
-    """One request: when it was meant to go, when it went, how it ended, its candidates."""
+class LoadtestRecord(RequestRecord):
+    """One request: when it was meant to go, when it went, how it ended, its candidates.
+    `error` is a type ("http_503", "timeout"; None when every candidate finished) to count by,
+    `error_detail` the server's message, shortened; `prompt_tokens` falls back to the
+    workload's count when the server reports no usage."""
 
     seq: int
     warmup: bool = False
     intended_s: float
     sent_s: float
     done_s: float
-    n: int
     fim: bool = False
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None  # usage: all candidates together
-    status: int | None = None
-    error: str | None = None  # error type; None when every candidate finished
-    error_detail: str | None = None  # the server's message, shortened
-    task_id: str | None = None
+    error_detail: str | None = None
     candidates: list[CandidateRecord] = Field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
     @property
     def send_lag_s(self) -> float:
@@ -196,7 +190,7 @@ class RunResult(BaseModel):
     spec: RunSpec
     summary: Summary
     timeline: list[TimelinePoint] = Field(default_factory=list)
-    records: list[RequestRecord] | None = None
+    records: list[LoadtestRecord] | None = None
 
 
 class SweepPoint(BaseModel):

@@ -21,7 +21,7 @@ import orjson
 
 from codeserve.loadtest.arrivals import schedule
 from codeserve.loadtest.http_client import ConnectFailed, ResponseBroken, StreamingClient
-from codeserve.loadtest.protocol import RequestRecord, RunSpec
+from codeserve.loadtest.protocol import LoadtestRecord, RunSpec
 from codeserve.loadtest.records import StreamTimer
 from codeserve.loadtest.workloads import PreparedRequest, Workload
 
@@ -45,7 +45,7 @@ class LoadRunner:
         self.spec = spec
         self.workload = workload
         self.clock = clock
-        self.records: list[RequestRecord] = []
+        self.records: list[LoadtestRecord] = []
         self.origin = 0.0  # clock value of the run's start; records are relative to it
         self._picks = random.Random(spec.seed + 1)
         self._scoring = random.Random(spec.seed + 2)
@@ -99,7 +99,7 @@ class LoadRunner:
         done = clock()
         origin = self.origin
         self.records.append(
-            RequestRecord.model_construct(
+            LoadtestRecord.model_construct(
                 seq=seq,
                 warmup=self._is_warmup(seq, intended),
                 intended_s=intended - origin,
@@ -167,7 +167,7 @@ class LoadRunner:
         if in_flight:
             await asyncio.gather(*in_flight)
 
-    async def run(self) -> list[RequestRecord]:
+    async def run(self) -> list[LoadtestRecord]:
         # A full collection walks every object the process holds (modules, the request pool):
         # tens of milliseconds that would land on some request's send time. Freezing the heap
         # as it is now leaves the collector only what the run itself creates.

@@ -94,7 +94,7 @@ async def test_retry_after_is_honoured_and_retries_give_up() -> None:
     async with EndpointClient(config, transport=transport, sleep=sleeps) as client:
         [gen] = await client.complete(PROMPT, PARAMS, 2)
     assert sleeps.waits == [7.0, 7.0] and len(seen) == 3
-    assert not gen.ok and gen.status_code == 429 and "gave up after 3 attempts" in (gen.error or "")
+    assert not gen.ok and gen.status == 429 and "gave up after 3 attempts" in (gen.error or "")
 
 
 async def test_client_errors_are_not_retried() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codeserve.client.protocol import RequestRecord, RunIdentity
+from codeserve.client.protocol import EvalRecord, RunIdentity
 from codeserve.client.records import RecordStore, candidates_per_task, load_records, samples_of
 from codeserve.common.errors import CliError
 
@@ -14,10 +14,10 @@ IDENTITY = RunIdentity(benchmark="humaneval", dataset_sha256="abc", model="m",
                        prompt_format="humaneval", temperature=0.2, top_p=0.95, max_tokens=64)
 
 
-def record(task: str, completions: list[str], error: str | None = None) -> RequestRecord:
-    return RequestRecord(task_id=task, session="s1", n=len(completions) or 1,
-                         texts=[] if error else completions, completions=[] if error else completions,
-                         sent_at=1.0, latency_s=0.5, error=error)
+def record(task: str, completions: list[str], error: str | None = None) -> EvalRecord:
+    return EvalRecord(task_id=task, session="s1", n=len(completions) or 1,
+                      texts=[] if error else completions, completions=[] if error else completions,
+                      sent_at=1.0, latency_s=0.5, error=error)
 
 
 def test_records_are_on_disk_as_soon_as_appended_and_reload(tmp_path: Path) -> None:
@@ -67,3 +67,17 @@ def test_samples_take_the_first_n_successful_candidates_per_task() -> None:
     records = [record("A", ["a1", "a2"]), record("B", [], error="x"), record("A", ["a3"]), record("B", ["b1"])]
     assert candidates_per_task(records) == {"A": 3, "B": 1}
     assert samples_of(records, 2) == [("A", "a1"), ("A", "a2"), ("B", "b1")]
+
+
+def test_records_written_before_the_shared_record_still_load(tmp_path: Path) -> None:
+    """Until the request record was shared with the load tester, the HTTP status was saved as
+    `status_code`; it is `status` now."""
+    path = tmp_path / "records.jsonl"
+    RecordStore.open(path, IDENTITY).close()
+    with path.open("ab") as handle:
+        handle.write(b'{"n": 1, "texts": ["a"], "finish_reasons": ["stop"], "sent_at": 1.0, '
+                     b'"ttft_s": null, "latency_s": 0.5, "prompt_tokens": 3, "completion_tokens": 1, '
+                     b'"attempts": 1, "status_code": 200, "error": null, "task_id": "T/0", '
+                     b'"session": "s0", "completions": ["a"]}\n')
+    (old,) = load_records(path, IDENTITY)
+    assert old.status == 200 and old.ok and old.completions == ["a"]

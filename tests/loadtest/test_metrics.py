@@ -9,7 +9,7 @@ from codeserve.loadtest.metrics import summarize, timeline
 from codeserve.loadtest.protocol import (
     ArrivalSpec,
     CandidateRecord,
-    RequestRecord,
+    LoadtestRecord,
     RunSpec,
     SloSpec,
 )
@@ -20,12 +20,12 @@ def _spec(slo: SloSpec | None = None) -> RunSpec:
                    num_requests=3, slo=slo or SloSpec())
 
 
-def _record(seq: int, intended: float, ttft: float, e2e: float, tokens: int, **kw: object) -> RequestRecord:
+def _record(seq: int, intended: float, ttft: float, e2e: float, tokens: int, **kw: object) -> LoadtestRecord:
     cands = [CandidateRecord(index=i, ttft_s=ttft, e2e_s=e2e, tokens=tokens, chunks=tokens,
                              itl_s=[(e2e - ttft) / (tokens - 1)] * (tokens - 1), finish_reason="length")
              for i in range(2)]
-    return RequestRecord(seq=seq, intended_s=intended, sent_s=intended + 0.001, done_s=intended + e2e,
-                         n=2, candidates=cands, **kw)
+    return LoadtestRecord(seq=seq, intended_s=intended, sent_s=intended + 0.001, done_s=intended + e2e,
+                          n=2, candidates=cands, **kw)
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -39,7 +39,7 @@ def test_summary_excludes_warmup_and_counts_candidates_and_slo() -> None:
         _record(0, 0.0, 5.0, 9.0, 5, warmup=True),  # would dominate every figure
         _record(1, 1.0, 0.1, 0.5, 5),
         _record(2, 1.5, 0.3, 1.5, 5),
-        RequestRecord(seq=3, intended_s=2.0, sent_s=2.0, done_s=2.2, n=2, status=503, error="http_503"),
+        LoadtestRecord(seq=3, intended_s=2.0, sent_s=2.0, done_s=2.2, n=2, status=503, error="http_503"),
     ]
     s = summarize(records, _spec(SloSpec(ttft_ms=200)))
     assert s.requests == 3 and s.requests_ok == 2 and s.candidates_ok == 4
