@@ -230,8 +230,16 @@ class MockUpstream:
         if die:
             await self._pause_until(start + (config.ttft_ms + config.die_after_tokens * config.itl_ms) / 1e3)
             return self._drop_connection(request)
-        await self._pause_until(start + (config.ttft_ms + max(steps - 1, 0) * config.itl_ms) / 1e3)
-        self.stats.output_tokens += steps * plan.choices
+        if config.itl_ms >= 50:
+            # Slow generations count their tokens as they go, like vLLM's metrics (the gateway
+            # reads them to tell a busy engine from a hung one); fast ones sleep once.
+            for step in range(steps):
+                await self._pause_until(start + (config.ttft_ms + step * config.itl_ms) / 1e3)
+                self.stats.output_tokens += plan.choices
+        else:
+            await self._pause_until(
+                start + (config.ttft_ms + max(steps - 1, 0) * config.itl_ms) / 1e3)
+            self.stats.output_tokens += steps * plan.choices
         response = _json_response(full_body(plan))
         await response.prepare(request)
         await response.write_eof()

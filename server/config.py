@@ -49,9 +49,10 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0)
     min_tokens_per_s: float = Field(1.0, gt=0)
-    # While an engine is silent this long, the gateway sends keep-alive bytes of its own (an SSE
-    # comment; leading JSON whitespace for a non-streamed answer) so that no proxy in between
-    # cuts a long quiet response. 0 turns it off.
+    # A non-streamed answer not ready after this long gets its 200 at once and a space every
+    # `keepalive_s` until the body follows (JSON allows leading whitespace), so that no proxy in
+    # between cuts a long quiet response; a later error then comes as the OpenAI error object in
+    # that body. 0 turns it off (errors keep their status; long answers risk proxy timeouts).
     keepalive_s: float = Field(15.0, ge=0)
     health_interval_s: float = Field(5.0, gt=0)
     health_timeout_s: float = Field(5.0, gt=0)

@@ -33,16 +33,28 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
     """Result of `work`, or ClientDisconnected once the client is gone (`work` is cancelled
     and its clean-up has run before this returns)."""
     task = asyncio.ensure_future(work)
+    await settle_unless_disconnected(request, task, None)
+    return task.result()
+
+
+async def settle_unless_disconnected(request: Request, task: asyncio.Future[Any],
+                                     timeout: float | None) -> bool:
+    """Wait up to `timeout` for `task`: True once it is done, False when the time ran out
+    first. When the client goes away, `task` is cancelled, its clean-up runs, and
+    ClientDisconnected is raised."""
     watcher = asyncio.ensure_future(wait_for_disconnect(request))
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, watcher), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
         task.cancel()  # the handler itself is being cancelled (server shutdown)
         raise
     finally:
+        gone = watcher.done()
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise ClientDisconnected()
-    return task.result()
+    if task.done():
+        return True
+    if not gone:
+        return False
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnected()

@@ -147,7 +147,8 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
-ModelState = Literal["starting", "ready", "restarting", "failed"]
+# "busy": serving, but late to answer health checks while it generates (a loaded CPU engine).
+ModelState = Literal["starting", "ready", "busy", "restarting", "failed"]
 
 
 class ModelCard(BaseModel):

@@ -111,7 +111,9 @@ async def health() -> HealthResponse:
 async def ready(request: Request, registry: Registry,
                 model: Annotated[str | None, Query(max_length=128)] = None) -> JSONResponse:
     states = {model: registry.get(model).state} if model else registry.states()
-    ok = all(s == "ready" for s in states.values()) and not request.app.state.drain.draining
+    # A busy model is serving: it only answers its engine's health checks late.
+    ok = (all(s in ("ready", "busy") for s in states.values())
+          and not request.app.state.drain.draining)
     body = ReadyResponse(ready=ok, models=states).model_dump()  # type: ignore[arg-type]
     return JSONResponse(body, status_code=200 if ok else 503,
                         headers=None if ok else {"Retry-After": "5"})

@@ -22,12 +22,16 @@ from starlette.responses import Response, StreamingResponse
 
 from codeserve.server.admission import Admission
 from codeserve.server.config import Settings
-from codeserve.server.disconnects import ClientDisconnected, unless_disconnected
+from codeserve.server.disconnects import (
+    ClientDisconnected,
+    settle_unless_disconnected,
+    unless_disconnected,
+)
+from codeserve.server.engines.budget import RequestBudget, budget_for
 from codeserve.server.engines.client import EngineCall, raise_for_engine_error
 from codeserve.server.engines.health import ModelEntry
 from codeserve.server.errors import (
     APIError,
-    EngineTimeoutError,
     InvalidRequestError,
     ModelNotReadyError,
     PayloadTooLargeError,
@@ -42,6 +46,13 @@ from codeserve.server.stops import StreamStops, split_stops, trim_choices
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
+# Sent while a non-streamed answer is being generated, so that no proxy in between cuts a long
+# quiet response: whitespace, which JSON allows before the body. (A stream shows its progress
+# itself, a chunk per token.)
+JSON_KEEPALIVE = b" "
+# What vLLM generates when a completions request sets no max_tokens (a chat answer may fill
+# the context instead).
+DEFAULT_COMPLETION_TOKENS = 16
 _USAGE_MARK = b'"choices":[]'
 
 
@@ -140,7 +151,8 @@ class CompletionService:
         candidates = req.n * prompts
         self.metrics.candidates.labels(name).inc(candidates)
         started = time.perf_counter()
-        call = EngineCall(self.session, entry.pool, endpoint.path, payload, name)
+        call = EngineCall(self.session, entry.pool, endpoint.path, payload, name,
+                          self.budget(req, entry, candidates), self.settings.connect_timeout_s)
         handed_over = False
         try:
             if req.stream:
@@ -153,11 +165,51 @@ class CompletionService:
                 return response
             # Cancelling the engine call when the client leaves closes its connection: the
             # engine aborts the generation.
-            return await unless_disconnected(
-                request, self._unary(call, entry, started, extra_stops, text_field))
+            answer = asyncio.ensure_future(self._unary(call, entry, started, extra_stops,
+                                                       text_field))
+            if await settle_unless_disconnected(request, answer,
+                                                self.settings.keepalive_s or None):
+                return answer.result()
+            # Still generating: answer now and keep the connection warm until the body is ready.
+            handed_over = True
+            return StreamingResponse(self._keep_warm(answer, name, admission),
+                                     media_type="application/json")
         finally:
             if not handed_over:
                 self._finish(name, admission)
+
+    def budget(self, req: CompletionRequest | ChatCompletionRequest, entry: ModelEntry,
+               candidates: int) -> RequestBudget:
+        max_tokens = req.max_tokens or (DEFAULT_COMPLETION_TOKENS
+                                        if isinstance(req, CompletionRequest)
+                                        else entry.max_model_len or 4096)
+        return budget_for(entry.spec, self.settings, stream=req.stream, max_tokens=max_tokens,
+                          candidates=candidates)
+
+    async def _keep_warm(self, answer: asyncio.Future[Response], name: str,
+                         admission: Admission) -> AsyncIterator[bytes]:
+        """A non-streamed answer that takes longer than `keepalive_s`: its 200 is sent at once,
+        then whitespace while the engine works, then the body. An error that happens later
+        can no longer change the status: it comes as the OpenAI error object in the body."""
+        try:
+            while True:
+                done, _ = await asyncio.wait({answer}, timeout=self.settings.keepalive_s)
+                if done:
+                    break
+                yield JSON_KEEPALIVE
+            try:
+                response = answer.result()
+            except APIError as exc:
+                self.metrics.requests.labels(name, str(exc.status_code)).inc()
+                yield orjson.dumps(exc.body())
+                return
+            yield bytes(response.body)
+        finally:
+            if not answer.done():  # the client left: closing the engine call aborts the work
+                self.metrics.requests.labels(name, "499").inc()
+                answer.cancel()
+                await asyncio.gather(answer, return_exceptions=True)
+            self._finish(name, admission)
 
     def engine_payload(self, req: CompletionRequest | ChatCompletionRequest,
                        entry: ModelEntry) -> tuple[bytes, list[str]]:
@@ -216,7 +268,7 @@ class CompletionService:
                 await raise_for_engine_error(resp, entry.name)
                 return await resp.read()
         except asyncio.TimeoutError:
-            raise EngineTimeoutError(f"engine for model {entry.name!r} timed out") from None
+            raise call.timed_out() from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(502, f"engine for model {entry.name!r} failed: "
                                 f"{type(exc).__name__}") from None
@@ -281,7 +333,7 @@ class CompletionService:
             error = exc
             # aiohttp's read timeout is both a ClientError and a TimeoutError: a timeout.
             status = "504" if isinstance(exc, asyncio.TimeoutError) else "502"
-            message = ("engine timed out mid-stream" if status == "504"
+            message = (call.budget.expired() if status == "504"
                        else f"engine connection lost mid-stream ({type(exc).__name__})")
             body = {"error": {"message": message, "type": "upstream_error", "param": None,
                               "code": "engine_stream_error"}}

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from codeserve.server.engines.budget import RequestBudget
 from codeserve.server.engines.replicas import Replica, ReplicaPool
 from codeserve.server.errors import (
     EngineConnectionError,
@@ -80,21 +81,33 @@ async def raise_for_engine_error(resp: aiohttp.ClientResponse, model: str) -> No
 
 class EngineCall:
     """One request to one replica: picks the replica, fails over once on connection errors
-    (nothing was sent, so it is safe), and keeps the replica's in-flight count honest."""
+    (nothing was sent, so it is safe), and keeps the replica's in-flight count honest.
+
+    Passive ejection is for failures that say the replica is broken: a refused or reset
+    connection, a stream cut or stuck mid-way, a 5xx while another replica can take over. A
+    non-streamed request that outlived its deadline was long, not proof of a dead engine: it
+    fails alone, and the health checks (which tell busy from hung) decide about the replica.
+    """
 
     __slots__ = ("session", "pool", "url_path", "payload", "model", "headers", "replica",
-                 "response")
+                 "response", "budget", "timeout")
 
     def __init__(self, session: aiohttp.ClientSession, pool: ReplicaPool, url_path: str,
-                 payload: bytes, model: str, headers: dict[str, str] | None = None) -> None:
+                 payload: bytes, model: str, budget: RequestBudget, connect_timeout_s: float,
+                 headers: dict[str, str] | None = None) -> None:
         self.session = session
         self.pool = pool
         self.url_path = url_path
         self.payload = payload
         self.model = model
+        self.budget = budget
+        self.timeout = budget.client_timeout(connect_timeout_s)
         self.headers = headers or JSON_HEADERS
         self.replica: Replica | None = None
         self.response: aiohttp.ClientResponse | None = None
+
+    def timed_out(self) -> EngineTimeoutError:
+        return EngineTimeoutError(self.budget.expired())
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         failed: Replica | None = None
@@ -105,21 +118,21 @@ class EngineCall:
             replica.in_flight += 1
             try:
                 self.response = await self.session.post(
-                    replica.url + self.url_path, data=self.payload, headers=self.headers
+                    replica.url + self.url_path, data=self.payload, headers=self.headers,
+                    timeout=self.timeout,
                 )
             except BaseException as exc:
                 # Also when cancelled (the client went away while the engine worked): no
                 # __aexit__ follows a failed __aenter__, so the count is fixed here.
                 replica.in_flight -= 1
+                if isinstance(exc, asyncio.TimeoutError):
+                    if self.budget.stream:
+                        self.pool.eject(replica)  # not even headers within idle_s: stuck
+                    raise self.timed_out() from None
                 if isinstance(exc, _CONNECT_ERRORS):
                     self.pool.eject(replica)
                     failed = replica
                     continue
-                if isinstance(exc, asyncio.TimeoutError):
-                    self.pool.eject(replica)
-                    raise EngineTimeoutError(
-                        f"engine for model {self.model!r} did not answer in time"
-                    ) from None
                 raise
             self.replica = replica
             return self.response
@@ -140,6 +153,16 @@ class EngineCall:
                 self.response.release()
         if self.replica is not None:
             self.replica.in_flight -= 1
-            if exc_type is not None and issubclass(exc_type, (aiohttp.ClientError,
-                                                              asyncio.TimeoutError)):
+            if exc_type is not None and self._says_broken(exc_type, exc):
                 self.pool.eject(self.replica)
+
+    def _says_broken(self, exc_type: type[BaseException], exc: BaseException | None) -> bool:
+        # aiohttp's read timeouts are ClientErrors too: check for a timeout first.
+        if issubclass(exc_type, asyncio.TimeoutError) or isinstance(exc, EngineTimeoutError):
+            return self.budget.stream
+        if issubclass(exc_type, aiohttp.ClientError):
+            return True
+        if isinstance(exc, UpstreamError) and exc.status_code >= 500:
+            # The engine answered, so it is up; fail over only where another replica can serve.
+            return any(r is not self.replica for r in self.pool.available())
+        return False

@@ -17,6 +17,7 @@ from codeserve.server.metrics import GatewayMetrics
 from codeserve.server.protocol import ModelState
 
 log = logging.getLogger("codeserve.engines")
+GENERATED_TOKENS = "vllm:generation_tokens_total"
 
 
 @dataclass(eq=False)
@@ -64,6 +65,29 @@ async def fetch_max_model_len(session: aiohttp.ClientSession, url: str, model: s
     return None
 
 
+async def fetch_generated_tokens(session: aiohttp.ClientSession, url: str,
+                                 timeout_s: float) -> float | None:
+    """The engine's output token counter (vLLM's `vllm:generation_tokens_total`, summed over
+    its label sets), or None when /metrics does not answer in time or lacks it."""
+    try:
+        async with session.get(url + "/metrics",
+                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                return None
+            text = (await resp.read()).decode("utf-8", "replace")
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return None
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(GENERATED_TOKENS) and line[len(GENERATED_TOKENS)] in "{ ":
+            try:
+                total += float(line.rsplit(None, 1)[-1])
+                seen = True
+            except ValueError:
+                continue
+    return total if seen else None
+
+
 class EngineRunner:
     """Base of the per-model background task that keeps an engine's state current."""
 
@@ -81,7 +105,13 @@ class EngineRunner:
         self.metrics.set_state(self.entry.name, state)
 
     async def check_replica(self, replica: Replica) -> bool:
+        """Probe one replica. A probe that fails while the replica is generating for us and
+        making progress counts as "busy", not as a failure: a CPU engine under load answers
+        /health late, and ejecting it would turn one slow probe into 503s for everyone."""
         ok = await probe(self.session, replica.url, self.settings.health_timeout_s)
+        # Sampled at every check while requests are in flight, so a late probe has a baseline.
+        progressing = replica.in_flight > 0 and await self.making_progress(replica)
+        replica.busy = False
         if ok:
             replica.health_failures = 0
             replica.healthy = True
@@ -91,6 +121,11 @@ class EngineRunner:
                                               self.entry.spec.upstream_model_name,
                                               self.settings.health_timeout_s)
                 )
+        elif replica.healthy and progressing:
+            replica.busy = True
+            replica.health_failures = 0
+            log.info("[%s] %s answered its health check late while generating: busy",
+                     self.entry.name, replica.url)
         else:
             replica.health_failures += 1
             if replica.health_failures >= self.settings.health_failures_to_eject:
@@ -99,6 +134,25 @@ class EngineRunner:
             1 if replica.healthy else 0
         )
         return ok
+
+    async def making_progress(self, replica: Replica) -> bool:
+        """Whether the replica generated tokens since the last look: its vLLM metrics' output
+        token counter grew (engines run elsewhere; managed engines are judged locally)."""
+        tokens = await fetch_generated_tokens(self.session, replica.url,
+                                              self.settings.health_timeout_s)
+        grew = tokens is not None and replica.tokens_seen is not None and (
+            tokens > replica.tokens_seen)
+        if tokens is not None:
+            replica.tokens_seen = tokens
+        return grew
+
+    def state_from_replicas(self) -> ModelState:
+        """"ready" while a replica answers its probes; "busy" while the only ones left in
+        rotation are generating but late to answer; "failed" when none is."""
+        replicas = [r for r in self.entry.pool.replicas if r.healthy]
+        if any(not r.busy for r in replicas):
+            return "ready"
+        return "busy" if replicas else "failed"
 
     async def run(self) -> None:
         raise NotImplementedError

@@ -15,6 +15,9 @@ class Replica:
     healthy: bool = False
     health_failures: int = 0
     ejected_until: float = 0.0
+    # Late to answer its last probe while generating for us and making progress: still serving.
+    busy: bool = False
+    tokens_seen: float | None = None  # its output token counter at the last look
 
     def available(self, now: float) -> bool:
         return self.healthy and now >= self.ejected_until
@@ -54,3 +57,7 @@ class ReplicaPool:
     def any_available(self) -> bool:
         now = time.monotonic()
         return any(r.available(now) for r in self.replicas)
+
+    def available(self) -> list[Replica]:
+        now = time.monotonic()
+        return [r for r in self.replicas if r.available(now)]

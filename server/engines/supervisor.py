@@ -20,6 +20,7 @@ from typing import Any
 
 from codeserve.server.config import ManagedEngine
 from codeserve.server.engines.health import EngineRunner
+from codeserve.server.engines.replicas import Replica
 
 log = logging.getLogger("codeserve.engines")
 engine_log = logging.getLogger("codeserve.engine")
@@ -28,6 +29,10 @@ engine_log = logging.getLogger("codeserve.engine")
 STABLE_AFTER_S = 120.0
 # Lines of an engine's own log repeated when it dies, so the cause is visible at any log level.
 TAIL_LINES = 25
+# An engine late to answer /health counts as busy (not hung) while its processes use more than
+# this share of a core; an idle vLLM server's own housekeeping stays far below it.
+BUSY_CPU_SHARE = 0.2
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -36,6 +41,24 @@ def _children(pid: int) -> list[int]:
             return [int(child) for child in f.read().split()]
     except OSError:
         return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and every descendant that is not
+    stopped: a SIGSTOPped process counts as making no progress."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
+        if fields[0] not in ("T", "t", "Z"):
+            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        todo.extend(_children(current))
+    return total
 
 
 def _kill_group(pgid: int) -> None:
@@ -76,6 +99,7 @@ def vllm_command(model: str, served_name: str, engine: ManagedEngine, port: int)
 class ManagedRunner(EngineRunner):
     process: asyncio.subprocess.Process | None = None
     _stopping = False
+    _cpu_seen: tuple[float, float] | None = None  # (monotonic time, CPU seconds) of the last look
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -120,6 +144,7 @@ class ManagedRunner(EngineRunner):
         if self.entry.state != "restarting":
             self.set_state("starting")
         self.entry.pool.set_urls([])
+        self._cpu_seen = None
         log.info("[%s] starting engine on %s", self.entry.name, url)
         self.process = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -156,9 +181,24 @@ class ManagedRunner(EngineRunner):
                 await self.check_replica(replica)
                 if not replica.healthy:
                     return "stopped answering health checks (hung)"
+                self.set_state(self.state_from_replicas())
             return f"exited with code {process.returncode}"
         finally:
             exited.cancel()
+
+    async def making_progress(self, replica: Replica) -> bool:
+        """A managed engine is judged by its processes: busy when they used CPU since the last
+        look (over a fifth of a core on average). A stopped (SIGSTOP) or deadlocked engine uses
+        none, so it still fails its checks and is restarted; a busy one is left to work. Its
+        API server can be too starved to answer /health or /metrics in time (measured on 2
+        cores: up to 13 s late), but the kernel's accounting always answers."""
+        if self.process is None or self.process.returncode is not None:
+            return False
+        now, cpu = time.monotonic(), tree_cpu_seconds(self.process.pid)
+        last, self._cpu_seen = self._cpu_seen, (now, cpu)
+        if last is None or now <= last[0]:
+            return False
+        return (cpu - last[1]) / (now - last[0]) > BUSY_CPU_SHARE
 
     async def _pump_logs(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None

@@ -32,10 +32,9 @@ class UpstreamRunner(EngineRunner):
             pool.set_urls(urls)
         while True:
             await asyncio.gather(*(self.check_replica(r) for r in pool.replicas))
-            if pool.any_healthy():
-                self.set_state("ready")
-            elif self.entry.state == "ready":
-                self.set_state("failed")
+            state = self.state_from_replicas()
+            if state != "failed" or self.entry.state in ("ready", "busy"):
+                self.set_state(state)
             await asyncio.sleep(self.settings.health_interval_s)
 
     def _replicas_changed(self, urls: list[str]) -> None:
