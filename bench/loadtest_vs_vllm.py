@@ -47,7 +47,7 @@ def _ours(url: str, out: Path, rate: float, extra: list[str]) -> LoadtestResult:
     cmd = [sys.executable, "-m", "codeserve.cli.main", "loadtest", "--base-url", url + "/v1", "--model", MODEL,
            "--rate", str(rate), "--out", str(out), *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return LoadtestResult.model_validate_json(out.read_text())
+    return LoadtestResult.model_validate_json((out / "results.json").read_text())
 
 
 def _vllm_bench(url: str, tokenizer: Path, work: Path, rate: float, requests: int,
@@ -75,7 +75,7 @@ def compare_with_vllm(args: argparse.Namespace, work: Path) -> None:
     mock = MockConfig(model_name=MODEL, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms)
     with MockServerProcess(mock) as url:
         vllm = _vllm_bench(url, tokenizer, work, args.rate, args.requests, args.input_len, args.output_len)
-        ours = _ours(url, work / "ours.json", args.rate, [
+        ours = _ours(url, work / "ours", args.rate, [
             "--requests", str(args.requests), "--prompt-tokens", str(args.input_len),
             "--max-tokens", str(args.output_len), "--ignore-eos"]).run.summary
     print(f"Part 1: same mock (TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms), Poisson {args.rate:g} req/s, "
@@ -102,7 +102,7 @@ def _served(url: str) -> int:
 
 
 def _lag_run(url: str, work: Path, rate: float, seconds: float) -> tuple[float, float, int]:
-    s = _ours(url, work / f"rate-{rate:g}.json", rate, [
+    s = _ours(url, work / f"rate-{rate:g}", rate, [
         "--duration", str(seconds), "--warmup", "1", "--max-tokens", "8", "--prompt-tokens", "32",
         "--max-inflight", "800"]).run.summary
     assert s.send_lag_ms.p99 is not None

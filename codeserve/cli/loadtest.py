@@ -1,11 +1,14 @@
 """`codeserve loadtest`: run load against an OpenAI-compatible endpoint, or compare/re-render
-results files.
+results.
 
-    codeserve loadtest --base-url http://127.0.0.1:8000/v1 --rate 5 --duration 30 --out r.json --html r.html
-    codeserve loadtest --base-url ... --concurrency 8 --requests 200 --n 4
+    codeserve loadtest --base-url http://127.0.0.1:8000/v1 --rate 5 --duration 30 --out runs/lt
+    codeserve loadtest --base-url ... --concurrency 8 --requests 200 -n 4
     codeserve loadtest --base-url ... --sweep --slo-ttft-ms 500 --duration 20
-    codeserve loadtest compare before.json after.json [--threshold 10]
-    codeserve loadtest report r.json --html r.html
+    codeserve loadtest compare runs/before runs/after [--threshold 10]
+    codeserve loadtest report runs/lt [--out runs/lt-again]
+
+--out DIR gets results.json and report.html; compare and report take a results.json or the
+folder holding it.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from codeserve.cli import flags
+
+APIS = ("completions", "chat")
+
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    target = p.add_argument_group("target")
-    target.add_argument("--base-url", "--url", dest="base_url", help="OpenAI base URL, e.g. http://127.0.0.1:8000/v1")
-    target.add_argument("--model", help="model name (default: the first one /v1/models lists)")
-    target.add_argument("--api-key", help="bearer token (default: $CODESERVE_API_KEY or $OPENAI_API_KEY)")
-    target.add_argument("--endpoint", choices=("completions", "chat"), default="completions")
-    target.add_argument("--timeout", type=float, default=300.0, help="per-request timeout, seconds")
+    flags.add_target_flags(p, model_help="model name (default: the first one /v1/models lists)",
+                           timeout_s=300.0, apis=APIS)
 
     traffic = p.add_argument_group("traffic")
     shape = traffic.add_mutually_exclusive_group()
@@ -41,12 +44,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
     work = p.add_argument_group("workload")
     work.add_argument("--workload", default="synthetic", help="'synthetic' or a benchmark name (humaneval, mbpp+, ...)")
-    work.add_argument("--tasks", type=int, dest="max_tasks", help="benchmark: use only its first N tasks")
-    work.add_argument("--data-dir", type=Path, help="benchmark files directory (default: the dataset cache)")
+    flags.add_limit_flag(work, help="benchmark workload: only its first K tasks", aliases=("--tasks",))
+    flags.add_data_dir_flag(work)
     work.add_argument("--prompt-tokens", type=int, default=128, help="synthetic prompt length")
     work.add_argument("--suffix-tokens", type=int, default=64, help="synthetic FIM suffix length")
     work.add_argument("--fim-fraction", type=float, default=0.0, help="share of requests with a suffix")
-    work.add_argument("--n", type=int, default=1, help="candidates per request (1-100)")
+    flags.add_candidates_flag(work, default=1, help="candidates per request, 1-100")
     work.add_argument("--max-tokens", type=int, default=64)
     work.add_argument("--min-tokens", type=int)
     work.add_argument("--ignore-eos", action="store_true")
@@ -63,10 +66,17 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     slo.add_argument("--sweep-runs", type=int, default=8, help="runs at most")
     slo.add_argument("--score-fraction", type=float, default=0.0, help="share of requests whose candidates are scored")
 
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="results JSON")
-    out.add_argument("--html", type=Path, help="HTML report")
-    out.add_argument("--save-records", action="store_true", help="include every request's record in the JSON")
+    out = flags.add_output_flags(p, help="output folder: results.json and report.html "
+                                         "(default: print the table only)")
+    out.add_argument("--save-records", action="store_true", help="include every request's record in results.json")
+    _add_html_alias(out)
+    flags.add_log_level_flag(p)
+
+
+def _add_html_alias(group: Any) -> None:
+    # The old `--html FILE`: hidden, still writes the HTML report to FILE.
+    flags.add_alias(group, "--html", dest="html", new="--out DIR (writes DIR/report.html)",
+                    type=Path)
 
 
 def register(subparsers: Any) -> None:
@@ -75,14 +85,17 @@ def register(subparsers: Any) -> None:
     _add_run_flags(p)
     p.set_defaults(func=_run)
     sub = p.add_subparsers(dest="loadtest_command", metavar="{compare,report}")
-    cmp_p = sub.add_parser("compare", help="compare two results files")
-    cmp_p.add_argument("a", type=Path)
-    cmp_p.add_argument("b", type=Path)
+    cmp_p = sub.add_parser("compare", help="compare two results")
+    cmp_p.add_argument("a", type=Path, help="run A: its results.json or --out folder")
+    cmp_p.add_argument("b", type=Path, help="run B: its results.json or --out folder")
     cmp_p.add_argument("--threshold", type=float, help="exit 1 when a figure got worse by more than this %%")
+    flags.add_log_level_flag(cmp_p)
     cmp_p.set_defaults(func=_compare)
     rep_p = sub.add_parser("report", help="print a results file and optionally render its HTML report")
-    rep_p.add_argument("result", type=Path)
-    rep_p.add_argument("--html", type=Path)
+    rep_p.add_argument("result", type=Path, help="a results.json or the --out folder holding it")
+    out = flags.add_output_flags(rep_p, help="write report.html into this folder")
+    _add_html_alias(out)
+    flags.add_log_level_flag(rep_p)
     rep_p.set_defaults(func=_report)
 
 
@@ -97,19 +110,25 @@ def _compare(args: argparse.Namespace) -> int:
     from codeserve.loadtest.compare import compare, render
     from codeserve.loadtest.report import read_json
 
-    rows = compare(read_json(args.a), read_json(args.b))
-    print(render(rows, args.a.stem, args.b.stem, args.threshold))
+    a, b = flags.results_file(args.a), flags.results_file(args.b)
+    rows = compare(read_json(a), read_json(b))
+    print(render(rows, _label(a), _label(b), args.threshold))
     if args.threshold is not None and any(r.worse_by(args.threshold) for r in rows):
         return 1
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from codeserve.loadtest.report import console_table, read_json, write_html
+def _label(path: Path) -> str:
+    """A run's name in the comparison: its folder's for DIR/results.json."""
+    return path.parent.name if path.name == flags.RESULTS_FILE and path.parent.name else path.stem
 
-    result = read_json(args.result)
+
+def _report(args: argparse.Namespace) -> int:
+    from codeserve.cli.loadtest_run import output_paths, write_outputs
+    from codeserve.loadtest.report import console_table, read_json
+
+    result = read_json(flags.results_file(args.result))
     print(console_table(result))
-    if args.html:
-        write_html(result, args.html)
-        print(f"HTML report: {args.html}")
+    _, html = output_paths(args)
+    write_outputs(result, None, html)
     return 0

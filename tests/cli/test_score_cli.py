@@ -37,12 +37,22 @@ def test_scores_and_writes_verdicts_and_passk(tmp_path: Path, data_dir: Path,
     assert "sandbox isolation:" in out.err
 
 
+def test_out_is_a_folder(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples = tmp_path / "samples.jsonl"
+    write_samples(samples, data_dir, n_tasks=2)
+    assert score(samples, data_dir, "--out", str(tmp_path / "run")) == 0
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["passk.json", "verdicts.jsonl"]
+    assert json.loads((tmp_path / "run" / "passk.json").read_text())["pass_at_k"]["pass@1"] == 0.5
+    assert "deprecated" not in capsys.readouterr().err
+
+
 def test_resumes_after_an_interruption(tmp_path: Path, data_dir: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     samples = tmp_path / "s.jsonl"
     write_samples(samples, data_dir)
-    results = tmp_path / "r.jsonl"
+    results = tmp_path / "r.jsonl"  # the old `--out FILE.jsonl`, still accepted
     assert score(samples, data_dir, "--out", str(results)) == 0
+    assert "--out FILE.jsonl is deprecated" in capsys.readouterr().err
     lines = results.read_text().splitlines()
     results.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # torn last line
     capsys.readouterr()
