@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from codeserve.client.protocol import Generation, SamplingParams
 from codeserve.common.errors import CliError
+from codeserve.common.sse import DONE, SSEDecoder
 from codeserve.scoring.prompt_format import PromptRequest
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -151,6 +152,22 @@ class _StreamAccumulator:
         self.kind = kind
         self.first_token_at: float | None = None
         self.usage: dict[str, Any] | None = None
+        self.done = False
+
+    def take(self, data: bytes) -> None:
+        """One SSE event's data: a chunk, or the closing `[DONE]` (anything after it is not
+        the answer's)."""
+        if self.done:
+            return
+        if data == DONE:
+            self.done = True
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            text = data[:200].decode(errors="replace")
+            raise _Rejected(f"malformed stream chunk: {text!r}", 200) from None
+        self.add(chunk)
 
     def add(self, chunk: dict[str, Any]) -> None:
         if isinstance(chunk.get("error"), dict):
@@ -339,17 +356,11 @@ class EndpointClient:
 
 
 async def _read_sse(response: httpx.Response, acc: _StreamAccumulator) -> None:
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
+    decoder = SSEDecoder(acc.take)
+    async for piece in response.aiter_bytes():
+        decoder.feed(piece)
+        if acc.done:
             return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise _Rejected(f"malformed stream chunk: {data[:200]!r}", 200) from None
-        acc.add(chunk)
 
 
 def _from_stream(acc: _StreamAccumulator, n: int, sent_at: float, started: float) -> Generation:

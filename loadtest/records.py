@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from codeserve.common.sse import DONE, SSEDecoder
 from codeserve.loadtest.protocol import CandidateRecord
 
 
@@ -28,8 +29,8 @@ class _Candidate:
 
 
 class StreamTimer:
-    """Feed it raw response bytes with their arrival time; it splits SSE events itself so that a
-    read holding several events stamps them all with the time they really arrived."""
+    """Feed it raw response bytes with their arrival time; every SSE event is stamped with the
+    arrival of the read that completed it, also when one read holds several events."""
 
     def __init__(self, n: int, keep_text: bool = False) -> None:
         self.n = n
@@ -38,34 +39,24 @@ class StreamTimer:
         self.error: str | None = None
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
-        self._buffer = b""
         self._by_index: dict[int, _Candidate] = {}
+        self._now = 0.0  # arrival time of the bytes being read
+        self._sse = SSEDecoder(self._event)
 
     def feed(self, data: bytes, now: float) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            self._event(buffer[start:end], now)
-            start = end + 2
-        self._buffer = buffer[start:]
+        self._now = now
+        self._sse.feed(data)
 
-    def _event(self, event: bytes, now: float) -> None:
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue  # comments, event names, keep-alives
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                return
-            try:
-                message = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                self.error = self.error or "bad_chunk"
-                return
-            self._message(message, now)
+    def _event(self, data: bytes) -> None:
+        if data == DONE:
+            self.done = True
+            return
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.error = self.error or "bad_chunk"
+            return
+        self._message(message, self._now)
 
     def _message(self, message: dict[str, Any], now: float) -> None:
         if "error" in message:

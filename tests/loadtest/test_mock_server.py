@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
+from codeserve.common.sse import DONE, SSEDecoder
 from codeserve.loadtest.mock_config import MockConfig
 from codeserve.loadtest.mock_server import (
     MockServer,
@@ -24,14 +25,16 @@ from codeserve.loadtest.mock_server import (
 async def _sse(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> list[tuple[float, Any]]:
     """(arrival time, parsed event) for each SSE event; '[DONE]' stays a string."""
     events: list[tuple[float, Any]] = []
+
+    def take(data: bytes) -> None:
+        events.append((time.perf_counter(), "[DONE]" if data == DONE else orjson.loads(data)))
+
+    decoder = SSEDecoder(take)
     async with session.post(url, json={**body, "stream": True}) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/event-stream")
-        async for raw in resp.content:
-            line = raw.strip()
-            if line.startswith(b"data: "):
-                data = line[6:]
-                events.append((time.perf_counter(), "[DONE]" if data == b"[DONE]" else orjson.loads(data)))
+        async for piece in resp.content.iter_any():
+            decoder.feed(piece)
     return events
 
 
