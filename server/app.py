@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from codeserve.common.error_object import error_object
-from codeserve.common.errors import InvalidInputError, error_location, validation_message
+from codeserve.common.errors import InvalidInputError
 from codeserve.server.auth import AuthMiddleware, load_api_keys
 from codeserve.server.config import ModelsFile, Settings
 from codeserve.server.disconnects import ClientDisconnected
@@ -60,11 +60,8 @@ async def _invalid_input(_: Request, exc: Exception) -> Response:
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    where = ("body", "query", "path")  # FastAPI's: where the value was, not which field
-    loc = error_location(exc.errors()[0], where) if exc.errors() else ()
-    err = InvalidRequestError(f"invalid request: {validation_message(exc, where)}",
-                              param=".".join(map(str, loc)) or None)
-    return await _api_error(_, err)
+    # FastAPI's first location part says where the value was, not which field.
+    return await _api_error(_, validation_error(exc, drop=("body", "query", "path")))
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from codeserve.common.error_object import error_object
+from codeserve.common.errors import error_location, validation_message
 from codeserve.server.admission import Admission
 from codeserve.server.config import Settings
 from codeserve.server.disconnects import (
@@ -66,12 +69,12 @@ COMPLETIONS = Endpoint("/v1/completions", CompletionRequest)
 CHAT = Endpoint("/v1/chat/completions", ChatCompletionRequest)
 
 
-def validation_error(exc: ValidationError) -> InvalidRequestError:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "list[", "int", "str"))]
-    param = ".".join(loc) or None
-    where = f"{param}: " if param else ""
-    return InvalidRequestError(f"invalid request: {where}{err['msg']}", param=param)
+def validation_error(exc: ValidationError | RequestValidationError,
+                     drop: Collection[str] = ()) -> InvalidRequestError:
+    """A request that failed validation, as the 400 that names the field (`param`)."""
+    loc = error_location(exc.errors()[0], drop) if exc.errors() else ()
+    return InvalidRequestError(f"invalid request: {validation_message(exc, drop)}",
+                               param=".".join(map(str, loc)) or None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -335,8 +338,7 @@ class CompletionService:
             status = "504" if isinstance(exc, asyncio.TimeoutError) else "502"
             message = (call.budget.expired() if status == "504"
                        else f"engine connection lost mid-stream ({type(exc).__name__})")
-            body = {"error": {"message": message, "type": "upstream_error", "param": None,
-                              "code": "engine_stream_error"}}
+            body = error_object(message, "upstream_error", code="engine_stream_error")
             yield b"data: " + orjson.dumps(body) + b"\n\n" + DONE
         except asyncio.CancelledError:
             status = "499"  # client went away; closing the response aborts the engine request
