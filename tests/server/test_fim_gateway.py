@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from codeserve.common.sse import data_of
 from tests.server.fim_support import (
     LAYOUTS,
     Plain,
@@ -64,7 +65,7 @@ async def test_streamed_fim_relays_only_the_middle(http: httpx.AsyncClient,
             "max_tokens": 4, "stream": True}
     async with http.stream("POST", "/v1/completions", json=body) as resp:
         assert resp.status_code == 200
-        lines = [line[6:] async for line in resp.aiter_lines() if line.startswith("data: ")]
+        lines = [data.decode() for data in data_of(await resp.aread())]
     assert lines[-1] == "[DONE]"
     assert all(isinstance(p, list) for p in engine.bodies[0]["prompt"])  # both prefixes rendered
     texts: dict[int, str] = {}

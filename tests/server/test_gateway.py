@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import pytest
 
+from codeserve.common.sse import data_of
 from codeserve.loadtest.mock_config import MockConfig
 from codeserve.loadtest.mock_server import MockServer
 from codeserve.server.config import Settings
@@ -14,7 +15,7 @@ from tests.server.gateway_harness import running_gateway, upstream_models
 
 
 def sse_events(text: str) -> list[str]:
-    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    return [data.decode() for data in data_of(text.encode())]
 
 
 @pytest.fixture

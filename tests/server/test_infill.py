@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from codeserve.common.sse import data_of
 from tests.server.fim_support import (
     RecordingEngine,
     gateway_client,
@@ -105,8 +106,7 @@ async def test_streaming_answer_in_llama_cpp_events(http: httpx.AsyncClient,
     async with http.stream("POST", "/infill", json=vscode_body(stream=True, model="starcoder")
                            ) as resp:
         assert resp.status_code == 200
-        events = [json.loads(line[6:]) async for line in resp.aiter_lines()
-                  if line.startswith("data: ")]
+        events = [json.loads(data) for data in data_of(await resp.aread())]
     *pieces, last = events
     assert "".join(e["content"] for e in pieces) == engine.text
     assert all(e["stop"] is False for e in pieces)

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import orjson
 
+from codeserve.common.sse import data_of
 from codeserve.loadtest.mock_config import MockConfig
 from codeserve.loadtest.mock_server import MockServer
 from codeserve.server.stops import StreamStops, split_stops, trim_choices
@@ -65,7 +66,7 @@ async def test_gateway_applies_stops_beyond_engine_limit() -> None:
             started = asyncio.get_running_loop().time()
             resp = await http.post("/v1/completions", json={**body, "stream": True})
             elapsed = asyncio.get_running_loop().time() - started
-            events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
+            events = [data.decode() for data in data_of(resp.content)]
             assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
             texts = {0: "", 1: ""}
             for event in events[:-1]:
