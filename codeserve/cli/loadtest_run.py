@@ -30,6 +30,25 @@ if TYPE_CHECKING:
     from codeserve.loadtest.runner import LoadRunner
 
 
+# The spec field each flag fills, so a validation error names the flag the user typed.
+_FLAG_OF_FIELD = {
+    "concurrency": "--concurrency", "rate": "--rate", "burstiness": "--burstiness",
+    "prompt_tokens": "--prompt-tokens", "suffix_tokens": "--suffix-tokens",
+    "fim_fraction": "--fim-fraction", "n": "-n", "max_tokens": "--max-tokens",
+    "min_tokens": "--min-tokens", "temperature": "--temperature", "max_tasks": "--limit",
+    "ttft_ms": "--slo-ttft-ms", "tpot_ms": "--slo-tpot-ms", "e2e_ms": "--slo-e2e-ms",
+    "attainment": "--slo-attainment", "duration_s": "--duration", "num_requests": "--requests",
+    "warmup_s": "--warmup", "warmup_requests": "--warmup-requests", "timeout_s": "--timeout",
+    "max_inflight": "--max-inflight", "score_fraction": "--score-fraction",
+}
+
+
+def _flag_message(exc: ValidationError) -> str:
+    message = validation_message(exc)
+    field, _, problem = message.partition(": ")
+    return f"{_FLAG_OF_FIELD[field]}: {problem}" if field in _FLAG_OF_FIELD else message
+
+
 def first_model(base_url: str, api_key: str | None, timeout: float = 10.0) -> str:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = base_url.rstrip("/") + "/models"
@@ -121,7 +140,7 @@ def spec_from_args(args: argparse.Namespace, settings: ApiKeySettings) -> RunSpe
             max_inflight=args.max_inflight, score_fraction=args.score_fraction, seed=args.seed,
         )
     except ValidationError as exc:
-        raise CliError(validation_message(exc)) from None
+        raise CliError(_flag_message(exc)) from None
     if args.sweep and not slo.any:  # checked again by the sweep; here before any request
         raise CliError("--sweep needs an SLO to search for: --slo-ttft-ms, --slo-tpot-ms or "
                        "--slo-e2e-ms")

@@ -96,10 +96,10 @@ def settings_and_models(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    settings, models = settings_and_models(args)  # user errors first, before the heavy imports
     from codeserve.server.app import create_app
     from codeserve.server.shutdown import serve
 
-    settings, models = settings_and_models(args)
     app = create_app(settings, models)
     serve(app, app.state.drain, host=settings.host, port=settings.port,
           log_level=settings.log_level, access_log=settings.access_log,
@@ -108,13 +108,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
-    from codeserve.cli.quickstart import quickstart
-
     flags.positive("--limit", args.limit)
     flags.positive("-n", args.n)
     flags.data_dir(args.data_dir)
     flags.out_dir(args.out)
     settings, models = settings_and_models(args)
+    from codeserve.cli.quickstart import quickstart
+
     if settings.log_level != "debug":
         # Engine start-up chatter drowns the summary; a failing engine still gets its last
         # lines logged by the supervisor.
