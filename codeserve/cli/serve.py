@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
 
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
     gateway = parser.add_argument_group("gateway")
-    gateway.add_argument("--models-file", type=Path, help="YAML models file (default: built-in "
+    gateway.add_argument("--models-file", type=Path, metavar="FILE",
+                         help="YAML models file (default: built-in "
                          "defaults: real models when reachable, else two demo models)")
     gateway.add_argument("--host", help="listen address (default 127.0.0.1)")
     gateway.add_argument("--port", type=int, help="listen port (default 8000)")
