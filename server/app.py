@@ -17,6 +17,7 @@ from codeserve.common.error_object import error_object
 from codeserve.common.errors import InvalidInputError
 from codeserve.server.auth import AuthMiddleware, load_api_keys
 from codeserve.server.config import ModelsFile, Settings
+from codeserve.server.dialects.routes import dialect_error
 from codeserve.server.disconnects import ClientDisconnected
 from codeserve.server.engines.client import new_session
 from codeserve.server.errors import APIError, InvalidRequestError
@@ -131,7 +132,7 @@ def _add_middleware(app: FastAPI, settings: Settings, drain: Drain) -> None:
     if keys:
         open_paths = PROBE_PATHS - ({"/metrics"} if settings.metrics_require_auth else set())
         app.add_middleware(AuthMiddleware, keys=keys, open_paths=open_paths,
-                           on_error=error_response)
+                           on_error=error_response, dialect_error=dialect_error)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],

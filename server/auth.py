@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from codeserve.common.errors import ConfigError
 from codeserve.server.config import Settings
+from codeserve.server.errors import AuthenticationError
 
 
 def load_api_keys(settings: Settings) -> list[bytes]:
@@ -39,11 +40,14 @@ def key_matches(candidate: bytes, keys: list[bytes]) -> bool:
 
 class AuthMiddleware:
     def __init__(self, app: ASGIApp, keys: list[bytes], open_paths: frozenset[str],
-                 on_error: Callable[..., Any]) -> None:
+                 on_error: Callable[..., Any],
+                 dialect_error: Callable[[str, Any], Any] | None = None) -> None:
         self.app = app
         self.keys = keys
         self.open_paths = open_paths
         self.on_error = on_error
+        # Paths of other API dialects (Ollama, TGI) refuse in their own error shape.
+        self.dialect_error = dialect_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or (scope["type"] == "http"
@@ -61,10 +65,12 @@ class AuthMiddleware:
             if scope["type"] != "http":  # a websocket: no HTTP response to send, just refuse
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            response = self.on_error(
-                401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
-            )
+            message = "missing or invalid API key (send 'Authorization: Bearer <key>')"
+            headers = {"WWW-Authenticate": "Bearer"}
+            response = self.dialect_error and self.dialect_error(
+                scope["path"], AuthenticationError(message, headers=headers))
+            if response is None:
+                response = self.on_error(401, message, code="invalid_api_key", headers=headers)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -60,6 +60,12 @@ class GatewayMetrics:
             "codeserve_engine_restarts", "Engine restarts by the supervisor.", ["model"],
             registry=r,
         )
+        # The API dialect each request came in (IDE plugin protocols); the families above keep
+        # their labels, so dashboards built on them are unaffected.
+        self.dialect_requests = Counter(
+            "codeserve_dialect_requests", "Requests by API dialect, model and HTTP status.",
+            ["dialect", "model", "status"], registry=r,
+        )
         self.replica_healthy = Gauge(
             "codeserve_replica_healthy", "1 when a replica passes health checks.",
             ["model", "replica"], registry=r,

@@ -9,9 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from codeserve.common.error_object import ErrorResponse
+from codeserve.server.dialects.llama_cpp import handle_infill
+from codeserve.server.dialects.routes import router as dialect_routes
 from codeserve.server.errors import UnavailableError
 from codeserve.server.fim_dry_run import render_completion
-from codeserve.server.infill import handle_infill
 from codeserve.server.metrics import GatewayMetrics
 from codeserve.server.protocol import (
     ChatCompletionResponse,
@@ -81,7 +82,7 @@ async def render(request: Request, service: Service) -> RenderResponse:
 
 @router.post("/infill", response_model=InfillResponse, responses=ERRORS)
 async def infill(request: Request, service: Service) -> Response:
-    return await handle_infill(service, request)
+    return await handle_infill(request)
 
 
 @router.post("/v1/score", responses={**ERRORS, 503: {"model": ErrorResponse}})
@@ -124,3 +125,7 @@ async def metrics(registry: Registry, metrics: Metrics) -> Response:
     for name, admission in registry.admissions.items():
         metrics.queue_length.labels(name).set(admission.queued)
     return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+# IDE plugin dialects (Mistral FIM, Ollama, TGI): server/dialects/routes.py.
+router.include_router(dialect_routes)

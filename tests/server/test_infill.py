@@ -12,14 +12,16 @@ import httpx
 import pytest
 
 from codeserve.common.sse import data_of
+from tests.server import fim_support
 from tests.server.fim_support import (
     RecordingEngine,
     gateway_client,
     models_for,
     recording_engine,
-    tokenizer_dirs,  # noqa: F401  (fixture)
 )
 from tests.server.gateway_harness import running_gateway
+
+tokenizer_dirs = fim_support.tokenizer_dirs  # the session fixture of demo tokenizers
 
 CHUNKS = [{"filename": "src/util.py", "text": "def helper(x):\n    return x * 2\n"},
           {"filename": "src/main.py", "text": "from util import helper\n"}]
