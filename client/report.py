@@ -1,7 +1,8 @@
 """Markdown and HTML reports of an eval run, rendered from `results.json` alone.
 
-Both formats are rendered from the same list of tables; the HTML one adds inline SVG charts
-(pass@k bars and latency histograms) drawn here, so no plotting library is needed.
+Both formats are rendered from the same list of tables; the HTML one adds the charts
+(pass@k bars, latency histograms) as inline SVG from `codeserve.common.charts`, so the page is one
+file that opens offline.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from codeserve.client.protocol import EvalResults, Histogram
+from codeserve.client.protocol import EvalResults
+from codeserve.common.charts import bar_chart, histogram_chart
 from codeserve.common.stats import Distribution
 
 Row = list[str]
@@ -127,19 +129,30 @@ def _md_row(cells: Row) -> str:
 
 
 _STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:90em}"
     "table{border-collapse:collapse;margin-bottom:1.5em}"
     "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
-    "th{background:#f3f3f3} svg{margin:0 2em 1.5em 0}"
+    "th{background:#f3f3f3}"
+    ".charts{display:flex;flex-wrap:wrap;gap:1em 2em;margin-bottom:1.5em}"
 )
 
 
+def charts(results: EvalResults) -> list[str]:
+    """pass@k, then the end-to-end and (streamed runs) first-token latency histograms."""
+    latency = results.latency
+    out = [bar_chart("pass@k", list(results.pass_at_k), list(results.pass_at_k.values()),
+                     "k (candidates drawn per task)", "tasks solved (unbiased estimate)", percent=True)]
+    out.append(histogram_chart("End-to-end latency per request", latency.e2e_histogram.edges,
+                               latency.e2e_histogram.counts, "seconds", "requests"))
+    if latency.ttft_histogram is not None:
+        out.append(histogram_chart("Time to first token", latency.ttft_histogram.edges,
+                                   latency.ttft_histogram.counts, "seconds", "requests"))
+    return out
+
+
 def render_html(results: EvalResults) -> str:
-    charts = [bar_chart(results.pass_at_k, "pass@k")]
-    charts.append(histogram_chart(results.latency.e2e_histogram, "end-to-end latency (s)"))
-    if results.latency.ttft_histogram is not None:
-        charts.append(histogram_chart(results.latency.ttft_histogram, "time to first token (s)"))
-    body = [f"<h1>Eval: {html.escape(title_of(results))}</h1>", "<div>", *charts, "</div>"]
+    body = [f"<h1>Eval: {html.escape(title_of(results))}</h1>", "<div class='charts'>",
+            *charts(results), "</div>"]
     for table in tables(results):
         body.append(f"<h2>{html.escape(table.title)}</h2><table>")
         body.append(_html_row(table.header, "th"))
@@ -154,51 +167,3 @@ def render_html(results: EvalResults) -> str:
 
 def _html_row(cells: Row, tag: str) -> str:
     return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
-
-
-_W, _H, _PAD = 360, 200, 30
-
-
-def _svg(title: str, shapes: list[str]) -> str:
-    return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H + 2 * _PAD}' "
-        f"role='img' aria-label='{html.escape(title)}'>"
-        f"<text x='{_W / 2}' y='16' text-anchor='middle' font-size='13'>{html.escape(title)}</text>"
-        f"<line x1='{_PAD}' y1='{_H + _PAD}' x2='{_W - 10}' y2='{_H + _PAD}' stroke='#444'/>"
-        + "".join(shapes) + "</svg>"
-    )
-
-
-def _bars(heights: list[float], labels: list[str], values: list[str], color: str) -> list[str]:
-    """Bars of fractional height (0..1) evenly spread over the plot width."""
-    if not heights:
-        return [f"<text x='{_W / 2}' y='{_H / 2}' text-anchor='middle'>no data</text>"]
-    slot = (_W - _PAD - 10) / len(heights)
-    shapes = []
-    for i, (height, label, value) in enumerate(zip(heights, labels, values, strict=True)):
-        x, h = _PAD + i * slot, max(0.0, min(1.0, height)) * (_H - 10)
-        y = _H + _PAD - h
-        shapes.append(f"<rect x='{x + slot * 0.1:.1f}' y='{y:.1f}' width='{slot * 0.8:.1f}' "
-                      f"height='{h:.1f}' fill='{color}'><title>{html.escape(value)}</title></rect>")
-        if label:
-            shapes.append(f"<text x='{x + slot / 2:.1f}' y='{_H + _PAD + 14}' font-size='10' "
-                          f"text-anchor='middle'>{html.escape(label)}</text>")
-        if value and len(heights) <= 10:
-            shapes.append(f"<text x='{x + slot / 2:.1f}' y='{y - 3:.1f}' font-size='10' "
-                          f"text-anchor='middle'>{html.escape(value)}</text>")
-    return shapes
-
-
-def bar_chart(pass_at_k: dict[str, float], title: str) -> str:
-    return _svg(title, _bars(list(pass_at_k.values()), list(pass_at_k),
-                             [fmt_percent(v) for v in pass_at_k.values()], "#3b7dd8"))
-
-
-def histogram_chart(hist: Histogram, title: str) -> str:
-    peak = max(hist.counts, default=0) or 1
-    labels = [""] * len(hist.counts)
-    if labels:
-        labels[0] = f"{hist.edges[0]:.2f}"
-        labels[-1] = f"{hist.edges[-1]:.2f}"
-    return _svg(title, _bars([c / peak for c in hist.counts], labels,
-                             [str(c) for c in hist.counts], "#e08a2c"))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from codeserve.common.charts import Series, line_chart
 from codeserve.common.errors import CliError, validation_message
 from codeserve.common.stats import Distribution
 from codeserve.loadtest.protocol import LoadtestResult, Summary
-from codeserve.loadtest.svg import Series, line_chart
 
 LATENCIES = (
     ("TTFT", "ttft_ms"),
@@ -88,7 +88,8 @@ def read_json(path: Path) -> LoadtestResult:
 
 
 def _cdf(name: str, d: Distribution) -> Series:
-    return Series(name, [(v, float(q)) for q, v in enumerate(d.quantiles)])
+    """(value, share of values at or below it) from p0..p100."""
+    return Series(name, [(v, q / 100) for q, v in enumerate(d.quantiles)])
 
 
 def charts(result: LoadtestResult) -> list[str]:
@@ -104,19 +105,24 @@ def charts(result: LoadtestResult) -> list[str]:
             "Latency vs offered rate",
             [by_rate("TTFT p50", "ttft_ms", "p50"), by_rate("TTFT p99", "ttft_ms", "p99"),
              by_rate("E2E p50", "e2e_ms", "p50"), by_rate("E2E p99", "e2e_ms", "p99")],
-            "offered rate (requests/s)", "ms",
+            "offered rate (requests/s)", "latency (ms)",
         ))
-    out.append(line_chart("TTFT distribution (CDF)", [_cdf("TTFT", s.ttft_ms)], "ms", "percentile"))
+    out.append(line_chart("Time to first token (CDF)", [_cdf("TTFT", s.ttft_ms)],
+                          "TTFT (ms, from intended send)", "candidates at or below",
+                          y_percent=True))
     out.append(line_chart(
-        "Inter-token latency distribution (CDF)",
-        [_cdf("ITL", s.itl_ms), _cdf("TPOT", s.tpot_ms)], "ms", "percentile",
+        "Inter-token latency (CDF)",
+        [_cdf("ITL (gap between chunks)", s.itl_ms), _cdf("TPOT (per candidate)", s.tpot_ms)],
+        "latency (ms)", "share at or below", y_percent=True,
     ))
     tl = result.run.timeline
+    if len(tl) > 1:  # each point is a bucket's rate: one at the last bucket's end closes it
+        tl = [*tl, tl[-1].model_copy(update={"t_s": 2 * tl[-1].t_s - tl[-2].t_s})]
     out.append(line_chart(
         "Throughput over time (warm-up included)",
         [Series("candidates/s", [(p.t_s, p.candidates) for p in tl]),
          Series("requests/s", [(p.t_s, p.requests) for p in tl])],
-        "seconds since start", "per second",
+        "seconds since start", "finished per second", steps=True,
     ))
     return out
 
@@ -148,18 +154,18 @@ def html_report(result: LoadtestResult) -> str:
         d: Distribution = getattr(s, field)
         lat_rows.append([label, str(d.count)] + [_ms(getattr(d, q)) for q in ("mean", "p50", "p90", "p99", "max")])
     rates = [[k, v] for k, v in rate_lines(s)]
-    figures = "\n".join(f"<figure>{c}</figure>" for c in charts(result))
+    figures = "\n".join(charts(result))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>codeserve load test</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}figure{{display:inline-block;margin:.5em}}</style></head>
+td:first-child,th:first-child{{text-align:left}}.charts{{display:flex;flex-wrap:wrap;gap:1em 1.5em}}</style></head>
 <body><h1>Load test: {escape(spec.model)}</h1><p>created {escape(result.created)}</p>
 {_table(setup, ["setting", "value"])}
 <h2>Latency (ms, from intended send time)</h2>
 {_table(lat_rows, ["metric", "count", "mean", "p50", "p90", "p99", "max"])}
 <h2>Throughput</h2>{_table(rates, ["figure", "value"])}
-<h2>Plots</h2>{figures}
+<h2>Plots</h2><div class="charts">{figures}</div>
 </body></html>
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from codeserve.client.protocol import (
     TaskResult,
     Throughput,
 )
-from codeserve.client.report import histogram_chart, render_html, render_markdown, write_reports
+from codeserve.client.report import render_html, render_markdown, write_reports
+from codeserve.common.charts import histogram_chart
 from codeserve.common.errors import CliError
 from codeserve.common.stats import Distribution
 
@@ -62,13 +64,23 @@ def test_html_is_well_formed_with_escaped_text_and_svg_charts(tmp_path: Path) ->
     root = ET.fromstring(doc.removeprefix("<!doctype html>"))
     svgs = root.findall(".//{http://www.w3.org/2000/svg}svg")
     assert len(svgs) == 3  # pass@k, e2e histogram, ttft histogram
-    bars = svgs[1].findall("{http://www.w3.org/2000/svg}rect")
-    heights = [float(b.get("height", 0)) for b in bars]
+    bars = [g for g in svgs[1].iter("{http://www.w3.org/2000/svg}g")
+            if re.search(r"-bar-\d+$", g.get("id", ""))]
+    heights = [_height(bar) for bar in bars]
     assert len(bars) == 2 and heights[0] == pytest.approx(3 * heights[1], abs=0.5)
+    assert "pass@k" in doc and "End-to-end latency per request" in doc  # titles stay text
+
+
+def _height(bar: ET.Element) -> float:
+    """Height of the rectangle a bar's path draws."""
+    path = bar.find("{http://www.w3.org/2000/svg}path")
+    assert path is not None
+    ys = [float(y) for y in re.findall(r"[\d.]+ ([\d.]+)", path.get("d", ""))]
+    return max(ys) - min(ys)
 
 
 def test_empty_histogram_renders_a_placeholder() -> None:
-    assert "no data" in histogram_chart(Histogram(edges=[], counts=[]), "e2e")
+    assert "no data" in histogram_chart("e2e", [], [], "seconds")
     assert "<svg" in render_html(make_results().model_copy(update={"pass_at_k": {}}))
 
 
