@@ -100,40 +100,12 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from codeserve.cli.loadtest_run import run_command
+    from codeserve.cli.loadtest_run import run_command, run_keystroke_command
     from codeserve.common.settings import ApiKeySettings
 
     if args.workload == "keystroke":
-        return _keystroke(args, ApiKeySettings())
+        return run_keystroke_command(args, ApiKeySettings())
     return run_command(args, ApiKeySettings())
-
-
-def _keystroke(args: argparse.Namespace, settings: Any) -> int:
-    """IDE keystroke traffic (codeserve.loadtest.keystroke): --concurrency users typing for
-    --duration seconds; --out DIR gets keystroke.json."""
-    import asyncio
-
-    from codeserve.cli.loadtest_run import check_model, first_model
-    from codeserve.common.errors import CliError
-    from codeserve.loadtest.keystroke import KeystrokeSpec, render, run_keystroke
-
-    if not args.base_url:
-        raise CliError("--base-url is required")
-    base, key = flags.base_url(args.base_url), args.api_key or settings.api_key
-    if args.model:
-        check_model(base, args.model, key)
-    spec = KeystrokeSpec(base_url=base, model=args.model or first_model(base, key), api_key=key,
-                         users=args.concurrency or 4, duration_s=args.duration or 60.0,
-                         max_tokens=args.max_tokens, temperature=args.temperature,
-                         timeout_s=args.timeout, seed=args.seed)
-    result = asyncio.run(run_keystroke(spec, args.data_dir))
-    print(render(result))
-    if args.out is not None:
-        path = flags.out_dir(args.out) / "keystroke.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(result.model_dump_json(indent=2))
-        print(f"results: {path}")
-    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ _FLAG_OF_FIELD = {
     "attainment": "--slo-attainment", "duration_s": "--duration", "num_requests": "--requests",
     "warmup_s": "--warmup", "warmup_requests": "--warmup-requests", "timeout_s": "--timeout",
     "max_inflight": "--max-inflight", "score_fraction": "--score-fraction",
+    "users": "--concurrency",  # keystroke
 }
 
 
@@ -109,8 +110,8 @@ def spec_from_args(args: argparse.Namespace, settings: ApiKeySettings) -> RunSpe
         raise CliError("choose the length: --duration SECONDS or --requests N")
     base_url = flags.base_url(args.base_url)
     if args.workload != "synthetic" and args.workload.lower() not in benchmark_names():
-        raise CliError(f"unknown --workload {args.workload!r}; choose synthetic or a benchmark: "
-                       f"{', '.join(benchmark_names())}")
+        raise CliError(f"unknown --workload {args.workload!r}; choose synthetic, keystroke or a "
+                       f"benchmark: {', '.join(benchmark_names())}")
     if args.fim_fraction > 0 and args.api == "chat":
         raise CliError("--fim-fraction needs --api completions (a chat request has no suffix)")
     if args.limit is not None and args.workload == "synthetic":
@@ -202,4 +203,40 @@ def run_command(args: argparse.Namespace, settings: ApiKeySettings) -> int:
         example = summary.error_examples.get(kind, "")
         raise CliError(f"no request succeeded ({count} x {kind}{': ' + example if example else ''})",
                        exit_code=1)
+    return 0
+
+
+def run_keystroke_command(args: argparse.Namespace, settings: ApiKeySettings) -> int:
+    """IDE keystroke traffic (codeserve.loadtest.keystroke): --concurrency users typing for
+    --duration seconds; --out DIR gets keystroke.json."""
+    from codeserve.loadtest.keystroke import KeystrokeSpec, render, run_keystroke
+
+    if not args.base_url:
+        raise CliError("--base-url is required (an OpenAI-compatible base URL such as "
+                       "http://127.0.0.1:8000/v1)")
+    if args.rate is not None or args.requests is not None or args.sweep:
+        raise CliError("--workload keystroke runs --concurrency users for --duration seconds "
+                       "(no --rate, --requests or --sweep)")
+    base, key = flags.base_url(args.base_url), args.api_key or settings.api_key
+    flags.data_dir(args.data_dir)
+    out = flags.out_dir(args.out) if args.out is not None else None
+    try:
+        spec = KeystrokeSpec(
+            base_url=base, model=args.model or "", api_key=key,
+            users=4 if args.concurrency is None else args.concurrency,
+            duration_s=60.0 if args.duration is None else args.duration,
+            max_tokens=args.max_tokens, temperature=args.temperature, timeout_s=args.timeout,
+            seed=args.seed)
+    except ValidationError as exc:
+        raise CliError(_flag_message(exc)) from None
+    if args.model:
+        check_model(base, args.model, key)
+    else:
+        spec = spec.model_copy(update={"model": first_model(base, key)})
+    result = asyncio.run(run_keystroke(spec, args.data_dir))
+    print(render(result))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "keystroke.json").write_text(result.model_dump_json(indent=2))
+        print(f"results: {out / 'keystroke.json'}")
     return 0

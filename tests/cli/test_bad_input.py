@@ -127,6 +127,9 @@ USER_ERRORS = [
     ("loadtest --base-url {closed} --rate 1 --requests 1 --workload humaneval --data-dir {missing}",
      "is not a directory"),
     ("loadtest --base-url {closed} --rate 1 --requests 1 --out {file}/sub", "cannot create a folder"),
+    ("loadtest --workload keystroke --base-url {closed} --concurrency 0",
+     "--concurrency: Input should be greater than or equal to 1"),
+    ("loadtest --workload keystroke --base-url {closed} --rate 1", "no --rate, --requests or --sweep"),
     ("loadtest report {missing}", "no such results file"),
     ("loadtest compare {file} {file}", "is not a loadtest results file"),
 ]
