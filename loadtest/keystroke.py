@@ -26,6 +26,8 @@ import httpx
 import orjson
 from pydantic import BaseModel, Field
 
+from codeserve.common.records import RequestRecord
+from codeserve.common.sse import DONE, SSEDecoder
 from codeserve.common.stats import Distribution, distribution
 
 _WORDS = ("value total items result index count name data line text node left right key "
@@ -48,14 +50,17 @@ class KeystrokeSpec(BaseModel):
     seed: int = 0
 
 
-class KeystrokeRecord(BaseModel):
+class KeystrokeRecord(RequestRecord):
+    """One keystroke's request (one candidate); times are seconds, `sent_s` from the run's
+    start, the others from `sent_s`."""
+
+    n: int = 1
     user: int
     sent_s: float
     ttft_s: float | None = None
     done_s: float | None = None
     cancelled: bool = False
     tokens: int = 0  # text chunks received
-    error: str | None = None
 
 
 class KeystrokeSummary(BaseModel):
@@ -172,30 +177,41 @@ class _User:
         try:
             async with self.http.stream("POST", "/completions", content=orjson.dumps(body)
                                         ) as resp:
+                record.status = resp.status_code
                 if resp.status_code != 200:
                     await resp.aread()
                     record.error = f"http_{resp.status_code}"
                     return
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: {"):
-                        continue
-                    chunk = orjson.loads(line[6:])
-                    if "error" in chunk:
-                        record.error = "stream_error"
+                decoder = SSEDecoder(lambda data: self._event(record, data))
+                async for piece in resp.aiter_bytes():
+                    decoder.feed(piece)
+                    if record.error:
                         return
-                    if any(c.get("text") for c in chunk.get("choices") or []):
-                        if record.ttft_s is None:
-                            record.ttft_s = self.now() - record.sent_s
-                        record.tokens += 1
-                    usage = chunk.get("usage")
-                    if usage:
-                        record.tokens = int(usage.get("completion_tokens") or record.tokens)
             record.done_s = self.now() - record.sent_s
         except asyncio.CancelledError:
             record.cancelled = True
             raise
         except httpx.HTTPError as exc:
             record.error = type(exc).__name__
+
+    def _event(self, record: KeystrokeRecord, data: bytes) -> None:
+        if data == DONE or record.error:
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            record.error = "bad_chunk"
+            return
+        if "error" in chunk:
+            record.error = "stream_error"
+            return
+        if any(c.get("text") for c in chunk.get("choices") or []):
+            if record.ttft_s is None:
+                record.ttft_s = self.now() - record.sent_s
+            record.tokens += 1
+        usage = chunk.get("usage")
+        if usage:
+            record.tokens = int(usage.get("completion_tokens") or record.tokens)
 
 
 async def run_keystroke(spec: KeystrokeSpec, data_dir: Path | None = None) -> KeystrokeResult:
