@@ -44,6 +44,8 @@ if [ "$flavour" = cpu ]; then
 fi
 
 if [ "$flavour" != none ]; then
-  "$venv/bin/python" -c "import vllm, transformers; print('codeserve: vllm', vllm.__version__, 'ready')"
+  # gguf and accelerate: transformers needs both to convert a GGUF model source (the offline
+  # default model comes as one).
+  "$venv/bin/python" -c "import vllm, transformers, gguf, accelerate; print('codeserve: vllm', vllm.__version__, 'ready')"
 fi
 echo "codeserve: installed. Activate with: source $venv/bin/activate"

@@ -1,7 +1,10 @@
 """Tiny random-weight demo models, built locally in seconds.
 
-They exist so the whole product (gateway, real vLLM engines, FIM rendering, evals, load tests) runs on
-a machine that cannot reach a model hub. Their text is meaningless: the weights are random. The
+They exist so fast tests exercise the whole product (gateway, real vLLM engines, FIM rendering,
+evals, load tests) for every family, and so `codeserve serve` still serves something on a machine
+that reaches neither a model hub nor a package index (with a package index the offline default is
+the real Qwen2.5-Coder-0.5B-Instruct: see server/defaults.py). Their text is meaningless: the
+weights are random. The
 tokenizer is a byte-level BPE trained on the local Python standard library, carrying the family's
 real special-token spellings so FIM templates and stop tokens behave exactly as with the real model.
 """

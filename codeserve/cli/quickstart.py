@@ -46,13 +46,16 @@ async def _score(base: str, models: ModelsFile, out_dir: Path, limit: int, n: in
                  data_dir: Path | None) -> None:
     from codeserve.client.eval_run import EvalConfig, run_eval
     from codeserve.client.protocol import SamplingParams
+    from codeserve.server.defaults import quickstart_eval
 
     rows = []
     for spec in models.models:
+        prompt_format, max_tokens = quickstart_eval(spec)  # chat for instruct models
         config = EvalConfig(
             benchmark="humaneval", model=spec.name, endpoint=base + "/v1", n=n, limit=limit,
-            sampling=SamplingParams(temperature=0.8, top_p=0.95, max_tokens=128),
+            sampling=SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens),
             out_dir=out_dir / spec.name, stream=True, data_dir=data_dir,
+            prompt_format=prompt_format,
         )
         outcome = await run_eval(config)
         r = outcome.results

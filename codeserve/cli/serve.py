@@ -79,7 +79,7 @@ def load_settings(args: argparse.Namespace) -> Any:
 
 def settings_and_models(args: argparse.Namespace) -> tuple[Any, Any]:
     from codeserve.server.config import load_models_file
-    from codeserve.server.defaults import default_models
+    from codeserve.server.defaults import default_models, prepare_models
 
     settings = load_settings(args)
     flags.configure_logging(settings.log_level)
@@ -87,7 +87,7 @@ def settings_and_models(args: argparse.Namespace) -> tuple[Any, Any]:
     models = load_models_file(settings.models_file) if settings.models_file is not None else None
     check_listen(settings.host, settings.port)
     if models is not None:
-        return settings, models
+        return settings, prepare_models(models, settings)
     models, demo = default_models(settings)
     if demo:
         print("codeserve: no model hub reachable and no local weights: serving two tiny "

