@@ -384,6 +384,10 @@ def _from_json(
     latency = time.perf_counter() - started
     try:
         body = orjson.loads(response.content)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            # A gateway that kept a long answer alive with whitespace had to send its 200
+            # first; an error that came later is this body (Codeserve's keepalive_s).
+            raise _Retryable(f"HTTP 200 with an error: {error_message(response)}", None, None)
         choices = sorted(body["choices"], key=lambda c: int(c.get("index", 0)))
         if kind == "chat":
             texts = [(c.get("message") or {}).get("content") or "" for c in choices]

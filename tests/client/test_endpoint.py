@@ -97,6 +97,18 @@ async def test_retry_after_is_honoured_and_retries_give_up() -> None:
     assert not gen.ok and gen.status == 429 and "gave up after 3 attempts" in (gen.error or "")
 
 
+async def test_an_error_after_keepalive_whitespace_is_retried() -> None:
+    """A gateway that kept a long answer alive sent 200 first; its later error is the body."""
+    late_error = lambda _: httpx.Response(  # noqa: E731
+        200, content=b"   " + b'{"error": {"message": "engine timed out", "type": "upstream_error"}}')
+    transport, seen = scripted([late_error, ok_body(1)])
+    sleeps = Sleeps()
+    config = EndpointConfig(base_url="http://127.0.0.1:9", model="m")
+    async with EndpointClient(config, transport=transport, sleep=sleeps) as client:
+        [gen] = await client.complete(PROMPT, PARAMS, 1)
+    assert len(seen) == 2 and gen.ok and gen.attempts == 2
+
+
 async def test_client_errors_are_not_retried() -> None:
     transport, seen = scripted([status(400, "prompt is too long"), ok_body(1)])
     async with EndpointClient(EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport) as client:
