@@ -42,13 +42,15 @@ class Prepared:
     path: Path
     provenance: dict[str, Any]
     converted_now: bool
+    source: GgufSource
 
     def describe(self) -> str:
-        """Where the weights came from, in one line (printed at start-up)."""
+        """Where the weights came from, in one line (printed at start-up). The source is named
+        as the models file names it now; the checksum ties it to what was converted."""
         p = self.provenance
         sha = p.get("sha256", "")
         how = "converted just now" if self.converted_now else "cached"
-        return (f"{p.get('source', 'GGUF')} (sha256 {sha[:12]}… verified), dequantized to "
+        return (f"{self.source.summary()} (sha256 {sha[:12]}… verified), dequantized to "
                 f"{p.get('dtype', '?')} safetensors, {how}: {self.path}")
 
 
@@ -125,10 +127,10 @@ def prepare_gguf(source: GgufSource, name: str, cache_dir: Path) -> Prepared:
         sha = source.sha256
     final = cache.model_dir(cache_dir, name, sha)
     if (record := cache.provenance(final)) is not None:
-        return Prepared(final, record, converted_now=False)
+        return Prepared(final, record, converted_now=False, source=source)
     with cache.locked(final):
         if (record := cache.provenance(final)) is not None:  # another process just made it
-            return Prepared(final, record, converted_now=False)
+            return Prepared(final, record, converted_now=False, source=source)
         cache.remove_leftovers(final)
         return _build(source, sha, final)
 
@@ -165,7 +167,7 @@ def _build(source: GgufSource, sha: str, final: Path) -> Prepared:
         }
         cache.write_provenance(tmp / "out", record)
     say(f"prepared {final} in {time.monotonic() - started:.0f} s")
-    return Prepared(final, record, converted_now=True)
+    return Prepared(final, record, converted_now=True, source=source)
 
 
 def resolve_models(models: ModelsFile, cache_dir: Path) -> tuple[ModelsFile, list[str]]:

@@ -140,7 +140,7 @@ def test_resolve_points_the_model_at_the_cached_conversion(tmp_path: Path) -> No
     sha = hashlib.sha256(b"weights").hexdigest()
     final = cache.model_dir(tmp_path / "cache", "m", sha)
     final.mkdir(parents=True)
-    cache.write_provenance(final, {"source": f"GGUF file {gguf}", "sha256": sha,
+    cache.write_provenance(final, {"source": "as first named", "sha256": sha,
                                    "dtype": "float32"})
     resolved, lines = resolve_models(models(f"    model: {gguf}\n"), tmp_path / "cache")
     (spec,) = resolved.models
