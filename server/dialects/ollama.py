@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -105,6 +105,11 @@ class _Request(BaseModel):
     options: Options = Field(default_factory=Options)
     format: str | dict[str, Any] | None = None
     keep_alive: float | str | None = None
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _no_options(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     def check_refused(self) -> None:
         if self.format:
