@@ -25,7 +25,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -446,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"mock-server: error: {validation_message(exc)}", file=sys.stderr)
         return 2
+    run: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
 

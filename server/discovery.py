@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ _NEVER_EXPANDED = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 async def _loop_getaddrinfo(host: str, port: int) -> list[AddrInfo]:
     loop = asyncio.get_running_loop()
-    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return cast(list[AddrInfo], infos)
 
 
 def _is_ip_literal(host: str) -> bool:

@@ -105,5 +105,5 @@ def _longest_token_prompt(req: CompletionRequest) -> int | None:
     if isinstance(p, list) and p and isinstance(p[0], int):
         return len(p)
     if isinstance(p, list) and p and isinstance(p[0], list):
-        return max(len(ids) for ids in p)  # type: ignore[arg-type]
+        return max(len(ids) for ids in p if isinstance(ids, list))
     return None

@@ -101,7 +101,8 @@ def load_previous(out: Path, samples: list[Any]) -> list[Any]:
 
     if not out.exists():
         return []
-    done, good_bytes = [], 0
+    done: list[SampleVerdict] = []
+    good_bytes = 0
     with out.open("rb") as f:
         for raw in f:
             try:

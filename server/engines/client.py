@@ -55,7 +55,7 @@ def new_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.Clie
                                      socket_factory=engine_socket_factory(connect_timeout_s))
     # auto_decompress off: engines don't compress and the bytes are relayed as they come.
     return aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
-                                 skip_auto_headers=("User-Agent",), json_serialize=None)
+                                 skip_auto_headers=("User-Agent",))
 
 
 async def raise_for_engine_error(resp: aiohttp.ClientResponse, model: str) -> None:
