@@ -17,6 +17,13 @@ zygote, runs a plain ("exec") job's harness-compiled program and tests in the ch
 calls back here for the rest (control frames, new checking code, Plus jobs, verdicts other than
 a silent pass, a dirty scratch directory). `Zygote.serve`'s Python loop does the same
 steps, and is used when that module is missing, switched off, or without a PID namespace.
+
+Verdicts are not made here for call jobs (the default verdict mode): their child only writes
+its outputs (codeserve.sandbox.calls), and the zygote relays them with how the child ended,
+timing each input against its limit by when its record arrives. What a child inherits holds no
+expected output and no other candidate's program: the jobs queued behind it are wiped from its
+copy of the input buffer (the Python loop reads no further ahead than one job), and a worker
+that was sent checking code (the in-process mode) runs no call job.
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ import time
 from types import CodeType
 from typing import Any, BinaryIO
 
-from codeserve.sandbox import privileges
-from codeserve.sandbox.candidate_exec import CappedWriter, PlusCase, conclude, execute
+from codeserve.sandbox import calls, privileges
+from codeserve.sandbox.candidate_exec import CappedWriter, PlusCase, conclude, execute, run_calls
 from codeserve.sandbox.frames import (
     HEADER,
     KINDS,
@@ -157,14 +164,14 @@ class Zygote:
                 self._candidate(*child)
         else:
             while (request := read_request(stdin)) is not None:
-                op, timeout, memory_mb, cap, job, blob, tests, code, program_code = request
+                op, timeout, memory_mb, cap, job, blob, tests, code, program_code, limits = request
                 if op not in KINDS:
                     if not self.control(job, blob):
                         break
                     continue
                 tests_code = self._tests_code(tests, code) if tests else None
                 self._write_reply(*self.run(KINDS[op], _text(blob), job, _text(tests), tests_code,
-                                            program_code, timeout, memory_mb, cap))
+                                            program_code, timeout, memory_mb, cap, limits))
         if self.own_scratch:
             _rmtree(self.scratch)
 
@@ -229,15 +236,20 @@ class Zygote:
             self.tests[tests] = self.load_tests(code)
         return self.tests[tests]
 
-    def _case(self, kind: str, job: dict[str, Any]) -> PlusCase | None:
-        """A Plus job's test data (KeyError: this worker has no such bundle)."""
+    def _case(self, kind: str, job: dict[str, Any]) -> Any:
+        """A Plus or call job's test data: a PlusCase or a calls.CallCase (KeyError: this
+        worker has no such bundle); a record job's is in its JSON (entry point and checks:
+        never kept here, so that no later candidate's fork inherits them)."""
+        if kind == "record":
+            return job
         return self.bundles[job["bundle"]] if kind != "exec" else None
 
     def run(self, kind: str, program: str, job: dict[str, Any], tests: str,
             tests_code: CodeType | None, program_code: bytes, timeout: float, memory_mb: int,
-            cap: int) -> tuple[dict[str, Any], bytes]:
+            cap: int, limits: tuple[float, ...] = ()) -> tuple[dict[str, Any], bytes]:
         """The Python loop's job: fork, supervise, clean up (the C loop's steps). `job` holds
-        what a Plus job adds: its bundle and inputs."""
+        what a Plus or call job adds: its bundle and inputs; `limits` a call job's per-input
+        time limits."""
         # Hot path: keep the child's Python work small, since on many VMs each page it touches
         # after fork (copy-on-write) costs more than the syscalls themselves.
         try:
@@ -251,57 +263,78 @@ class Zygote:
             os.mkdir(self.workdir, 0o700)
         if self.uid is not None:
             os.chown(self.workdir, self.uid, self.uid)
-        limits = self._limits(timeout, memory_mb or self.cfg["memory_mb"])
+        rlimits = self._limits(timeout, memory_mb or self.cfg["memory_mb"])
         rfd, wfd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self._child(kind, program, job, case, wfd, limits, tests, tests_code, program_code)
+            self._child(kind, program, job, case, wfd, rlimits, tests, tests_code, program_code,
+                        bool(limits))
         os.close(wfd)
-        status, data, timed_out = -1, bytearray(), True
+        status, data, timed_out, late = -1, bytearray(), True, False
         try:
-            status, data, timed_out = self._supervise(pid, rfd, started + timeout, cap)
+            status, data, timed_out, late = self._supervise(pid, rfd, started + timeout, cap,
+                                                            limits)
         finally:
             os.close(rfd)
             if timed_out:  # otherwise _drain already did it
                 self._kill_everything(pid)
             self._wipe_scratch()
         elapsed = round(time.monotonic() - started, 6)
-        if not timed_out and data == PASSED_REPORT:
+        if not timed_out and kind == "exec" and data == PASSED_REPORT:
+            # Only an in-process job's report is a verdict (and a forgeable one: it is only run
+            # with the in-process verdict mode); a call job's records never are.
             return {"status": "passed", "elapsed_s": elapsed}, b""
         # Anything else goes to the harness as it is, to be judged there (codeserve.sandbox.verdicts).
-        return {"wait_status": status, "timed_out": timed_out, "elapsed_s": elapsed}, bytes(data)
+        return {"wait_status": status, "timed_out": timed_out, "input_timeout": late,
+                "elapsed_s": elapsed}, bytes(data)
 
-    def _supervise(self, pid: int, rfd: int, deadline: float,
-                   cap: int) -> tuple[int, bytearray, bool]:
+    def _supervise(self, pid: int, rfd: int, deadline: float, cap: int,
+                   limits: tuple[float, ...] = ()) -> tuple[int, bytearray, bool, bool]:
+        """Wait for the child until `deadline`, reading its report. With per-input `limits`
+        (a call job), input k must be answered within limits[k] of the record before it (see
+        codeserve/sandbox/calls.py): the last return value says a child was killed for that."""
         data = bytearray()
         pipe = rfd
         pidfd = os.pidfd_open(pid)
         poller = self.poller
         poller.register(rfd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
+        records = parsed = 0  # complete records so far, and the bytes they span
+        due = deadline
         try:
-            while (remaining := deadline - time.monotonic()) > 0:
+            while (remaining := due - time.monotonic()) > 0:
                 for fd, _ in poller.poll(max(1, int(remaining * 1000))):
                     if fd == 0:
                         self._kill_everything(pid)
                         os._exit(1)
                     if fd == pidfd:
                         _, status = os.waitpid(pid, 0)
-                        return status, self._drain(pipe, data, cap, pid), False
+                        return status, self._drain(pipe, data, cap, pid), False, False
                     chunk = os.read(rfd, 1 << 16)
                     if not chunk:
                         poller.unregister(rfd)
                         rfd = -1
                     elif len(data) < cap:
                         data += chunk[: cap - len(data)]
+                    if limits:
+                        before = records
+                        while len(data) - parsed >= 4:
+                            end = parsed + 4 + int.from_bytes(data[parsed:parsed + 4], "big")
+                            if end > len(data):
+                                break
+                            parsed, records = end, records + 1
+                        if records != before:
+                            k = records - 1  # records = "ready" + one per input answered
+                            due = min(deadline, time.monotonic() + limits[k]) \
+                                if k < len(limits) else deadline
         finally:
             if rfd >= 0:
                 poller.unregister(rfd)
             poller.unregister(pidfd)
             os.close(pidfd)
-        return -1, data, True
+        return -1, data, True, due < deadline
 
     def _drain(self, rfd: int, data: bytearray, cap: int, pid: int) -> bytearray:
         # The child has exited: kill anything it left behind holding the pipe, then read to EOF.
@@ -365,9 +398,9 @@ class Zygote:
         _empty(self.scratch)
 
     # -- the candidate's process -----------------------------------------------------------------
-    def _child(self, kind: str, program: str, job: dict[str, Any], case: PlusCase | None,
+    def _child(self, kind: str, program: str, job: dict[str, Any], case: Any,
                wfd: int, limits: list[tuple[int, int, int]], tests: str,
-               tests_code: CodeType | None, program_code: bytes) -> None:
+               tests_code: CodeType | None, program_code: bytes, timed: bool) -> None:
         """The Python loop's candidate: set up as the C loop's `setup_child`, then run."""
         try:
             if self.pid1:
@@ -387,17 +420,29 @@ class Zygote:
                 except (ValueError, OSError):
                     pass
             self.drop_privileges()
+            if kind == "call":
+                self._calls(wfd, program, case, job, program_code, timed, None)
             header, blob = execute(kind, program, case, self.capture, job.get("inputs"), tests,
                                    tests_code, program_code)
         except BaseException as exc:  # noqa: BLE001
+            if kind == "call":
+                self._calls(wfd, program, case, job, program_code, timed, f"{exc!r}")
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, blob)
 
     def _candidate(self, wfd: int, op: int, extra: bytes | None, program: str, tests: str,
                    tests_code: CodeType | None, program_code: bytes, failure: str | None,
-                   ran: tuple[BaseException | None] | None) -> None:
+                   ran: tuple[BaseException | None] | None, timed: int = 0) -> None:
         """A candidate forked and set up by the C loop (`failure`: why its setup failed;
-        `extra`: a Plus job's JSON; `ran`: what its program raised, if the C loop ran it)."""
+        `extra`: a Plus or call job's JSON; `ran`: what its program raised, if the C loop ran
+        it; `timed`: a call job's inputs have time limits)."""
+        if KINDS.get(op) == "call":
+            try:
+                job = json.loads(extra) if extra else {}
+                case = None if failure else self._case("call", job)
+            except BaseException as exc:  # noqa: BLE001 - e.g. KeyError: no such bundle
+                failure, job, case = f"no test inputs: {exc!r}", {}, None
+            self._calls(wfd, program, case, job, program_code, bool(timed), failure)
         try:
             if failure:
                 header, out = {"status": "error", "detail": failure}, b""
@@ -415,6 +460,19 @@ class Zygote:
         except BaseException as exc:  # noqa: BLE001
             header, out = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, out)
+
+    def _calls(self, wfd: int, program: str, case: Any, job: dict[str, Any],
+               program_code: bytes, timed: bool, failure: str | None) -> None:
+        """A call job's candidate: its records go to the pipe as they come (codeserve.sandbox.calls);
+        never returns."""
+        try:
+            if failure is not None:
+                os.write(wfd, calls.raised_record(None, "e", None, f"sandbox setup failed: {failure}"))
+            else:
+                span = range(*job["inputs"]) if job.get("inputs") else range(len(case.inputs))
+                run_calls(program, program_code, case, span, wfd, self.capture, timed)
+        finally:
+            os._exit(0)
 
     def _report(self, wfd: int, header: dict[str, Any], blob: bytes) -> None:
         """Send the verdict to the zygote and exit."""
@@ -517,6 +575,20 @@ def _children_of_self() -> list[int]:
     return kids
 
 
+class _ExactReader:
+    """Reads exactly what is asked from a descriptor, nothing ahead: a buffered reader would
+    hold the next jobs (other candidates' programs) in memory that this job's fork inherits."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n and (chunk := os.read(self.fd, n - len(data))):
+            data += chunk
+        return data
+
+
 def main() -> None:
     """Entry point after the worker's exec: the config is JSON in argv[1]."""
     cfg = json.loads(sys.argv[1])
@@ -528,5 +600,5 @@ def main() -> None:
     del sys.path[0]
     zygote = Zygote(cfg)
     zygote.prepare()
-    zygote.serve(sys.stdin.buffer)
+    zygote.serve(_ExactReader(0))  # type: ignore[arg-type]
     sys.exit(0)

@@ -23,13 +23,13 @@ from codeserve.sandbox.verdicts import judge
 def test_requests_round_trip_in_a_stream() -> None:
     stream = io.BytesIO(
         encode_request({"bundle": "k", "inputs": [0, 3]}, "prog é".encode(), b"tests", b"\x00code",
-                       b"\x01prog", OPS["plus"], 2.5, 64, 1 << 16)
+                       b"\x01prog", OPS["call"], 2.5, 64, 1 << 16, (4.0, 0.25, 8.5))
         + encode_request(None, b"print(1)", op=OPS["exec"], timeout=3.0)
         + encode_request({"kind": "shutdown"}))
-    assert read_request(stream) == (OPS["plus"], 2.5, 64, 1 << 16,
+    assert read_request(stream) == (OPS["call"], 2.5, 64, 1 << 16,
                                     {"bundle": "k", "inputs": [0, 3]}, "prog é".encode(),
-                                    b"tests", b"\x00code", b"\x01prog")
-    assert read_request(stream) == (OPS["exec"], 3.0, 0, 0, {}, b"print(1)", b"", b"", b"")
+                                    b"tests", b"\x00code", b"\x01prog", (4.0, 0.25, 8.5))
+    assert read_request(stream) == (OPS["exec"], 3.0, 0, 0, {}, b"print(1)", b"", b"", b"", ())
     assert read_request(stream)[4] == {"kind": "shutdown"}
     assert read_request(stream) is None
 
