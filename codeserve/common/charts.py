@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 # One size for every chart: two fit side by side in a report 1200 px wide (538 x 317 px).
 _SIZE_IN = (5.6, 3.3)
+# Charts with their legend under the axes: as wide, taller by the legend.
+_TALL_SIZE_IN = (5.6, 4.0)
 # Okabe-Ito: told apart also by readers with colour-vision deficiencies.
 _COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 _STYLE = {
@@ -64,10 +66,13 @@ def placeholder(title: str) -> str:
 
 
 def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str, *,
-               y_from_zero: bool = True, y_percent: bool = False, steps: bool = False) -> str:
+               y_from_zero: bool = True, y_percent: bool = False, steps: bool = False,
+               x_log: bool = False, legend_below: bool = False) -> str:
     """Lines with a legend (markers too when the points are few enough to tell apart); empty
     series are left out, and a chart with none is a placeholder. `steps`: each point's value
-    holds until the next point's x (rates over time buckets), drawn as a staircase."""
+    holds until the next point's x (rates over time buckets), drawn as a staircase. `x_log`:
+    a logarithmic x axis with plain-number ticks (k = 1, 10, 100). `legend_below`: the legend
+    goes under the axes, where it hides no line (a taller chart)."""
     drawn = [s for s in series if s.points]
     if not drawn:
         return placeholder(title)
@@ -83,9 +88,61 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
             ax.set_ylim(bottom=0)
         if y_percent:
             ax.yaxis.set_major_formatter(_percent_formatter())
-        ax.legend(loc="best")
+        if x_log:
+            _plain_log_x(ax)
+        if legend_below:
+            _legend_below(ax, len(drawn))
+        else:
+            ax.legend(loc="best")
 
-    return _render(title, x_label, y_label, draw)
+    return _render(title, x_label, y_label, draw,
+                   size=_TALL_SIZE_IN if legend_below else _SIZE_IN)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One named point of a scatter chart."""
+
+    name: str
+    x: float
+    y: float
+
+
+def scatter_chart(title: str, points: Sequence[Point], x_label: str, y_label: str, *,
+                  front: Sequence[str] = (), front_name: str = "Pareto front",
+                  y_percent: bool = False, x_log: bool = False) -> str:
+    """One marker per point, each in its own colour and named in a legend under the axes (so
+    it never hides a point). `front`: the names of points joined, in x order, by a dashed
+    staircase (a Pareto front: nothing lies to its upper right), ringed and named beside
+    them. Points carry the ids `<chart>-point-<i>`, the front `<chart>-front-0`."""
+    if not points:
+        return placeholder(title)
+    on_front = set(front)
+
+    def draw(ax: Axes) -> None:
+        for i, p in enumerate(points):
+            ax.scatter([p.x], [p.y], s=46, color=_COLOURS[i % len(_COLOURS)], label=p.name,
+                       zorder=3, gid=f"point-{i}")
+        best = sorted((p.x, p.y, p.name) for p in points if p.name in on_front)
+        if best:
+            xs, ys, names = zip(*best, strict=True)
+            ax.plot(xs, ys, linestyle="--", color="#555555", linewidth=1.2,
+                    drawstyle="steps-pre" if len(xs) > 1 else "default", marker="o",
+                    markersize=11, markerfacecolor="none", markeredgecolor="#555555",
+                    label=front_name, zorder=2, gid="front-0")
+            for x, y, name in best:
+                ax.annotate(name, (x, y), xytext=(7, 7), textcoords="offset points",
+                            fontsize=8, color="#333333")
+        if y_percent:
+            ax.set_ylim(-0.03, 1.1)
+            ax.yaxis.set_major_formatter(_percent_formatter())
+        if x_log:
+            _plain_log_x(ax)
+        else:
+            ax.set_xlim(left=0, right=max(p.x for p in points) * 1.3 or 1)
+        _legend_below(ax, len(points) + (1 if best else 0))
+
+    return _render(title, x_label, y_label, draw, size=_TALL_SIZE_IN)
 
 
 def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], x_label: str,
@@ -134,7 +191,8 @@ def histogram_chart(title: str, edges: Sequence[float], counts: Sequence[int], x
     return _render(title, x_label, y_label, draw)
 
 
-def _render(title: str, x_label: str, y_label: str, draw: Callable[[Axes], None]) -> str:
+def _render(title: str, x_label: str, y_label: str, draw: Callable[[Axes], None],
+            size: tuple[float, float] = _SIZE_IN) -> str:
     # Imported on first use: matplotlib takes a few hundred ms to import, which every command
     # that never draws a chart would pay.
     import matplotlib
@@ -142,7 +200,7 @@ def _render(title: str, x_label: str, y_label: str, draw: Callable[[Axes], None]
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=_SIZE_IN, layout="constrained")
+        fig = Figure(figsize=size, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         ax.set_title(title)
@@ -169,6 +227,20 @@ def _inline_svg(fig: Figure, title: str) -> str:
 
 def _fmt(value: float, percent: bool) -> str:
     return f"{100 * value:.1f}%" if percent else f"{value:g}"
+
+
+def _legend_below(ax: Axes, entries: int) -> None:
+    columns = min(3, max(1, entries))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns)
+
+
+def _plain_log_x(ax: Axes) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _percent_formatter() -> Any:
