@@ -77,14 +77,17 @@ class _EndpointAlias(_Alias):
 
 
 def add_target_flags(parser: argparse.ArgumentParser, *, model_help: str, timeout_s: float,
-                     apis: Sequence[str] = ()) -> Group:
+                     apis: Sequence[str] = (), repeatable: bool = False) -> Group:
     """--base-url, --model, --api-key, --timeout (and --api when the command can choose the
-    completions or the chat API). Returns the group, for the command's own target flags."""
+    completions or the chat API). Returns the group, for the command's own target flags.
+    `repeatable`: --base-url and --model may be given several times (lists; no old spellings)."""
     group = parser.add_argument_group("target")
-    group.add_argument("--base-url", metavar="URL",
+    many = {"action": "append"} if repeatable else {}
+    group.add_argument("--base-url", metavar="URL", **many,
                        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
-                            "(http://host:port means http://host:port/v1)")
-    group.add_argument("--model", help=model_help)
+                            "(http://host:port means http://host:port/v1)"
+                            + ("; repeat for several endpoints" if repeatable else ""))
+    group.add_argument("--model", help=model_help, **many)
     group.add_argument("--api-key", metavar="KEY",
                        help="bearer token (default: $CODESERVE_API_KEY or $OPENAI_API_KEY)")
     group.add_argument("--timeout", type=float, default=timeout_s,
@@ -92,8 +95,9 @@ def add_target_flags(parser: argparse.ArgumentParser, *, model_help: str, timeou
     if apis:
         group.add_argument("--api", choices=apis, default=apis[0],
                            help=f"which API to call (default {apis[0]})")
-    group.add_argument("--endpoint", dest="base_url", action=_EndpointAlias, apis=apis)
-    add_alias(group, "--url", dest="base_url", new="--base-url")
+    if not repeatable:
+        group.add_argument("--endpoint", dest="base_url", action=_EndpointAlias, apis=apis)
+        add_alias(group, "--url", dest="base_url", new="--base-url")
     return group
 
 
