@@ -23,6 +23,7 @@ _PARTS = (
     "codeserve.cli.score",
     "codeserve.cli.eval",
     "codeserve.cli.loadtest",
+    "codeserve.cli.bakeoff",
 )
 
 
