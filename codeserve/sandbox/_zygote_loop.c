@@ -79,8 +79,14 @@ typedef struct {
 /* Input buffer over fd 0: jobs arrive pipelined, so bytes past one frame belong to the next. */
 static char *in_buf;
 static size_t in_start, in_end, in_size;
-static Tests tests_cache[MAX_TESTS];
-static int tests_next;
+typedef struct {
+    Tests slots[MAX_TESTS];
+    int next;
+} Cache;
+
+/* Compiled checking code (exec jobs, in-process verdicts) and call jobs' inline cases (their
+ * inputs: calls.CallCase), each by the text the harness sent: loaded once per task. */
+static Cache tests_cache, cases_cache;
 
 static double now(void) {
     struct timespec ts;
@@ -196,25 +202,27 @@ static long long address_space(void) {
     return pages * sysconf(_SC_PAGESIZE);
 }
 
-/* The compiled checking code for `text` (new reference), loaded from the harness's `code` by
- * the zygote's Python on first sight; NULL with an exception set if that call failed. */
-static PyObject *tests_code(PyObject *zygote, const char *text, size_t len, const char *code,
-                            size_t code_len) {
+/* What `text` loads to (new reference): for the checking code, the compiled code the zygote's
+ * Python loads from the harness's `arg` (load_tests); for a call job's case, the CallCase it
+ * decodes from the text itself (load_case). Loaded on first sight; NULL with an exception set
+ * if that call failed. */
+static PyObject *cached(Cache *cache, PyObject *zygote, const char *method, const char *text,
+                        size_t len, const char *arg, size_t arg_len) {
     if (len == 0) Py_RETURN_NONE;
     for (int i = 0; i < MAX_TESTS; i++) {
-        Tests *t = &tests_cache[i];
+        Tests *t = &cache->slots[i];
         if (t->text != NULL && t->len == len && memcmp(t->text, text, len) == 0) {
             Py_INCREF(t->code);
             return t->code;
         }
     }
-    PyObject *loaded = PyObject_CallMethod(zygote, "load_tests", "y#", code, (Py_ssize_t)code_len);
+    PyObject *loaded = PyObject_CallMethod(zygote, method, "y#", arg, (Py_ssize_t)arg_len);
     if (loaded == NULL) return NULL;
     char *copy = malloc(len);
     if (copy == NULL) return loaded;  /* works, just not cached */
     memcpy(copy, text, len);
-    Tests *slot = &tests_cache[tests_next];
-    tests_next = (tests_next + 1) % MAX_TESTS;
+    Tests *slot = &cache->slots[cache->next];
+    cache->next = (cache->next + 1) % MAX_TESTS;
     free(slot->text);
     Py_XDECREF(slot->code);
     slot->text = copy;
@@ -390,6 +398,10 @@ static int supervise(pid_t pid, int rfd, double deadline, size_t cap, const unsi
     return oom ? -1 : timed_out;
 }
 
+static int run_calls(const Config *cfg, PyObject *zygote, PyObject *inline_case, int report_fd,
+                     const char *program_code, size_t n_program_code, const char *extra,
+                     size_t n_extra, int timed, const char *program, size_t n_program);
+
 static int parse_config(PyObject *args, PyObject **zygote, Config *cfg) {
     return PyArg_ParseTuple(args, "Ossiiiy#LLLO", zygote, &cfg->workdir, &cfg->scratch,
                             &cfg->devnull, &cfg->uid, &cfg->memory_mb, &cfg->passed,
@@ -448,7 +460,11 @@ static PyObject *serve(PyObject *self, PyObject *args) {
             vm_bytes = address_space(); /* a bundle loaded: we are bigger */
             continue;
         }
-        PyObject *code = tests_code(zygote, tests, n_tests, compiled, n_code);
+        /* For a call job, "tests" is its case (inputs only) when sent inline: the code slot
+         * carries the loaded CallCase. */
+        PyObject *code = op == OP_CALL
+            ? cached(&cases_cache, zygote, "load_case", tests, n_tests, tests, n_tests)
+            : cached(&tests_cache, zygote, "load_tests", tests, n_tests, compiled, n_code);
         if (code == NULL) return NULL;
         int made = mkdir(cfg.workdir, 0700) == 0;
         if (!made) { /* left over from a job that crashed its cleanup */
@@ -476,6 +492,11 @@ static PyObject *serve(PyObject *self, PyObject *args) {
                                              vm_bytes, why, sizeof why);
             PyObject *ran = Py_NewRef(Py_None); /* not run: Python's execute runs it */
             PyObject *raised = NULL;
+            if (failed == NULL && op == OP_CALL &&
+                !run_calls(&cfg, zygote, code, fds[1], program_code, n_program_code, json, n_json,
+                           n_limits > 0, blob, n_blob)) {
+                PyErr_Clear(); /* not runnable here: Python's run_calls does it */
+            }
             if (failed == NULL && op == OP_EXEC && n_program_code > 0 &&
                 (n_tests == 0 || code != Py_None)) {
                 if (run_exec(&cfg, fds[1], program_code, n_program_code, code, &raised)) {
@@ -1063,6 +1084,209 @@ static PyObject *py_set_types(PyObject *self, PyObject *args) {
     Py_XSETREF(defaultdict_type, Py_NewRef(dd));
     Py_XSETREF(deque_type, Py_NewRef(q));
     Py_RETURN_NONE;
+}
+
+/* ---- Call jobs in the candidate's process (codeserve/sandbox/calls.py) ---------------------- */
+#define VALUE_INLINE_MAX (1 << 20)        /* values.INLINE_MAX */
+#define VALUE_MAX_BYTES ((size_t)4 << 30) /* values.MAX_BYTES */
+#define VALUE_MAX_NODES ((size_t)1 << 28) /* values.MAX_NODES */
+
+typedef struct {
+    char *data;
+    size_t len, size;
+    int fd, flush_each, failed;
+} Records;
+
+static void rec_flush(Records *r) {
+    if (r->len && !r->failed && write_all(r->fd, r->data, r->len) != 0) r->failed = 1;
+    r->len = 0;
+}
+
+static void rec_add(Records *r, const char *head, size_t n_head, const char *body, size_t n_body) {
+    size_t need = 4 + n_head + n_body;
+    if (r->len + need > r->size) {
+        size_t want = r->size ? r->size : 4096;
+        while (want < r->len + need) want *= 2;
+        char *grown = PyMem_Realloc(r->data, want);
+        if (grown == NULL) { /* out of memory: what we have, then nothing */
+            rec_flush(r);
+            r->failed = 1;
+            return;
+        }
+        r->data = grown, r->size = want;
+    }
+    size_t total = n_head + n_body;
+    unsigned char len[4] = {(unsigned char)(total >> 24), (unsigned char)(total >> 16),
+                            (unsigned char)(total >> 8), (unsigned char)total};
+    memcpy(r->data + r->len, len, 4);
+    memcpy(r->data + r->len + 4, head, n_head);
+    if (n_body) memcpy(r->data + r->len + 4 + n_head, body, n_body);
+    r->len += need;
+    if (r->flush_each) rec_flush(r);
+}
+
+/* A record the zygote's Python writes (rare paths: an exception, a refusal, printed output):
+ * zygote.call_record(what, index, value, program) -> bytes. The exception, if any, is fetched
+ * here and passed as `value`. */
+static void rec_python(Records *r, PyObject *zygote, const char *what, Py_ssize_t index,
+                       PyObject *value, const char *program, size_t n_program) {
+    PyObject *type = NULL, *exc = NULL, *tb = NULL;
+    if (value == NULL) {
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb != NULL && exc != NULL) PyException_SetTraceback(exc, tb);
+        value = exc != NULL ? exc : Py_None;
+    }
+    PyObject *made = PyObject_CallMethod(zygote, "call_record", "snOy#", what, index, value,
+                                         program, (Py_ssize_t)n_program);
+    Py_XDECREF(type), Py_XDECREF(exc), Py_XDECREF(tb);
+    if (made != NULL && PyBytes_Check(made)) {
+        /* already framed: append as it is */
+        rec_flush(r);
+        if (!r->failed && write_all(r->fd, PyBytes_AS_STRING(made), (size_t)PyBytes_GET_SIZE(made)))
+            r->failed = 1;
+    }
+    Py_XDECREF(made);
+    PyErr_Clear();
+}
+
+static int rec_value(Records *r, PyObject *zygote, Py_ssize_t index, PyObject *out, char kind,
+                     const char *program, size_t n_program) {
+    Enc e = {NULL, 0, 0, VALUE_MAX_BYTES, 0, 0, VALUE_MAX_NODES, NULL, VALUE_INLINE_MAX, 0, 0,
+             {{0}, 0, {0}, 0}};
+    unsigned char head[5 + 8] = {(unsigned char)kind, (unsigned char)(index >> 24),
+                                 (unsigned char)(index >> 16), (unsigned char)(index >> 8),
+                                 (unsigned char)index};
+    int rc = 0;
+    if (enc_value(&e, out) != 0) {
+        if (e.refusal != NULL) {
+            PyErr_Clear();
+            rec_python(r, zygote, "refused", index, e.refusal, program, n_program);
+            Py_DECREF(e.refusal);
+        } else {
+            rec_python(r, zygote, "encoding", index, NULL, program, n_program);
+        }
+        rc = -1;
+    } else if (!e.hashing) {
+        rec_add(r, (const char *)head, 5, e.data, e.len);
+    } else { /* too big to send: "H", index, size, digest */
+        unsigned char digest[32];
+        uint64_t size = e.flushed + e.len;
+        sha_update(&e.sha, (const unsigned char *)e.data, e.len);
+        sha_final(&e.sha, digest);
+        head[0] = 'H';
+        for (int i = 0; i < 8; i++) head[5 + i] = (unsigned char)(size >> (56 - 8 * i));
+        rec_add(r, (const char *)head, 13, (const char *)digest, 32);
+    }
+    PyMem_Free(e.data);
+    return rc;
+}
+
+/* A call job run right here in the candidate's process, as candidate_exec.run_calls runs it
+ * (same records, same order) but without its Python calls around the candidate's own code,
+ * whose objects each cost a copy-on-write fault. `extra` is the job's "first stop [key]"; the
+ * case (a calls.CallCase) is `inline_case` when it came with the job, else the zygote's
+ * bundle of that key. Returns 0 when it cannot run the job (nothing of the candidate's ran:
+ * Python's run_calls does it); once the program started it never returns (exits). */
+static int run_calls(const Config *cfg, PyObject *zygote, PyObject *inline_case, int report_fd,
+                     const char *program_code, size_t n_program_code, const char *extra,
+                     size_t n_extra, int timed, const char *program, size_t n_program) {
+    long first, stop;
+    int key_at = -1;
+    char head[64];
+    size_t n_head = n_extra < sizeof head - 1 ? n_extra : sizeof head - 1;
+    memcpy(head, extra, n_head);
+    head[n_head] = 0;
+    if (n_program_code == 0 || sscanf(head, "%ld %ld%n", &first, &stop, &key_at) != 2 ||
+        key_at < 0)
+        return 0;
+    PyObject *cs = inline_case;
+    if (cs == Py_None) {
+        if ((size_t)key_at + 1 >= n_extra) return 0;
+        PyObject *bundles = PyObject_GetAttrString(zygote, "bundles");
+        PyObject *key = PyUnicode_DecodeUTF8(extra + key_at + 1, (Py_ssize_t)n_extra - key_at - 1,
+                                             "surrogatepass");
+        cs = bundles == NULL || key == NULL ? NULL : PyDict_GetItemWithError(bundles, key);
+    }
+    PyObject *entry = cs ? PyObject_GetAttrString(cs, "entry_point") : NULL;
+    PyObject *inputs = cs ? PyObject_GetAttrString(cs, "inputs") : NULL;
+    PyObject *exprs = cs ? PyObject_GetAttrString(cs, "exprs") : NULL;
+    PyObject *setup = cs ? PyObject_GetAttrString(cs, "setup_code") : NULL;
+    PyObject *truths = cs ? PyObject_GetAttrString(cs, "truths") : NULL;
+    PyObject *presence = cs ? PyObject_GetAttrString(cs, "presence") : NULL;
+    if (presence == NULL || !PyUnicode_Check(entry) || !PyList_Check(inputs) ||
+        !PyDict_Check(exprs) || PyDict_GET_SIZE(exprs) != 0 || !PyAnySet_Check(truths)) {
+        PyErr_Clear(); /* e.g. no such bundle, or inputs given as source: Python does it */
+        return 0;
+    }
+    int presence_only = PyObject_IsTrue(presence) == 1;
+    Py_ssize_t n_inputs = PyList_GET_SIZE(inputs);
+    if (stop < 0 || stop > n_inputs) stop = n_inputs;
+    if (first < 0) first = 0;
+    /* From here on the candidate's code runs: never back to Python's run_calls. */
+    Records r = {NULL, 0, 0, report_fd, timed, 0};
+    PyObject *code = NULL, *globals = NULL, *done = NULL;
+    if (PySys_SetObject("stdout", cfg->capture) == 0 && PySys_SetObject("stderr", cfg->capture) == 0)
+        code = PyMarshal_ReadObjectFromString(program_code, (Py_ssize_t)n_program_code);
+    if (code != NULL) globals = PyDict_New();
+    if (globals != NULL && PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0)
+        done = PyEval_EvalCode(code, globals, globals);
+    if (done != NULL && setup != Py_None) {
+        Py_DECREF(done);
+        done = PyEval_EvalCode(setup, globals, globals);
+    }
+    PyObject *fn = NULL;
+    if (done == NULL) {
+        rec_python(&r, zygote, "program", -1, NULL, program, n_program);
+    } else {
+        Py_DECREF(done);
+        fn = PyDict_GetItemWithError(globals, entry);
+        if (fn == NULL || !PyCallable_Check(fn)) {
+            PyErr_Clear();
+            rec_python(&r, zygote, "missing", -1, entry, program, n_program);
+            fn = NULL;
+        }
+    }
+    if (fn != NULL) {
+        Py_INCREF(fn);
+        rec_add(&r, "R", 1, NULL, 0);
+        for (Py_ssize_t i = first; i < stop && !r.failed; i++) {
+            PyObject *args = PySequence_Tuple(PyList_GET_ITEM(inputs, i));
+            PyObject *out = args == NULL ? NULL : PyObject_Call(fn, args, NULL);
+            Py_XDECREF(args);
+            if (out == NULL) {
+                rec_python(&r, zygote, "raised", i, NULL, program, n_program);
+                break;
+            }
+            PyObject *index = PyLong_FromSsize_t(i);
+            int truth = index == NULL ? -1 : PySet_Contains(truths, index);
+            Py_XDECREF(index);
+            char kind = 'V';
+            if (truth == 1) { /* only its truth value is checked, and sent */
+                int yes = PyObject_IsTrue(out);
+                Py_SETREF(out, yes < 0 ? NULL : Py_NewRef(yes ? Py_True : Py_False));
+                kind = 'B';
+            } else if (presence_only && !PyBool_Check(out)) {
+                Py_SETREF(out, Py_NewRef(out != Py_None ? Py_True : Py_False));
+                kind = 'P';
+            }
+            if (truth < 0 || out == NULL) {
+                Py_XDECREF(out);
+                rec_python(&r, zygote, "raised", i, NULL, program, n_program);
+                break;
+            }
+            int rc = rec_value(&r, zygote, i, out, kind, program, n_program);
+            Py_DECREF(out);
+            if (rc != 0) break;
+        }
+    }
+    PyObject *size = PyObject_GetAttrString(cfg->capture, "size");
+    long printed = size == NULL ? -1 : PyLong_AsLong(size);
+    Py_XDECREF(size);
+    PyErr_Clear();
+    if (printed != 0) rec_python(&r, zygote, "output", -1, cfg->capture, program, n_program);
+    rec_flush(&r);
+    _exit(0);
 }
 
 PyDoc_STRVAR(prctl_doc,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from codeserve.sandbox import values
@@ -74,6 +75,34 @@ class CallCase:
 
     def __eq__(self, other: object) -> bool:
         return type(other) is CallCase and self.__getstate__() == other.__getstate__()
+
+
+def job_header(key: str | None, inputs: tuple[int, int] | None) -> bytes:
+    """A call job's header in its request (codeserve/sandbox/frames.py): "first stop [key]",
+    the key of its bundle when its case is not sent inline."""
+    first, stop = inputs or (0, -1)
+    return (f"{first} {stop}" + (f" {key}" if key else "")).encode("utf-8", "surrogatepass")
+
+
+def read_job_header(data: bytes) -> tuple[str | None, range | None]:
+    """(bundle key or None, inputs) of a call job's header; inputs None: all of the case's."""
+    first, stop, *key = data.decode("utf-8", "surrogatepass").split(" ", 2)
+    return (key[0] if key else None), None if int(stop) < 0 else range(int(first), int(stop))
+
+
+def case_bytes(case: CallCase) -> bytes:
+    """A CallCase sent inline with its jobs (plain data: codeserve.sandbox.values), for the
+    zygote to load once (`case_from_bytes`) and keep while the task's candidates come: no
+    bundle, and so no round trip that would stall the jobs queued for a worker."""
+    return values.encode((case.entry_point, case.inputs, case.setup, case.exprs, case.presence,
+                          case.truths), cap=values.MAX_BYTES)
+
+
+def case_from_bytes(data: bytes) -> CallCase:
+    entry_point, inputs, setup, exprs, presence, truths = values.decode(data)
+    case = CallCase(entry_point, inputs, setup, exprs, presence, frozenset(truths))
+    case.__setstate__(case.__getstate__())  # compiles the set-up code
+    return case
 
 
 def record(body: bytes) -> bytes:
@@ -134,25 +163,55 @@ class Answer(NamedTuple):
     detail: str = ""
 
 
-class CallOutcome(NamedTuple):
-    """What a call job's process reported and how it ended: everything the judge needs.
-
-    `answers` are its records for inputs, in the order written; `failure` is set when the
-    program failed before any input (category, error type, detail); `malformed` says why the
-    records stopped making sense, if they did; `ended` is how the process ended, as a verdict
-    (status, detail) for the first input left unanswered."""
-
+class _Parsed(NamedTuple):
     ready: bool
     answers: list[Answer]
     failure: tuple[str, str | None, str] | None
     malformed: str | None
-    ended: tuple[str, str]
-    input_timeout: bool
     output: str | None
-    blob: bytes
 
 
-def parse(blob: bytes, ended: tuple[str, str], input_timeout: bool = False) -> CallOutcome:
+class CallOutcome:
+    """What a call job's process reported and how it ended: everything the judge needs.
+
+    `blob` is every byte it wrote; `answers` its records for inputs, in the order written;
+    `failure` is set when the program failed before any input (category, error type, detail);
+    `malformed` says why the records stopped making sense, if they did; `ended` is how the
+    process ended, as a verdict (status, detail) for the first input left unanswered. Parsed,
+    and `ended` worked out, only when asked: most candidates are judged from `blob` alone."""
+
+    def __init__(self, blob: bytes, ended: tuple[str, str] | Callable[[], tuple[str, str]],
+                 input_timeout: bool = False) -> None:
+        self.blob = blob
+        self.input_timeout = input_timeout
+        self._ended = ended
+        self._parsed: _Parsed | None = None
+
+    @property
+    def ended(self) -> tuple[str, str]:
+        if callable(self._ended):
+            self._ended = self._ended()
+        return self._ended
+
+    def _get(self) -> _Parsed:
+        if self._parsed is None:
+            self._parsed = _parse(self.blob)
+        return self._parsed
+
+    ready = property(lambda self: self._get().ready)
+    answers = property(lambda self: self._get().answers)
+    failure = property(lambda self: self._get().failure)
+    malformed = property(lambda self: self._get().malformed)
+    output = property(lambda self: self._get().output)
+
+
+def parse(blob: bytes, ended: tuple[str, str] | Callable[[], tuple[str, str]],
+          input_timeout: bool = False) -> CallOutcome:
+    """A call job's outcome from the bytes its process wrote and how it ended."""
+    return CallOutcome(blob, ended, input_timeout)
+
+
+def _parse(blob: bytes) -> _Parsed:
     """Read a call job's records (any bytes: the candidate's process may have written anything
     to its pipe; this never trusts a length or an index, it reports what does not fit)."""
     pos, n = 0, len(blob)
@@ -190,7 +249,7 @@ def parse(blob: bytes, ended: tuple[str, str], input_timeout: bool = False) -> C
                 malformed = f"an unexpected record {kind!r}"
         except (ValueError, struct.error, UnicodeDecodeError):
             malformed = f"a malformed record {kind!r}"
-    return CallOutcome(ready, answers, failure, malformed, ended, input_timeout, output, blob)
+    return _Parsed(ready, answers, failure, malformed, output)
 
 
 def _str(blob: bytes, start: int, end: int) -> str:

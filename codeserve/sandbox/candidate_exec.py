@@ -420,36 +420,50 @@ def run_calls(source: str, program_code: bytes, case: Any, span: range, fd: int,
         fn = globals_.get(case.entry_point)
         if not callable(fn):
             fn = None
-            out.add(calls.raised_record(None, "e", "NameError",
-                                        f"the program defines no function {case.entry_point!r}"))
+            out.add(call_record("missing", -1, case.entry_point, source))
     except BaseException as exc:  # noqa: BLE001
-        verdict = classify(exc, source)
-        out.add(calls.raised_record(None, calls.category_of(exc), verdict.get("error_type"),
-                                    verdict["detail"]))
+        out.add(call_record("program", -1, exc, source))
     if fn is not None:
         out.add(calls.READY)
         for i in span:
             try:
                 args = eval(case.exprs[i], globals_) if i in case.exprs else case.inputs[i]  # noqa: S307
                 value = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - candidate code may raise anything
-                verdict = classify(exc, source)
-                out.add(calls.raised_record(i, calls.category_of(exc), verdict.get("error_type"),
-                                            verdict["detail"]))
-                break
-            try:
-                out.add(calls.value_record(i, value, case.presence, i in case.truths))
+                record = calls.value_record(i, value, case.presence, i in case.truths)
             except values.Refused as exc:
-                out.add(calls.refused_record(i, str(exc)))
+                out.add(call_record("refused", i, str(exc), source))
                 break
-            except BaseException as exc:  # noqa: BLE001 - e.g. MemoryError while encoding
-                out.add(calls.raised_record(i, calls.category_of(exc), type(exc).__name__,
-                                            f"serialising the output: {exc!r}"))
+            except BaseException as exc:  # noqa: BLE001 - candidate code may raise anything
+                out.add(call_record("raised", i, exc, source))
                 break
-    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+            out.add(record)
     if capture.size:
-        out.add(calls.output_record(capture.text()))
+        out.add(call_record("output", -1, capture, source))
     out.flush()
+
+
+def call_record(what: str, index: int, value: Any, source: str | bytes) -> bytes:
+    """A call job's record for what is not an output (both job loops write these alike):
+    "program" (the program raised `value`), "missing" (no function `value`), "raised" (input
+    `index` raised `value`), "refused" (its output is not plain data: `value` says why),
+    "encoding" (serialising it raised `value`), "output" (what it printed: `value` is the
+    capture)."""
+    if isinstance(source, bytes):
+        source = source.decode("utf-8", "surrogatepass")
+    if what == "output":
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        return calls.output_record(value.text())
+    if what == "missing":
+        return calls.raised_record(None, "e", "NameError",
+                                   f"the program defines no function {value!r}")
+    if what == "refused":
+        return calls.refused_record(index, str(value))
+    if what == "encoding":
+        return calls.raised_record(index, calls.category_of(value), type(value).__name__,
+                                   f"serialising the output: {value!r}")
+    verdict = classify(value, source)
+    return calls.raised_record(None if what == "program" else index, calls.category_of(value),
+                               verdict.get("error_type"), verdict["detail"])
 
 
 def conclude(raised: BaseException | None, source: str, tests: str,

@@ -7,9 +7,11 @@ blob + tests + code + program code + limits (big-endian f64 each), so that its C
 (codeserve/sandbox/_zygote_loop.c) can fork and supervise a candidate without parsing JSON. For a
 candidate, the blob is its program and tests its task's checking code (UTF-8); code and
 program code are those two compiled by the harness (marshal; empty when the candidate's
-process must compile them itself); the JSON holds only what a Plus or call job adds (bundle,
-inputs); the limits are a call job's, per input of its slice (the zygote times each input by
-its record's arrival: codeserve/sandbox/calls.py). A control frame has JSON and a blob."""
+process must compile them itself); the JSON holds only what a Plus job adds (bundle, inputs),
+and for a call job it is not JSON but "first stop key" (ASCII numbers, stop -1 for all; its
+bundle's key), which the C loop reads without a JSON parser; the limits are a call job's, per
+input of its slice (the zygote times each input by its record's arrival:
+codeserve/sandbox/calls.py). A control frame has JSON and a blob."""
 
 from __future__ import annotations
 
@@ -30,19 +32,19 @@ def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
     return HEADER.pack(len(data), len(blob)) + data + blob
 
 
-def encode_request(header: dict[str, Any] | None, blob: bytes = b"", tests: bytes = b"",
+def encode_request(header: dict[str, Any] | bytes | None, blob: bytes = b"", tests: bytes = b"",
                    code: bytes = b"", program_code: bytes = b"", op: int = OP_CONTROL,
                    timeout: float = 0.0, memory_mb: int = 0, cap: int = 0,
                    limits: tuple[float, ...] = ()) -> bytes:
-    """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default."""
-    data = json.dumps(header).encode() if header else b""
+    """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default; a call
+    job's header is bytes (see above)."""
+    data = header if isinstance(header, bytes) else json.dumps(header).encode() if header else b""
     return (REQUEST.pack(len(data), len(blob), len(tests), len(code), len(program_code), op,
                          timeout, memory_mb, cap, len(limits))
             + data + blob + tests + code + program_code + struct.pack(f">{len(limits)}d", *limits))
 
 
-Request = tuple[int, float, int, int, dict[str, Any], bytes, bytes, bytes, bytes,
-                tuple[float, ...]]
+Request = tuple[int, float, int, int, Any, bytes, bytes, bytes, bytes, tuple[float, ...]]
 
 
 def read_request(stream: BinaryIO) -> Request | None:
@@ -56,8 +58,9 @@ def read_request(stream: BinaryIO) -> Request | None:
     if [len(p) for p in parts] != [*sizes, 8 * n_limits]:
         return None
     data, blob, tests, code, program_code, limits = parts
-    return (op, timeout, memory_mb, cap, json.loads(data) if data else {}, blob, tests, code,
-            program_code, struct.unpack(f">{n_limits}d", limits))
+    header = data if op == OPS["call"] else json.loads(data) if data else {}
+    return (op, timeout, memory_mb, cap, header, blob, tests, code, program_code,
+            struct.unpack(f">{n_limits}d", limits))
 
 
 def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:

@@ -117,6 +117,9 @@ class Job(BaseModel):
     # `tests`, which a worker keeps for the task's next candidates)
     entry_point: str | None = None
     checks: str | None = None
+    # "call": its calls.CallCase, encoded (calls.case_bytes), instead of a bundle: for cases
+    # small enough to travel with each job (the zygote loads each once)
+    case: bytes | None = None
 
 
 class RunResult(BaseModel):
@@ -275,12 +278,20 @@ class _Worker:
     def _request(self, job: Job) -> bytes:
         # Program and checking code travel as raw text: the zygote's C loop finds the compiled
         # checking code by comparing bytes, and decodes neither JSON nor the job.
-        extra = {"bundle": job.bundle, "inputs": job.inputs} if job.kind != "exec" else None
-        if job.kind == "record":
+        extra: dict[str, Any] | bytes | None = None
+        if job.kind == "call":
+            extra = calls.job_header(None if job.case else job.bundle, job.inputs)
+        elif job.kind == "record":
             extra = {"entry_point": job.entry_point, "checks": job.checks}
+        elif job.kind != "exec":
+            extra = {"bundle": job.bundle, "inputs": job.inputs}
         cap = {"truth": (1 << 32) - 1, "record": (1 << 32) - 1, "call": CALLS_CAP}.get(
             job.kind, min(self.settings.report_cap_bytes, 1 << 31))
         memory_mb = min(max(0, job.memory_mb or 0), (1 << 32) - 1)  # 0: the worker's default
+        if job.kind == "call":  # no checking code: the case (inputs) goes where it would
+            return encode_request(extra, _utf8(job.program), job.case or b"", b"",
+                                  precompile.program_code(job.program, "", b""), OPS["call"],
+                                  job.timeout, memory_mb, cap, job.limits or ())
         tests = job.tests or ""
         compiled_tests = precompile.tests_code(tests)
         return encode_request(extra, _utf8(job.program), _utf8(tests), compiled_tests,
@@ -317,15 +328,16 @@ class _Worker:
             if header.get("status") not in STATUSES:
                 raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
             return RunResult.model_construct(**header)  # e.g. the job could not start
-        outcome = calls.parse(blob, ending(header["wait_status"], bool(header.get("timed_out")),
-                                           self._oom_killed), bool(header.get("input_timeout")))
+        status, timed_out = header["wait_status"], bool(header.get("timed_out"))
+        outcome = calls.parse(blob, lambda: ending(status, timed_out, self._oom_killed),
+                              bool(header.get("input_timeout")))
         judge_fn = self.judges.get(job.judge or "")
         if judge_fn is None:
             result = RunResult(status="error", detail=f"no judge {job.judge!r} for these outputs")
         else:
             result = judge_fn(outcome, job)
-        return result.model_copy(update={"elapsed_s": header.get("elapsed_s", 0.0),
-                                         "calls": outcome})
+        fields = dict(result.__dict__, elapsed_s=header.get("elapsed_s", 0.0), calls=outcome)
+        return RunResult.model_construct(**fields)
 
     def _oom_killed(self) -> bool:
         kills = self.cgroups.oom_kills()

@@ -43,7 +43,14 @@ from types import CodeType
 from typing import Any, BinaryIO
 
 from codeserve.sandbox import calls, privileges
-from codeserve.sandbox.candidate_exec import CappedWriter, PlusCase, conclude, execute, run_calls
+from codeserve.sandbox.candidate_exec import (
+    CappedWriter,
+    PlusCase,
+    call_record,
+    conclude,
+    execute,
+    run_calls,
+)
 from codeserve.sandbox.frames import (
     HEADER,
     KINDS,
@@ -75,8 +82,10 @@ class Zygote:
         self.own_scratch = config["own_scratch"]
         self.scratch = config["scratch"]
         self.bundles: dict[str, PlusCase] = {}
-        # Compiled checking code of the last few tasks, keyed by its text (see `_tests_code`).
+        # Compiled checking code and call jobs' inline cases of the last few tasks, keyed by
+        # their text (see `_cached`).
         self.tests: dict[bytes, CodeType | None] = {}
+        self.cases: dict[bytes, calls.CallCase] = {}
         # One candidate at a time, so one fixed working directory (recreated per candidate).
         self.workdir = os.path.join(self.scratch, "work")
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -169,8 +178,13 @@ class Zygote:
                     if not self.control(job, blob):
                         break
                     continue
-                tests_code = self._tests_code(tests, code) if tests else None
-                self._write_reply(*self.run(KINDS[op], _text(blob), job, _text(tests), tests_code,
+                kind = KINDS[op]
+                if kind == "call":  # "tests" is its case, when sent inline
+                    loaded = self._cached(self.cases, tests, self.load_case, tests)
+                    tests = b""
+                else:
+                    loaded = self._cached(self.tests, tests, self.load_tests, code)
+                self._write_reply(*self.run(kind, _text(blob), job, _text(tests), loaded,
                                             program_code, timeout, memory_mb, cap, limits))
         if self.own_scratch:
             _rmtree(self.scratch)
@@ -203,7 +217,7 @@ class Zygote:
         """A task's checking code (trusted: it comes from the benchmark), compiled by the
         harness (marshal); None when it must be compiled with the program. Loaded once for all
         the task's candidates rather than compiled in each of them. The C loop keeps the last
-        MAX_COMPILED_TESTS, like `_tests_code`; each stays in every later fork's heap."""
+        MAX_COMPILED_TESTS, like `_cached`; each stays in every later fork's heap."""
         loaded = marshal.loads(code) if code else None
         gc.freeze()  # as in prepare(): its objects stay out of the children's collections
         return loaded
@@ -228,21 +242,31 @@ class Zygote:
         gc.freeze()
         return {"status": "passed", "detail": f"bundle {key} loaded"}
 
-    def _tests_code(self, tests: bytes, code: bytes) -> CodeType | None:
-        """`load_tests` with a cache of the last few tasks: candidates of one task usually
-        arrive together."""
-        if tests not in self.tests:
-            _make_room(self.tests, MAX_COMPILED_TESTS)
-            self.tests[tests] = self.load_tests(code)
-        return self.tests[tests]
+    def load_case(self, data: bytes) -> calls.CallCase:
+        """A call job's case sent inline (its inputs: calls.case_bytes), loaded once for all
+        the task's candidates. The C loop keeps the last MAX_COMPILED_TESTS, like `_cached`."""
+        case = calls.case_from_bytes(data)
+        gc.freeze()
+        return case
 
-    def _case(self, kind: str, job: dict[str, Any]) -> Any:
-        """A Plus or call job's test data: a PlusCase or a calls.CallCase (KeyError: this
-        worker has no such bundle); a record job's is in its JSON (entry point and checks:
-        never kept here, so that no later candidate's fork inherits them)."""
+    @staticmethod
+    def _cached(cache: dict[bytes, Any], text: bytes, load: Any, arg: bytes) -> Any:
+        """`load(arg)` for `text`, with a cache of the last few tasks: candidates of one task
+        usually arrive together."""
+        if not text:
+            return None
+        if text not in cache:
+            _make_room(cache, MAX_COMPILED_TESTS)
+            cache[text] = load(arg)
+        return cache[text]
+
+    def _case(self, kind: str, job: Any) -> Any:
+        """A Plus job's test data, a PlusCase (KeyError: this worker has no such bundle); a
+        record job's is in its JSON (entry point and checks: never kept here, so that no later
+        candidate's fork inherits them); a call job finds its own (see `_calls`)."""
         if kind == "record":
             return job
-        return self.bundles[job["bundle"]] if kind != "exec" else None
+        return self.bundles[job["bundle"]] if kind not in ("exec", "call") else None
 
     def run(self, kind: str, program: str, job: dict[str, Any], tests: str,
             tests_code: CodeType | None, program_code: bytes, timeout: float, memory_mb: int,
@@ -421,12 +445,12 @@ class Zygote:
                     pass
             self.drop_privileges()
             if kind == "call":
-                self._calls(wfd, program, case, job, program_code, timed, None)
+                self._calls(wfd, program, job, program_code, timed, None, tests_code)
             header, blob = execute(kind, program, case, self.capture, job.get("inputs"), tests,
                                    tests_code, program_code)
         except BaseException as exc:  # noqa: BLE001
             if kind == "call":
-                self._calls(wfd, program, case, job, program_code, timed, f"{exc!r}")
+                self._calls(wfd, program, job, program_code, timed, f"{exc!r}", None)
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, blob)
 
@@ -436,13 +460,9 @@ class Zygote:
         """A candidate forked and set up by the C loop (`failure`: why its setup failed;
         `extra`: a Plus or call job's JSON; `ran`: what its program raised, if the C loop ran
         it; `timed`: a call job's inputs have time limits)."""
-        if KINDS.get(op) == "call":
-            try:
-                job = json.loads(extra) if extra else {}
-                case = None if failure else self._case("call", job)
-            except BaseException as exc:  # noqa: BLE001 - e.g. KeyError: no such bundle
-                failure, job, case = f"no test inputs: {exc!r}", {}, None
-            self._calls(wfd, program, case, job, program_code, bool(timed), failure)
+        if KINDS.get(op) == "call":  # (one the C loop's run_calls could not take)
+            self._calls(wfd, program, extra or b"", program_code, bool(timed), failure,
+                        tests_code)
         try:
             if failure:
                 header, out = {"status": "error", "detail": failure}, b""
@@ -461,18 +481,31 @@ class Zygote:
             header, out = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, out)
 
-    def _calls(self, wfd: int, program: str, case: Any, job: dict[str, Any],
-               program_code: bytes, timed: bool, failure: str | None) -> None:
-        """A call job's candidate: its records go to the pipe as they come (codeserve.sandbox.calls);
-        never returns."""
+    def _calls(self, wfd: int, program: str, header: bytes, program_code: bytes, timed: bool,
+               failure: str | None, case: Any) -> None:
+        """A call job's candidate in Python (the C loop's run_calls does the same steps): its
+        records go to the pipe (codeserve.sandbox.calls); never returns. `case` is its
+        CallCase when it came inline, else it is the bundle its header names."""
         try:
+            if failure is None:
+                try:
+                    key, span = calls.read_job_header(header)
+                    if not isinstance(case, calls.CallCase):
+                        case = self.bundles[key or ""]
+                except (ValueError, KeyError) as exc:
+                    failure = f"no test inputs: {exc!r}"
             if failure is not None:
                 os.write(wfd, calls.raised_record(None, "e", None, f"sandbox setup failed: {failure}"))
             else:
-                span = range(*job["inputs"]) if job.get("inputs") else range(len(case.inputs))
-                run_calls(program, program_code, case, span, wfd, self.capture, timed)
+                run_calls(program, program_code, case, span or range(len(case.inputs)), wfd,
+                          self.capture, timed)
         finally:
             os._exit(0)
+
+    def call_record(self, what: str, index: int, value: Any, program: bytes) -> bytes:
+        """The C loop's run_calls leaves these records to Python (candidate_exec.call_record):
+        exceptions, refusals, printed output."""
+        return call_record(what, index, value, program)
 
     def _report(self, wfd: int, header: dict[str, Any], blob: bytes) -> None:
         """Send the verdict to the zygote and exit."""

@@ -36,8 +36,12 @@ log = logging.getLogger(__name__)
 # 4: harness-side expected outputs (TaskOracle), digests of the values encoding; assert-based
 # benchmarks too
 FORMAT_VERSION = 4
-# Tasks whose oracle a harness keeps loaded (candidates of one task usually arrive together).
-LOADED_TASKS = 32
+# How much of the cache (pickled bytes) a harness keeps loaded, most recently used first: all of
+# an assert-based benchmark (~0.1-5 MB), a part of HumanEval+'s (~20 MB).
+LOADED_BYTES = 8 << 20
+# A task's inputs travel with each of its jobs up to this size (the zygote loads them once,
+# and no job waits for a bundle's round trip); bigger ones (HumanEval+/MBPP+) are bundles.
+INLINE_CASE_MAX = 64 << 10
 
 
 class Mode(NamedTuple):
@@ -176,6 +180,7 @@ class Oracle:
         self._offsets: dict[str, tuple[int, int]] = {}
         self._parts: dict[str, list[Part]] = {}
         self._loaded: OrderedDict[str, TaskOracle] = OrderedDict()
+        self._inline: dict[str, bytes | None] = {}
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
 
@@ -228,7 +233,7 @@ class Oracle:
         self._cases_path = cases_path
 
     def task(self, task_id: str) -> TaskOracle:
-        """One task's oracle (the last LOADED_TASKS stay loaded)."""
+        """One task's oracle (the last used stay loaded, up to LOADED_BYTES of the cache)."""
         self.ensure()
         with self._load_lock:
             oracle = self._loaded.get(task_id)
@@ -242,8 +247,9 @@ class Oracle:
             oracle = pickle.loads(f.read(length))  # our own cache file
         with self._load_lock:
             self._loaded[task_id] = oracle
-            while len(self._loaded) > LOADED_TASKS:
-                self._loaded.popitem(last=False)
+            kept = sum(self._offsets[t][1] for t in self._loaded)
+            while len(self._loaded) > 1 and kept > LOADED_BYTES:
+                kept -= self._offsets[self._loaded.popitem(last=False)[0]][1]
         return oracle
 
     def parts(self, task_id: str, default_timeout: float) -> list[Part]:
@@ -253,6 +259,13 @@ class Oracle:
         return [p._replace(timeout=p.timeout or default_timeout) for p in plan]
 
     # -- what jobs name ----------------------------------------------------------------------
+    def inline_case(self, task_id: str) -> bytes | None:
+        """`task_id`'s CallCase to send with each job (calls.case_bytes), when small enough."""
+        if task_id not in self._inline:
+            data = calls.case_bytes(self.task(task_id).call_case())
+            self._inline[task_id] = data if len(data) <= INLINE_CASE_MAX else None
+        return self._inline[task_id]
+
     def bundle_key(self, task_id: str, in_process: bool = False) -> str:
         """The pool key of `task_id`'s bundle, registered: a CallCase (inputs only), or for the
         in-process mode a PlusCase (inputs and expected outputs, sent to the workers). Call

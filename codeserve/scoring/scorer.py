@@ -194,10 +194,13 @@ class Scorer:
             return [Job(kind="plus", program=program, timeout=p.timeout, bundle=key,
                         memory_mb=memory_mb, inputs=(p.first, p.stop) if sliced else None)
                     for p in parts]
-        # Harness: the program alone (for assert-based benchmarks, without its checks).
-        return [Job(kind="call", program=program, timeout=p.timeout, bundle=key, judge=key,
-                    memory_mb=memory_mb, inputs=(p.first, p.stop) if sliced else None,
-                    limits=p.limits or None) for p in parts]
+        # Harness: the program alone (for assert-based benchmarks, without its checks), and the
+        # inputs with it when they are small.
+        case = self.oracle.inline_case(task_id)
+        return [Job(kind="call", program=program, timeout=p.timeout, case=case,
+                    bundle=None if case else key, judge=key, memory_mb=memory_mb,
+                    inputs=(p.first, p.stop) if sliced else None, limits=p.limits or None)
+                for p in parts]
 
     def verdict(self, sample: Sample, index: int, completion_id: int,
                 result: RunResult) -> SampleVerdict:
