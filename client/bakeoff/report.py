@@ -105,6 +105,15 @@ def flagged_rows(results: BakeoffResults) -> list[Row]:
     return [r for r in results.rows if r.published is not None and r.published.flagged]
 
 
+def no_flag_line(results: BakeoffResults) -> str:
+    checked = [r for r in results.rows if r.published is not None]
+    if not checked:
+        return ("No model here has a published score on these benchmarks (see the table below; "
+                "--published MODEL=KEY holds a model against a row).")
+    return (f"No model is more than {results.metadata.settings.gap_threshold_pp:g} points below "
+            f"its published pass@1 ({len(checked)} model/benchmark pairs checked).")
+
+
 def setup_lines(row: Row) -> list[str]:
     """The gap and the per-task evidence, as plain lines."""
     check = row.published
@@ -219,9 +228,7 @@ def render_markdown(results: BakeoffResults) -> str:
             parts.extend(f"  - {line.strip()}" for line in rest[1:])
         parts.append("")
     else:
-        parts += ["No model is more than "
-                  f"{results.metadata.settings.gap_threshold_pp:g} points below its published "
-                  "pass@1.", ""]
+        parts += [no_flag_line(results), ""]
     for table in (published_table(), targets_table(results), runs_table(results)):
         parts += [f"## {table.title}", "", *_md_table(table), ""]
     parts += ["## How each figure is measured", "", "```", *_definitions(), "```", ""]
@@ -275,7 +282,7 @@ def charts(results: BakeoffResults, benchmark: str) -> list[str]:
     if any(series.points for series in curves):
         curve = line_chart(f"{benchmark}: pass@k by k", curves,
                            "k (candidates drawn per task)", "pass@k (unbiased)", y_percent=True,
-                           x_log=s.n >= 10, legend_below=True)
+                           x_log=True, legend_below=True)
     else:
         greedy = [Series(r.label, [(1.0, r.pass_at_1)]) for r in rows if r.pass_at_1 is not None]
         curve = line_chart(f"{benchmark}: pass@1 (greedy)", greedy, "k", "pass@k", y_percent=True,
@@ -303,8 +310,7 @@ def render_html(results: BakeoffResults) -> str:
     body.append("<h2>Setup check against published scores</h2>")
     flagged_list = flagged_rows(results)
     if not flagged_list:
-        body.append(f"<p>No model is more than {s.gap_threshold_pp:g} points below its published "
-                    "pass@1.</p>")
+        body.append(f"<p>{html.escape(no_flag_line(results))}</p>")
     for row in flagged_list:
         first, *rest = setup_lines(row)
         body.append(f"<p><span class='flag'>{FLAG}</span> {html.escape(first)}</p>")
