@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import httpx
 import pytest
 
 from codeserve.client.bakeoff.evidence import categorize
@@ -17,9 +19,11 @@ from codeserve.client.bakeoff.metrics import (
 )
 from codeserve.client.bakeoff.plan import (
     detect_style,
+    load_targets_file,
     next_round_fits,
     parse_assignments,
     parse_duration,
+    resolve_targets,
     round_limits,
     task_cap,
 )
@@ -149,3 +153,26 @@ def test_failure_causes() -> None:
     assert categorize(sample("x", "timeout: time limit exceeded"), "stop") == "timeout"
     assert categorize(sample("x", "failed: base input 0: wrong output 0"), "stop") == "wrong answer"
     assert categorize(sample("x", "error: ZeroDivisionError"), "stop") == "runtime error"
+
+
+async def test_targets_file_labels_styles_and_published_choices(tmp_path: Path) -> None:
+
+    def served(request: httpx.Request) -> httpx.Response:
+        card = {"id": "coder", "root": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "fim_template": "qwen2.5-coder"}
+        return httpx.Response(200, json={"object": "list", "data": [card]})
+
+    path = tmp_path / "targets.yaml"
+    path.write_text("targets:\n"
+                    "  - {base_url: 'http://a:8000', model: coder}\n"
+                    "  - {base_url: 'http://b:8000/v1', model: coder, format: base, published: none}\n")
+    targets = await resolve_targets(load_targets_file(path), styles={}, published={},
+                                    api_key=None, transport=httpx.MockTransport(served))
+    a, b = targets
+    assert (a.label, a.base_url, b.label) == ("coder@a:8000", "http://a:8000/v1", "coder@b:8000")
+    assert a.style == "chat" and a.style_source.startswith("auto") and a.fim
+    assert a.published_key == "qwen2.5-coder-1.5b-instruct" and a.published_source == "matched by name"
+    assert (b.style, b.style_source, b.published_key) == ("base", "targets file", None)
+    # --format MODEL=STYLE beats the file's format and --format for every model.
+    again = await resolve_targets(load_targets_file(path), styles={None: "base", "coder": "chat"},
+                                  published={}, api_key=None, transport=httpx.MockTransport(served))
+    assert [t.style for t in again] == ["chat", "chat"]
