@@ -58,7 +58,9 @@ def read_request(stream: BinaryIO) -> Request | None:
     if [len(p) for p in parts] != [*sizes, 8 * n_limits]:
         return None
     data, blob, tests, code, program_code, limits = parts
-    header = data if op == OPS["call"] else json.loads(data) if data else {}
+    # A call job's header is not JSON; a record job's holds checking code, which the zygote
+    # leaves to the child to decode (so no copy of it stays in the zygote's memory).
+    header = data if op in (OPS["call"], OPS["record"]) else json.loads(data) if data else {}
     return (op, timeout, memory_mb, cap, header, blob, tests, code, program_code,
             struct.unpack(f">{n_limits}d", limits))
 

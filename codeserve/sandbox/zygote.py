@@ -180,12 +180,17 @@ class Zygote:
                     continue
                 kind = KINDS[op]
                 if kind == "call":  # "tests" is its case, when sent inline
-                    loaded = self._cached(self.cases, tests, self.load_case, tests)
-                    tests = b""
+                    loaded = self._cached(self.cases, bytes(tests), self.load_case, tests)
+                    tests = bytearray()
                 else:
-                    loaded = self._cached(self.tests, tests, self.load_tests, code)
-                self._write_reply(*self.run(kind, _text(blob), job, _text(tests), loaded,
-                                            program_code, timeout, memory_mb, cap, limits))
+                    loaded = self._cached(self.tests, bytes(tests), self.load_tests, code)
+                try:  # the program is only decoded in the child
+                    self._write_reply(*self.run(kind, blob, job, tests, loaded, program_code,
+                                                timeout, memory_mb, cap, limits))
+                finally:  # no later candidate's fork inherits this one's program
+                    for part in (job, blob, program_code):
+                        if isinstance(part, bytearray):
+                            part[:] = bytes(len(part))
         if self.own_scratch:
             _rmtree(self.scratch)
 
@@ -268,7 +273,7 @@ class Zygote:
             return job
         return self.bundles[job["bundle"]] if kind not in ("exec", "call") else None
 
-    def run(self, kind: str, program: str, job: dict[str, Any], tests: str,
+    def run(self, kind: str, program: bytes | str, job: dict[str, Any], tests: bytes | str,
             tests_code: CodeType | None, program_code: bytes, timeout: float, memory_mb: int,
             cap: int, limits: tuple[float, ...] = ()) -> tuple[dict[str, Any], bytes]:
         """The Python loop's job: fork, supervise, clean up (the C loop's steps). `job` holds
@@ -422,10 +427,13 @@ class Zygote:
         _empty(self.scratch)
 
     # -- the candidate's process -----------------------------------------------------------------
-    def _child(self, kind: str, program: str, job: dict[str, Any], case: Any,
-               wfd: int, limits: list[tuple[int, int, int]], tests: str,
+    def _child(self, kind: str, program: bytes | str, job: dict[str, Any], case: Any,
+               wfd: int, limits: list[tuple[int, int, int]], tests: bytes | str,
                tests_code: CodeType | None, program_code: bytes, timed: bool) -> None:
         """The Python loop's candidate: set up as the C loop's `setup_child`, then run."""
+        program, tests = _text(program), _text(tests)
+        if kind == "record":
+            case = json.loads(case)
         try:
             if self.pid1:
                 # Its own process group, so kill(0, ...) cannot reach the worker outside our
@@ -446,7 +454,8 @@ class Zygote:
             self.drop_privileges()
             if kind == "call":
                 self._calls(wfd, program, job, program_code, timed, None, tests_code)
-            header, blob = execute(kind, program, case, self.capture, job.get("inputs"), tests,
+            header, blob = execute(kind, program, case, self.capture,
+                                   job.get("inputs") if isinstance(job, dict) else None, tests,
                                    tests_code, program_code)
         except BaseException as exc:  # noqa: BLE001
             if kind == "call":
@@ -500,7 +509,7 @@ class Zygote:
                 run_calls(program, program_code, case, span or range(len(case.inputs)), wfd,
                           self.capture, timed)
         finally:
-            os._exit(0)
+            _exit(0)
 
     def call_record(self, what: str, index: int, value: Any, program: bytes) -> bytes:
         """The C loop's run_calls leaves these records to Python (candidate_exec.call_record):
@@ -518,7 +527,7 @@ class Zygote:
             else:
                 os.write(wfd, PASSED_REPORT)  # the common case, pre-encoded: fewer pages touched
         finally:
-            os._exit(0)
+            _exit(0)
 
     def _limits(self, timeout: float, memory_mb: int) -> list[tuple[int, int, int]]:
         """(resource, soft, hard) for the next child, computed here so the child only applies."""
@@ -543,8 +552,13 @@ _PASSED: dict[str, Any] = {"status": "passed"}
 _FAST_KEYS = {"status", "elapsed_s"}
 
 
-def _text(blob: bytes) -> str:
-    return blob.decode("utf-8", "surrogatepass")
+def _text(blob: bytes | bytearray | str) -> str:
+    return blob if isinstance(blob, str) else blob.decode("utf-8", "surrogatepass")
+
+
+# A candidate may rebind os._exit in its own process; the Python loop's child exits through
+# this one (the C loop calls _exit(2) itself).
+_exit = os._exit
 
 
 def _no_bundle(exc: KeyError) -> dict[str, Any]:
@@ -609,16 +623,20 @@ def _children_of_self() -> list[int]:
 
 
 class _ExactReader:
-    """Reads exactly what is asked from a descriptor, nothing ahead: a buffered reader would
-    hold the next jobs (other candidates' programs) in memory that this job's fork inherits."""
+    """Reads exactly what is asked from a descriptor, nothing ahead (a buffered reader would
+    hold the next jobs, other candidates' programs, in memory that this job's fork inherits),
+    into a bytearray that the loop zeroes once its job is done."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def read(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n and (chunk := os.read(self.fd, n - len(data))):
-            data += chunk
+    def read(self, n: int) -> bytearray:
+        data = bytearray(n)
+        view, got = memoryview(data), 0
+        while got < n and (count := os.readv(self.fd, [view[got:]])):
+            got += count
+        view.release()
+        del data[got:]
         return data
 
 
