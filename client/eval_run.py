@@ -216,6 +216,7 @@ def _results(
         missing_samples=missing,
         errors=dict(Counter(r.error for r in records if r.error).most_common(MAX_ERRORS_SHOWN)),
         tasks=scored.tasks,
+        verdict_mode=scored.verdict_mode,
         latency=latency_summary(records),
         throughput=throughput(records),
     )

@@ -61,6 +61,7 @@ def tables(results: EvalResults) -> list[Table]:
          f"{identity.temperature} / {identity.top_p} / {identity.max_tokens}"],
         ["stream / concurrency", f"{meta.stream} / {meta.concurrency}"],
         ["complete", "yes" if results.complete else f"no ({len(results.missing_samples)} tasks short)"],
+        ["verdicts", results.verdict_mode or "not recorded"],
         ["codeserve", meta.tool_version],
         ["started / finished", f"{meta.started_at} / {meta.finished_at}"],
     ])

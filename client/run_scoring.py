@@ -28,6 +28,7 @@ class ScoredSample(BaseModel):
 
 
 class ScoredRun(BaseModel):
+    verdict_mode: str | None = None  # codeserve.scoring.scorer.ScoreReport.verdict_mode
     pass_at_k: dict[str, float]
     tasks: list[TaskResult]
     samples: list[ScoredSample]
@@ -44,6 +45,7 @@ def score_run(
 ) -> ScoredRun:
     verdicts: list[SampleVerdict] = []
     overall: dict[str, float] = {}
+    verdict_mode = None
     per_task: dict[str, tuple[int, int, dict[str, float]]] = {}
     if samples:
         with SandboxPool() as pool:
@@ -51,6 +53,7 @@ def score_run(
                 [Sample(task_id=t, completion=c) for t, c in samples], KS
             )
         verdicts = report.verdicts
+        verdict_mode = report.verdict_mode
         overall = report.pass_at_k
         per_task = {t.task_id: (t.n, t.correct, t.pass_at_k) for t in report.tasks}
     if any(task.task_id not in per_task for task in tasks):
@@ -60,6 +63,7 @@ def score_run(
         if not verdict.passed:
             first_failure.setdefault(verdict.task_id, _result_text(verdict))
     return ScoredRun(
+        verdict_mode=verdict_mode,
         pass_at_k=overall,
         tasks=[_task_result(task.task_id, per_task, first_failure) for task in tasks],
         samples=[
