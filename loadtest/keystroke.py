@@ -30,8 +30,26 @@ from codeserve.common.records import RequestRecord
 from codeserve.common.sse import DONE, SSEDecoder
 from codeserve.common.stats import Distribution, distribution
 
-_WORDS = ("value total items result index count name data line text node left right key "
-          "first last size step").split()
+_WORDS = [
+    "value",
+    "total",
+    "items",
+    "result",
+    "index",
+    "count",
+    "name",
+    "data",
+    "line",
+    "text",
+    "node",
+    "left",
+    "right",
+    "key",
+    "first",
+    "last",
+    "size",
+    "step",
+]
 
 
 class KeystrokeSpec(BaseModel):
@@ -111,8 +129,9 @@ def humaneval_documents(data_dir: Path | None) -> list[Document] | None:
             continue
         start = body + i % max(len(lines) - body - 1, 1)
         end = min(start + 2 + i % 3, len(lines))
-        docs.append(Document("".join(lines[:start]), "".join(lines[start:end]),
-                             "".join(lines[end:])))
+        docs.append(
+            Document("".join(lines[:start]), "".join(lines[start:end]), "".join(lines[end:]))
+        )
     return docs
 
 
@@ -122,14 +141,26 @@ def synthetic_documents(seed: int, count: int = 64) -> list[Document]:
     def line() -> str:
         return f"    {rng.choice(_WORDS)} = {rng.choice(_WORDS)} + {rng.choice(_WORDS)}\n"
 
-    return [Document(f"def f{i}(items):\n" + "".join(line() for _ in range(8)),
-                     "".join(line() for _ in range(3)),
-                     "    return total\n") for i in range(count)]
+    return [
+        Document(
+            f"def f{i}(items):\n" + "".join(line() for _ in range(8)),
+            "".join(line() for _ in range(3)),
+            "    return total\n",
+        )
+        for i in range(count)
+    ]
 
 
 class _User:
-    def __init__(self, index: int, spec: KeystrokeSpec, docs: list[Document],
-                 http: httpx.AsyncClient, clock: float, records: list[KeystrokeRecord]) -> None:
+    def __init__(
+        self,
+        index: int,
+        spec: KeystrokeSpec,
+        docs: list[Document],
+        http: httpx.AsyncClient,
+        clock: float,
+        records: list[KeystrokeRecord],
+    ) -> None:
         self.index = index
         self.spec = spec
         self.docs = docs
@@ -155,28 +186,34 @@ class _User:
                         record = KeystrokeRecord(user=self.index, sent_s=self.now())
                         self.records.append(record)
                         inflight = asyncio.create_task(
-                            self._request(record, doc.before + doc.hole[:typed], doc.after))
+                            self._request(record, doc.before + doc.hole[:typed], doc.after)
+                        )
                         if typed >= len(doc.hole) or self.now() >= end:
                             break
                         await asyncio.sleep(self.rng.uniform(*self.spec.gap_ms) / 1000)
                     if inflight is not None:  # the user waits for the suggestion, then reads
                         await asyncio.wait({inflight})
-                    await asyncio.sleep(min(self.rng.uniform(*self.spec.pause_s),
-                                            max(end - self.now(), 0)))
+                    await asyncio.sleep(
+                        min(self.rng.uniform(*self.spec.pause_s), max(end - self.now(), 0))
+                    )
         finally:
             if inflight is not None and not inflight.done():
                 inflight.cancel()
                 await asyncio.gather(inflight, return_exceptions=True)
 
     async def _request(self, record: KeystrokeRecord, prompt: str, suffix: str) -> None:
-        body = {"model": self.spec.model, "prompt": prompt, "suffix": suffix,
-                "max_tokens": self.spec.max_tokens, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": self.spec.model,
+            "prompt": prompt,
+            "suffix": suffix,
+            "max_tokens": self.spec.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if self.spec.temperature is not None:
             body["temperature"] = self.spec.temperature
         try:
-            async with self.http.stream("POST", "/completions", content=orjson.dumps(body)
-                                        ) as resp:
+            async with self.http.stream("POST", "/completions", content=orjson.dumps(body)) as resp:
                 record.status = resp.status_code
                 if resp.status_code != 200:
                     await resp.aread()
@@ -222,8 +259,9 @@ async def run_keystroke(spec: KeystrokeSpec, data_dir: Path | None = None) -> Ke
     headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
     records: list[KeystrokeRecord] = []
     limits = httpx.Limits(max_connections=spec.users * 4, max_keepalive_connections=spec.users)
-    async with httpx.AsyncClient(base_url=spec.base_url.rstrip("/"), headers=headers,
-                                 timeout=spec.timeout_s, limits=limits) as http:
+    async with httpx.AsyncClient(
+        base_url=spec.base_url.rstrip("/"), headers=headers, timeout=spec.timeout_s, limits=limits
+    ) as http:
         clock = time.perf_counter()
         users = [_User(i, spec, docs, http, clock, records) for i in range(spec.users)]
         await asyncio.gather(*(u.run(spec.duration_s) for u in users))
@@ -241,13 +279,20 @@ def summarize(records: list[KeystrokeRecord], elapsed: float, source: str) -> Ke
     wasted = sum(r.tokens for r in cancelled)
     kept = sum(r.tokens for r in completed)
     return KeystrokeSummary(
-        duration_s=elapsed, source=source, requests=len(records), completed=len(completed),
-        cancelled=len(cancelled), cancelled_share=len(cancelled) / len(records) if records else 0,
-        cancelled_before_first_token=sum(r.ttft_s is None for r in cancelled), errors=errors,
+        duration_s=elapsed,
+        source=source,
+        requests=len(records),
+        completed=len(completed),
+        cancelled=len(cancelled),
+        cancelled_share=len(cancelled) / len(records) if records else 0,
+        cancelled_before_first_token=sum(r.ttft_s is None for r in cancelled),
+        errors=errors,
         ttft_ms=distribution((r.ttft_s for r in completed if r.ttft_s is not None), 1000),
         e2e_ms=distribution((r.done_s for r in completed if r.done_s is not None), 1000),
-        tokens_completed=kept, tokens_wasted=wasted,
-        waste_share=wasted / (wasted + kept) if wasted + kept else 0.0)
+        tokens_completed=kept,
+        tokens_wasted=wasted,
+        waste_share=wasted / (wasted + kept) if wasted + kept else 0.0,
+    )
 
 
 def render(result: KeystrokeResult) -> str:

@@ -43,7 +43,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     traffic.add_argument("--seed", type=int, default=0)
 
     work = p.add_argument_group("workload")
-    work.add_argument("--workload", default="synthetic", help="'synthetic', a benchmark name (humaneval, mbpp+, ...) or 'keystroke' (IDE typing: --concurrency users, cancelled FIM requests)")
+    work.add_argument("--workload", default="synthetic",
+                      help="'synthetic', a benchmark name (humaneval, mbpp+, ...) or 'keystroke' "
+                           "(IDE typing: --concurrency users, cancelled FIM requests)")
     flags.add_limit_flag(work, help="benchmark workload: only its first K tasks", aliases=("--tasks",))
     flags.add_data_dir_flag(work)
     work.add_argument("--prompt-tokens", type=int, default=128, help="synthetic prompt length")

@@ -10,7 +10,7 @@ the engine when the client leaves all happen in `CompletionService`, as for /v1/
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +37,13 @@ from codeserve.server.serving import (
 
 # Error types of the OpenAI error object, as HTTP statuses (for counting errors that reach a
 # dialect inside a 200: mid-stream, or after a kept-warm answer started).
-_TYPE_STATUS = {"invalid_request_error": "400", "authentication_error": "401",
-                "rate_limit_error": "429", "service_unavailable": "503",
-                "upstream_error": "502"}
+_TYPE_STATUS = {
+    "invalid_request_error": "400",
+    "authentication_error": "401",
+    "rate_limit_error": "429",
+    "service_unavailable": "503",
+    "upstream_error": "502",
+}
 
 
 def error_status(error: dict[str, Any]) -> str:
@@ -78,9 +82,9 @@ class Dialect:
 
     # -- the request's lifecycle --------------------------------------------------------
 
-    async def handle(self, request: Request,
-                     serve: Callable[[CompletionService, Context], Awaitable[Response]]
-                     ) -> Response:
+    async def handle(
+        self, request: Request, serve: Callable[[CompletionService, Context], Awaitable[Response]]
+    ) -> Response:
         """Run one request: every APIError (ours or the serving path's) becomes this dialect's
         error, and the request is counted under this dialect."""
         ctx = Context(self, request)
@@ -119,32 +123,39 @@ class Context:
             self.metrics.dialect_requests.labels(self.dialect.name, self.model, status).inc()
 
     async def body(self, service: CompletionService, schema: type[BaseModel]) -> Any:
-        return parse_request(await read_body(self.request, service.settings.max_body_bytes),
-                             schema)
+        return parse_request(await read_body(self.request, service.settings.max_body_bytes), schema)
 
     # -- calling the serving path -------------------------------------------------------
 
-    async def serve(self, service: CompletionService,
-                    req: CompletionRequest | ChatCompletionRequest) -> Response:
+    async def serve(
+        self, service: CompletionService, req: CompletionRequest | ChatCompletionRequest
+    ) -> Response:
         endpoint = COMPLETIONS if isinstance(req, CompletionRequest) else CHAT
         return await service.serve(self.request, endpoint, req)
 
-    async def unary(self, service: CompletionService,
-                    req: CompletionRequest | ChatCompletionRequest,
-                    shape: Callable[[Served], bytes], media_type: str = "application/json"
-                    ) -> Response:
+    async def unary(
+        self,
+        service: CompletionService,
+        req: CompletionRequest | ChatCompletionRequest,
+        shape: Callable[[Served], bytes],
+        media_type: str = "application/json",
+    ) -> Response:
         """A non-streamed request: the OpenAI answer, read back and reshaped by `shape`. An
         answer the serving path keeps warm (whitespace while the engine works) stays warm."""
         response = await self.serve(service, req)
         if not isinstance(response, StreamingResponse):
             self.count("200")
-            return Response(shape(read_unary(orjson.loads(bytes(response.body)))),
-                            media_type=media_type)
-        return StreamingResponse(self._kept_warm(response.body_iterator, shape),  # type: ignore[arg-type]
-                                 media_type=media_type)
+            return Response(
+                shape(read_unary(orjson.loads(bytes(response.body)))), media_type=media_type
+            )
+        return StreamingResponse(
+            self._kept_warm(response.body_iterator, shape),  # type: ignore[arg-type]
+            media_type=media_type,
+        )
 
-    async def _kept_warm(self, body: AsyncIterator[bytes], shape: Callable[[Served], bytes]
-                         ) -> AsyncIterator[bytes]:
+    async def _kept_warm(
+        self, body: AsyncIterator[bytes], shape: Callable[[Served], bytes]
+    ) -> AsyncIterator[bytes]:
         status = "499"
         try:
             whole = b""
@@ -164,8 +175,12 @@ class Context:
             self.count(status)
             await _close(body)
 
-    async def stream(self, service: CompletionService,
-                     req: CompletionRequest | ChatCompletionRequest, reshape: Reshape) -> Response:
+    async def stream(
+        self,
+        service: CompletionService,
+        req: CompletionRequest | ChatCompletionRequest,
+        reshape: Reshape,
+    ) -> Response:
         """A streamed request: the OpenAI chunks, parsed, go through `reshape`; an error the
         serving path reports mid-stream ends the chunks and comes out in the dialect's
         framing. A client that leaves cancels the whole chain, down to the engine call."""
@@ -173,10 +188,11 @@ class Context:
         assert isinstance(response, StreamingResponse)
         return StreamingResponse(
             self._restream(response.body_iterator, reshape),  # type: ignore[arg-type]
-            media_type=self.dialect.stream_media_type, headers=SSE_HEADERS)
+            media_type=self.dialect.stream_media_type,
+            headers=SSE_HEADERS,
+        )
 
-    async def _restream(self, body: AsyncIterator[bytes], reshape: Reshape
-                        ) -> AsyncIterator[bytes]:
+    async def _restream(self, body: AsyncIterator[bytes], reshape: Reshape) -> AsyncIterator[bytes]:
         state = StreamState()
         chunks = _chunks(body, state)
         try:
@@ -205,8 +221,9 @@ class StreamState:
 Reshape = Callable[[AsyncIterator[dict[str, Any]], StreamState], AsyncIterator[bytes]]
 
 
-async def _chunks(body: AsyncIterator[bytes], state: StreamState
-                  ) -> AsyncIterator[dict[str, Any]]:
+async def _chunks(
+    body: AsyncIterator[bytes], state: StreamState
+) -> AsyncGenerator[dict[str, Any], None]:
     """OpenAI server-sent events in, chunk objects out, until [DONE] or an error event."""
     pending = b""
     async for piece in body:
@@ -249,8 +266,14 @@ def chunk_pieces(chunk: dict[str, Any]) -> list[tuple[int, str, str | None, Any]
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta")
         text = (delta or {}).get("content") if delta is not None else choice.get("text")
-        out.append((int(choice.get("index") or 0), text or "", choice.get("finish_reason"),
-                    choice.get("stop_reason")))
+        out.append(
+            (
+                int(choice.get("index") or 0),
+                text or "",
+                choice.get("finish_reason"),
+                choice.get("stop_reason"),
+            )
+        )
     return out
 
 
@@ -259,26 +282,35 @@ def chunk_pieces(chunk: dict[str, Any]) -> list[tuple[int, str, str | None, Any]
 
 async def fim_prompter(entry: ModelEntry, param: str = "suffix") -> FimPrompter:
     if entry.renderer is None:
-        raise InvalidRequestError(f"model {entry.name!r} cannot fill in the middle",
-                                  param="model")
+        raise InvalidRequestError(f"model {entry.name!r} cannot fill in the middle", param="model")
     await entry.renderer.wait()
     prompter = entry.renderer.prompter
     if prompter is None:
         raise InvalidRequestError(
             f"model {entry.name!r} does not support fill-in-the-middle: {entry.renderer.reason}",
-            param=param)
+            param=param,
+        )
     return prompter
 
 
-def fim_prompt(entry: ModelEntry, prompter: FimPrompter, prefix: str, suffix: str,
-               max_tokens: int | None, files: list[FileContext] | None = None
-               ) -> tuple[list[int], bool]:
+def fim_prompt(
+    entry: ModelEntry,
+    prompter: FimPrompter,
+    prefix: str,
+    suffix: str,
+    max_tokens: int | None,
+    files: list[FileContext] | None = None,
+) -> tuple[list[int], bool]:
     """The FIM prompt's token ids, cut down to fit the context as llama.cpp does (oldest files
     first, then the far ends of prefix and suffix) instead of refused: an IDE cannot react to a
     400 mid-keystroke. Also whether it was cut."""
-    rendering = prompter.render(prefix, suffix, files or (),
-                                budget=prompt_budget(entry.max_model_len, max_tokens),
-                                overflow="truncate")
+    rendering = prompter.render(
+        prefix,
+        suffix,
+        files or (),
+        budget=prompt_budget(entry.max_model_len, max_tokens),
+        overflow="truncate",
+    )
     return rendering.token_ids, rendering.truncated
 
 
@@ -286,16 +318,16 @@ def completion_request(fields: dict[str, Any]) -> CompletionRequest:
     """A CompletionRequest from a dialect's translated fields (None means unset); fields the
     dialect got wrong in OpenAI terms are a 400 naming the OpenAI field."""
     try:
-        return CompletionRequest.model_validate({k: v for k, v in fields.items()
-                                                 if v is not None})
+        return CompletionRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
         raise validation_error(exc) from None
 
 
 def chat_request(fields: dict[str, Any]) -> ChatCompletionRequest:
     try:
-        return ChatCompletionRequest.model_validate({k: v for k, v in fields.items()
-                                                     if v is not None})
+        return ChatCompletionRequest.model_validate(
+            {k: v for k, v in fields.items() if v is not None}
+        )
     except ValidationError as exc:
         raise validation_error(exc) from None
 

@@ -60,26 +60,39 @@ async def pick_model(registry: ModelRegistry, name: str | None) -> tuple[ModelEn
             await entry.renderer.wait()
             if entry.renderer.prompter is not None:
                 return entry, entry.renderer.prompter
-    raise InvalidRequestError("no model of this gateway supports fill-in-the-middle",
-                              param="model")
+    raise InvalidRequestError("no model of this gateway supports fill-in-the-middle", param="model")
 
 
-def completion_body(infill: InfillRequest, entry: ModelEntry, prompter: FimPrompter
-                    ) -> tuple[CompletionRequest, bool]:
+def completion_body(
+    infill: InfillRequest, entry: ModelEntry, prompter: FimPrompter
+) -> tuple[CompletionRequest, bool]:
     """The completions request for an /infill body, and whether the prompt was cut down."""
     max_tokens = infill.n_predict if infill.n_predict > 0 else None
-    ids, truncated = fim_prompt(entry, prompter, infill.input_prefix + infill.prompt,
-                                infill.input_suffix, max_tokens, infill.input_extra)
-    req = completion_request({
-        "model": entry.name, "prompt": ids, "max_tokens": max_tokens,
-        "temperature": infill.temperature, "min_p": infill.min_p, "stop": infill.stop,
-        # llama.cpp spells "disabled" as top_k 0, top_p 1 and seed -1.
-        "top_k": infill.top_k if infill.top_k and infill.top_k > 0 else None,
-        "top_p": infill.top_p if infill.top_p else None,
-        "seed": infill.seed if infill.seed is not None and infill.seed >= 0 else None,
-        "stop_token_ids": prompter.stop_ids, "stream": infill.stream,
-        "stream_options": {"include_usage": True} if infill.stream else None,
-    })
+    ids, truncated = fim_prompt(
+        entry,
+        prompter,
+        infill.input_prefix + infill.prompt,
+        infill.input_suffix,
+        max_tokens,
+        infill.input_extra,
+    )
+    req = completion_request(
+        {
+            "model": entry.name,
+            "prompt": ids,
+            "max_tokens": max_tokens,
+            "temperature": infill.temperature,
+            "min_p": infill.min_p,
+            "stop": infill.stop,
+            # llama.cpp spells "disabled" as top_k 0, top_p 1 and seed -1.
+            "top_k": infill.top_k if infill.top_k and infill.top_k > 0 else None,
+            "top_p": infill.top_p if infill.top_p else None,
+            "seed": infill.seed if infill.seed is not None and infill.seed >= 0 else None,
+            "stop_token_ids": prompter.stop_ids,
+            "stream": infill.stream,
+            "stream_options": {"include_usage": True} if infill.stream else None,
+        }
+    )
     return req, truncated
 
 
@@ -91,27 +104,48 @@ def _stop_type(finish: str | None, stop_reason: Any) -> tuple[str, str]:
     return "none", ""
 
 
-def _final(model: str, content: str, finish: str | None, stop_reason: Any,
-           usage: dict[str, Any], truncated: bool,
-           timings: tuple[float, float] | None = None) -> InfillResponse:
+def _final(
+    model: str,
+    content: str,
+    finish: str | None,
+    stop_reason: Any,
+    usage: dict[str, Any],
+    truncated: bool,
+    timings: tuple[float, float] | None = None,
+) -> InfillResponse:
     stop_type, word = _stop_type(finish, stop_reason)
     prompt_n = int(usage.get("prompt_tokens") or 0)
     predicted_n = int(usage.get("completion_tokens") or 0)
     return InfillResponse(
-        content=content, model=model, tokens_predicted=predicted_n, tokens_evaluated=prompt_n,
-        truncated=truncated, has_new_line="\n" in content, stop_type=stop_type,  # type: ignore[arg-type]
+        content=content,
+        model=model,
+        tokens_predicted=predicted_n,
+        tokens_evaluated=prompt_n,
+        truncated=truncated,
+        has_new_line="\n" in content,
+        stop_type=stop_type,
         stopping_word=word,
-        timings=InfillTimings(prompt_n=prompt_n, predicted_n=predicted_n,
-                              prompt_ms=timings[0] if timings else None,
-                              predicted_ms=timings[1] if timings else None),
+        timings=InfillTimings(
+            prompt_n=prompt_n,
+            predicted_n=predicted_n,
+            prompt_ms=timings[0] if timings else None,
+            predicted_ms=timings[1] if timings else None,
+        ),
     )
 
 
 def warm_up_answer(model: str) -> InfillResponse:
     """`n_predict: 0` is llama.vscode's cache warm-up: nothing to generate, answered at once."""
-    return InfillResponse(content="", model=model, tokens_predicted=0, tokens_evaluated=0,
-                          truncated=False, has_new_line=False, stop_type="limit",
-                          timings=InfillTimings(prompt_n=0, predicted_n=0))
+    return InfillResponse(
+        content="",
+        model=model,
+        tokens_predicted=0,
+        tokens_evaluated=0,
+        truncated=False,
+        has_new_line=False,
+        stop_type="limit",
+        timings=InfillTimings(prompt_n=0, predicted_n=0),
+    )
 
 
 def _event(model: InfillChunk) -> bytes:
@@ -128,18 +162,29 @@ async def _serve(service: CompletionService, ctx: Context) -> Response:
     ctx.model = entry.name
     if infill.n_predict == 0:
         ctx.count("200")
-        return Response(warm_up_answer(entry.name).model_dump_json(),
-                        media_type="application/json")
+        return Response(warm_up_answer(entry.name).model_dump_json(), media_type="application/json")
     req, truncated = completion_body(infill, entry, prompter)
     if not req.stream:
+
         def whole(served: Served) -> bytes:
-            return _final(entry.name, served.texts.get(0, ""), served.finish.get(0),
-                          served.stop_reason.get(0), served.usage,
-                          truncated).model_dump_json().encode()
+            return (
+                _final(
+                    entry.name,
+                    served.texts.get(0, ""),
+                    served.finish.get(0),
+                    served.stop_reason.get(0),
+                    served.usage,
+                    truncated,
+                )
+                .model_dump_json()
+                .encode()
+            )
+
         return await ctx.unary(service, req, whole)
 
-    async def reshape(chunks: AsyncIterator[dict[str, Any]], state: StreamState
-                      ) -> AsyncIterator[bytes]:
+    async def reshape(
+        chunks: AsyncIterator[dict[str, Any]], state: StreamState
+    ) -> AsyncIterator[bytes]:
         """OpenAI completion chunks in, llama.cpp /infill events out (no [DONE], like
         llama.cpp)."""
         usage: dict[str, Any] = {}
@@ -154,7 +199,15 @@ async def _serve(service: CompletionService, ctx: Context) -> Response:
         if state.error is None:
             end = time.perf_counter()
             first = state.first_token_at or end
-            yield _event(_final(entry.name, "", *finish, usage, truncated,
-                                ((first - ctx.started) * 1000, (end - first) * 1000)))
+            yield _event(
+                _final(
+                    entry.name,
+                    "",
+                    *finish,
+                    usage,
+                    truncated,
+                    ((first - ctx.started) * 1000, (end - first) * 1000),
+                )
+            )
 
     return await ctx.stream(service, req, reshape)

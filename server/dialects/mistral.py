@@ -77,8 +77,11 @@ def _finish(reason: str | None) -> str:
 def _usage(usage: dict[str, Any]) -> dict[str, int]:
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 async def fim_completions(request: Request) -> Response:
@@ -96,26 +99,41 @@ async def _serve(service: CompletionService, ctx: Context) -> Response:
         stop_ids: list[int] | None = prompter.stop_ids
     else:
         stop_ids = None
-    req = completion_request({
-        "model": entry.name, "prompt": prompt, "max_tokens": body.max_tokens,
-        "min_tokens": body.min_tokens, "temperature": body.temperature, "top_p": body.top_p,
-        "top_k": body.top_k, "stop": body.stop, "n": body.n,
-        "seed": body.random_seed if body.random_seed is not None else body.seed,
-        "stop_token_ids": stop_ids, "stream": body.stream,
-        "stream_options": usage_stream_options(body.stream),
-    })
+    req = completion_request(
+        {
+            "model": entry.name,
+            "prompt": prompt,
+            "max_tokens": body.max_tokens,
+            "min_tokens": body.min_tokens,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "top_k": body.top_k,
+            "stop": body.stop,
+            "n": body.n,
+            "seed": body.random_seed if body.random_seed is not None else body.seed,
+            "stop_token_ids": stop_ids,
+            "stream": body.stream,
+            "stream_options": usage_stream_options(body.stream),
+        }
+    )
     ident = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
-        return await ctx.unary(service, req, lambda served: _whole(ident, created, entry.name,
-                                                                     served))
+        return await ctx.unary(
+            service, req, lambda served: _whole(ident, created, entry.name, served)
+        )
 
-    async def reshape(chunks: AsyncIterator[dict[str, Any]], state: StreamState
-                      ) -> AsyncIterator[bytes]:
+    async def reshape(
+        chunks: AsyncIterator[dict[str, Any]], state: StreamState
+    ) -> AsyncIterator[bytes]:
         started: set[int] = set()
         async for chunk in chunks:
-            base = {"id": ident, "object": "chat.completion.chunk", "created": created,
-                    "model": entry.name}
+            base = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": entry.name,
+            }
             choices = []
             for index, text, finish, _ in chunk_pieces(chunk):
                 delta: dict[str, Any] = {"content": text}
@@ -135,11 +153,25 @@ async def _serve(service: CompletionService, ctx: Context) -> Response:
 
 
 def _whole(ident: str, created: int, model: str, served: Served) -> bytes:
-    return orjson.dumps({
-        "id": ident, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text,
-                                              "tool_calls": None, "prefix": False},
-                     "finish_reason": _finish(served.finish.get(i))}
-                    for i, text in sorted(served.texts.items())],
-        "usage": _usage(served.usage),
-    })
+    return orjson.dumps(
+        {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {
+                        "role": "assistant",
+                        "content": text,
+                        "tool_calls": None,
+                        "prefix": False,
+                    },
+                    "finish_reason": _finish(served.finish.get(i)),
+                }
+                for i, text in sorted(served.texts.items())
+            ],
+            "usage": _usage(served.usage),
+        }
+    )

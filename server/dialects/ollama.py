@@ -85,10 +85,12 @@ class Options(BaseModel):
         # Ollama spells "no limit" -1 (and "fill the context" -2); 0 means nothing at all.
         limit = self.num_predict if self.num_predict is not None and self.num_predict > 0 else None
         return {
-            "max_tokens": limit, "temperature": self.temperature,
+            "max_tokens": limit,
+            "temperature": self.temperature,
             "top_p": self.top_p if self.top_p else None,  # 0: Ollama's "off"
             "top_k": self.top_k if self.top_k and self.top_k > 0 else None,
-            "min_p": self.min_p, "stop": [s for s in self.stop or [] if s] or None,
+            "min_p": self.min_p,
+            "stop": [s for s in self.stop or [] if s] or None,
             # Ollama's seed -1 (or none) is a random seed.
             "seed": self.seed if self.seed is not None and self.seed >= 0 else None,
             "repetition_penalty": self.repeat_penalty,
@@ -113,8 +115,9 @@ class _Request(BaseModel):
 
     def check_refused(self) -> None:
         if self.format:
-            raise InvalidRequestError("`format` (structured output) is not supported by this "
-                                      "gateway", param="format")
+            raise InvalidRequestError(
+                "`format` (structured output) is not supported by this gateway", param="format"
+            )
 
 
 class GenerateRequest(_Request):
@@ -143,8 +146,9 @@ class Ollama(Dialect):
     stream_media_type = NDJSON
 
     def error_response(self, exc: APIError) -> Response:
-        return JSONResponse({"error": exc.message}, status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse(
+            {"error": exc.message}, status_code=exc.status_code, headers=exc.headers
+        )
 
     def stream_error(self, error: dict[str, Any]) -> bytes:
         return _line({"error": _message(error)})
@@ -185,11 +189,14 @@ def _done_reason(finish: str | None) -> str:
 def _timings(started: float, first: float | None, usage: dict[str, Any]) -> dict[str, int]:
     now = time.perf_counter()
     first = first or now
-    return {"total_duration": int((now - started) * 1e9), "load_duration": 0,
-            "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
-            "prompt_eval_duration": int((first - started) * 1e9),
-            "eval_count": int(usage.get("completion_tokens") or 0),
-            "eval_duration": int((now - first) * 1e9)}
+    return {
+        "total_duration": int((now - started) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
+        "prompt_eval_duration": int((first - started) * 1e9),
+        "eval_count": int(usage.get("completion_tokens") or 0),
+        "eval_duration": int((now - first) * 1e9),
+    }
 
 
 # -- /api/generate and /api/chat ------------------------------------------------------------
@@ -222,9 +229,16 @@ async def _generate(service: CompletionService, ctx: Context) -> Response:
         prompter = await fim_prompter(entry)
         prompt, _ = fim_prompt(entry, prompter, body.prompt, body.suffix, sampling["max_tokens"])
         stop_ids = prompter.stop_ids
-    req = completion_request({"model": entry.name, "prompt": prompt, **sampling,
-                              "stop_token_ids": stop_ids, "stream": body.stream,
-                              "stream_options": usage_stream_options(body.stream)})
+    req = completion_request(
+        {
+            "model": entry.name,
+            "prompt": prompt,
+            **sampling,
+            "stop_token_ids": stop_ids,
+            "stream": body.stream,
+            "stream_options": usage_stream_options(body.stream),
+        }
+    )
     return await _run(service, ctx, entry, req, body.stream, "response")
 
 
@@ -236,35 +250,53 @@ async def _chat(service: CompletionService, ctx: Context) -> Response:
     if body.tools:
         raise InvalidRequestError("`tools` are not supported by this gateway", param="tools")
     if not body.messages:
-        return _answer_now(ctx, entry, body.stream, "load",
-                           {"message": {"role": "assistant", "content": ""}})
+        return _answer_now(
+            ctx, entry, body.stream, "load", {"message": {"role": "assistant", "content": ""}}
+        )
     messages = []
     for i, message in enumerate(body.messages):
         if message.get("images"):
-            raise InvalidRequestError("`images` are not supported by this gateway",
-                                      param=f"messages.{i}.images")
+            raise InvalidRequestError(
+                "`images` are not supported by this gateway", param=f"messages.{i}.images"
+            )
         messages.append({k: message[k] for k in ("role", "content") if k in message})
     sampling = body.options.sampling()
     if body.options.num_predict == 0:
-        return _answer_now(ctx, entry, body.stream, "length",
-                           {"message": {"role": "assistant", "content": ""}})
-    req = chat_request({"model": entry.name, "messages": messages, **sampling,
-                        "stream": body.stream,
-                        "stream_options": usage_stream_options(body.stream)})
+        return _answer_now(
+            ctx, entry, body.stream, "length", {"message": {"role": "assistant", "content": ""}}
+        )
+    req = chat_request(
+        {
+            "model": entry.name,
+            "messages": messages,
+            **sampling,
+            "stream": body.stream,
+            "stream_options": usage_stream_options(body.stream),
+        }
+    )
     return await _run(service, ctx, entry, req, body.stream, "message")
 
 
-def _answer_now(ctx: Context, entry: ModelEntry, stream: bool, reason: str,
-                content: dict[str, Any]) -> Response:
+def _answer_now(
+    ctx: Context, entry: ModelEntry, stream: bool, reason: str, content: dict[str, Any]
+) -> Response:
     ctx.count("200")
-    data = {"model": entry.name, "created_at": _now(), **content, "done": True,
-            "done_reason": reason}
-    return Response(_line(data) if stream else orjson.dumps(data),
-                    media_type=NDJSON if stream else "application/json")
+    data = {
+        "model": entry.name,
+        "created_at": _now(),
+        **content,
+        "done": True,
+        "done_reason": reason,
+    }
+    return Response(
+        _line(data) if stream else orjson.dumps(data),
+        media_type=NDJSON if stream else "application/json",
+    )
 
 
-async def _run(service: CompletionService, ctx: Context, entry: ModelEntry, req: Any,
-               stream: bool, field: str) -> Response:
+async def _run(
+    service: CompletionService, ctx: Context, entry: ModelEntry, req: Any, stream: bool, field: str
+) -> Response:
     """Serve `req` and answer in Ollama's generate (`response`) or chat (`message`) shape."""
 
     def content(text: str) -> dict[str, Any]:
@@ -273,15 +305,24 @@ async def _run(service: CompletionService, ctx: Context, entry: ModelEntry, req:
         return {"message": {"role": "assistant", "content": text}}
 
     if not stream:
+
         def whole(served: Served) -> bytes:
-            return orjson.dumps({
-                "model": entry.name, "created_at": _now(), **content(served.texts.get(0, "")),
-                "done": True, "done_reason": _done_reason(served.finish.get(0)),
-                **_timings(ctx.started, None, served.usage)})
+            return orjson.dumps(
+                {
+                    "model": entry.name,
+                    "created_at": _now(),
+                    **content(served.texts.get(0, "")),
+                    "done": True,
+                    "done_reason": _done_reason(served.finish.get(0)),
+                    **_timings(ctx.started, None, served.usage),
+                }
+            )
+
         return await ctx.unary(service, req, whole)
 
-    async def reshape(chunks: AsyncIterator[dict[str, Any]], state: StreamState
-                      ) -> AsyncIterator[bytes]:
+    async def reshape(
+        chunks: AsyncIterator[dict[str, Any]], state: StreamState
+    ) -> AsyncIterator[bytes]:
         usage: dict[str, Any] = {}
         finish = None
         async for chunk in chunks:
@@ -289,12 +330,20 @@ async def _run(service: CompletionService, ctx: Context, entry: ModelEntry, req:
             for _, text, reason, _ in chunk_pieces(chunk):
                 finish = reason or finish
                 if text:
-                    yield _line({"model": entry.name, "created_at": _now(), **content(text),
-                                 "done": False})
+                    yield _line(
+                        {"model": entry.name, "created_at": _now(), **content(text), "done": False}
+                    )
         if state.error is None:
-            yield _line({"model": entry.name, "created_at": _now(), **content(""), "done": True,
-                         "done_reason": _done_reason(finish),
-                         **_timings(ctx.started, state.first_token_at, usage)})
+            yield _line(
+                {
+                    "model": entry.name,
+                    "created_at": _now(),
+                    **content(""),
+                    "done": True,
+                    "done_reason": _done_reason(finish),
+                    **_timings(ctx.started, state.first_token_at, usage),
+                }
+            )
 
     return await ctx.stream(service, req, reshape)
 
@@ -304,39 +353,62 @@ async def _run(service: CompletionService, ctx: Context, entry: ModelEntry, req:
 
 def _details(entry: ModelEntry) -> dict[str, Any]:
     family = entry.fim_template or "unknown"
-    return {"parent_model": "", "format": "safetensors", "family": family, "families": [family],
-            "parameter_size": "", "quantization_level": ""}
+    return {
+        "parent_model": "",
+        "format": "safetensors",
+        "family": family,
+        "families": [family],
+        "parameter_size": "",
+        "quantization_level": "",
+    }
 
 
 def _card(entry: ModelEntry) -> dict[str, Any]:
     digest = hashlib.sha256(f"{entry.name}\0{entry.spec.model}".encode()).hexdigest()
     modified = datetime.fromtimestamp(entry.created, timezone.utc)
-    return {"name": entry.name, "model": entry.name,
-            "modified_at": modified.strftime("%Y-%m-%dT%H:%M:%SZ"), "size": 0,
-            "digest": digest, "details": _details(entry)}
+    return {
+        "name": entry.name,
+        "model": entry.name,
+        "modified_at": modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "size": 0,
+        "digest": digest,
+        "details": _details(entry),
+    }
 
 
 async def _lookups(request: Request, answer: Any) -> Response:
     """Model endpoints: no engine involved, Ollama's error shape still."""
+
     async def serve(service: CompletionService, ctx: Context) -> Response:
         data = await answer(service, ctx)
         ctx.count("200")
         return JSONResponse(data)
+
     return await DIALECT.handle(request, serve)
 
 
 async def tags(request: Request) -> Response:
     async def answer(service: CompletionService, ctx: Context) -> dict[str, Any]:
         return {"models": [_card(e) for e in service.registry.entries.values()]}
+
     return await _lookups(request, answer)
 
 
 async def running(request: Request) -> Response:
     async def answer(service: CompletionService, ctx: Context) -> dict[str, Any]:
-        return {"models": [
-            {**_card(e), "expires_at": _NEVER, "size_vram": 0,
-             **({"context_length": e.max_model_len} if e.max_model_len else {})}
-            for e in service.registry.entries.values() if e.state in ("ready", "busy")]}
+        return {
+            "models": [
+                {
+                    **_card(e),
+                    "expires_at": _NEVER,
+                    "size_vram": 0,
+                    **({"context_length": e.max_model_len} if e.max_model_len else {}),
+                }
+                for e in service.registry.entries.values()
+                if e.state in ("ready", "busy")
+            ]
+        }
+
     return await _lookups(request, answer)
 
 
@@ -358,9 +430,16 @@ async def show(request: Request) -> Response:
         if entry.max_model_len:
             info[f"{arch}.context_length"] = entry.max_model_len
         modified = datetime.fromtimestamp(entry.created, timezone.utc)
-        return {"modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
-                "details": _details(entry), "model_info": info, "capabilities": capabilities,
-                "modified_at": modified.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return {
+            "modelfile": "",
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": _details(entry),
+            "model_info": info,
+            "capabilities": capabilities,
+            "modified_at": modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
     return await _lookups(request, answer)
 
 
@@ -369,6 +448,8 @@ async def version(request: Request) -> Response:
 
 
 async def unsupported(request: Request) -> Response:
-    error = NotFoundError(f"{request.method} {request.url.path} is not supported by this "
-                          "gateway: it serves the models of its models file (see /api/tags)")
+    error = NotFoundError(
+        f"{request.method} {request.url.path} is not supported by this "
+        "gateway: it serves the models of its models file (see /api/tags)"
+    )
     return DIALECT.error_response(error)

@@ -67,20 +67,26 @@ class Parameters(BaseModel):
 
     def refuse_unsupported(self) -> None:
         if self.best_of is not None and self.best_of > 1:
-            raise InvalidRequestError("`best_of` above 1 is not supported by this gateway",
-                                      param="parameters.best_of")
+            raise InvalidRequestError(
+                "`best_of` above 1 is not supported by this gateway", param="parameters.best_of"
+            )
         if self.grammar is not None:
-            raise InvalidRequestError("`grammar` is not supported by this gateway",
-                                      param="parameters.grammar")
+            raise InvalidRequestError(
+                "`grammar` is not supported by this gateway", param="parameters.grammar"
+            )
         if self.adapter_id:
-            raise InvalidRequestError("`adapter_id` is not supported by this gateway",
-                                      param="parameters.adapter_id")
+            raise InvalidRequestError(
+                "`adapter_id` is not supported by this gateway", param="parameters.adapter_id"
+            )
 
     def temperature_for_engine(self) -> float:
         """TGI samples when asked to or when any sampling parameter is set; else greedy."""
         sampling = bool(self.do_sample) or (
             (self.temperature is not None and self.temperature != 1.0)
-            or self.top_k is not None or self.top_p is not None or self.typical_p is not None)
+            or self.top_k is not None
+            or self.top_p is not None
+            or self.typical_p is not None
+        )
         if not sampling:
             return 0.0
         return self.temperature if self.temperature is not None else 1.0
@@ -99,9 +105,11 @@ class Tgi(Dialect):
     name = "tgi"
 
     def error_response(self, exc: APIError) -> Response:
-        return JSONResponse(_error(exc.message, exc.status_code),
-                            status_code=422 if exc.status_code == 400 else exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse(
+            _error(exc.message, exc.status_code),
+            status_code=422 if exc.status_code == 400 else exc.status_code,
+            headers=exc.headers,
+        )
 
     def stream_error(self, error: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(_error_from(error)) + b"\n\n"
@@ -165,19 +173,33 @@ async def info(request: Request, model: str | None = None) -> Response:
         ctx.model = entry.name
         settings = service.settings
         ctx.count("200")
-        return JSONResponse({
-            "model_id": entry.name, "model_sha": None, "model_dtype": None,
-            "model_device_type": None, "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": settings.max_in_flight, "max_best_of": 1,
-            "max_stop_sequences": settings.max_stop, "max_input_tokens": entry.max_model_len,
-            "max_total_tokens": entry.max_model_len, "validation_workers": 1,
-            "max_client_batch_size": 1, "router": "codeserve", "version": TGI_VERSION,
-            "sha": None, "docker_label": None})
+        return JSONResponse(
+            {
+                "model_id": entry.name,
+                "model_sha": None,
+                "model_dtype": None,
+                "model_device_type": None,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": settings.max_in_flight,
+                "max_best_of": 1,
+                "max_stop_sequences": settings.max_stop,
+                "max_input_tokens": entry.max_model_len,
+                "max_total_tokens": entry.max_model_len,
+                "validation_workers": 1,
+                "max_client_batch_size": 1,
+                "router": "codeserve",
+                "version": TGI_VERSION,
+                "sha": None,
+                "docker_label": None,
+            }
+        )
+
     return await DIALECT.handle(request, serve)
 
 
-async def _serve(service: CompletionService, ctx: Context, model: str | None,
-                 stream: bool | None) -> Response:
+async def _serve(
+    service: CompletionService, ctx: Context, model: str | None, stream: bool | None
+) -> Response:
     body: GenerateRequest = await ctx.body(service, GenerateRequest)
     entry = _pick(service, model if model is not None else body.model)
     ctx.model = entry.name
@@ -186,28 +208,42 @@ async def _serve(service: CompletionService, ctx: Context, model: str | None,
     if not body.inputs:
         raise InvalidRequestError("`inputs` cannot be empty", param="inputs")
     streaming = body.stream if stream is None else stream
-    req = completion_request({
-        "model": entry.name, "prompt": body.inputs, "max_tokens": params.max_new_tokens,
-        "temperature": params.temperature_for_engine(),
-        "top_p": params.top_p if params.top_p is not None and params.top_p < 1 else None,
-        "top_k": params.top_k, "stop": [s for s in params.stop or [] if s] or None,
-        "seed": params.seed, "repetition_penalty": params.repetition_penalty,
-        "frequency_penalty": params.frequency_penalty, "stream": streaming,
-        "stream_options": usage_stream_options(streaming)})
+    req = completion_request(
+        {
+            "model": entry.name,
+            "prompt": body.inputs,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature_for_engine(),
+            "top_p": params.top_p if params.top_p is not None and params.top_p < 1 else None,
+            "top_k": params.top_k,
+            "stop": [s for s in params.stop or [] if s] or None,
+            "seed": params.seed,
+            "repetition_penalty": params.repetition_penalty,
+            "frequency_penalty": params.frequency_penalty,
+            "stream": streaming,
+            "stream_options": usage_stream_options(streaming),
+        }
+    )
     lead = body.inputs if params.return_full_text else ""
     if not streaming:
+
         def whole(served: Served) -> bytes:
             answer: dict[str, Any] = {"generated_text": lead + served.texts.get(0, "")}
             if params.details:
                 answer["details"] = {
                     "finish_reason": _finish(served.finish.get(0), served.stop_reason.get(0)),
                     "generated_tokens": int(served.usage.get("completion_tokens") or 0),
-                    "seed": params.seed, "prefill": [], "tokens": []}
+                    "seed": params.seed,
+                    "prefill": [],
+                    "tokens": [],
+                }
             return orjson.dumps([answer] if stream is None else answer)
+
         return await ctx.unary(service, req, whole)
 
-    async def reshape(chunks: AsyncIterator[dict[str, Any]], state: StreamState
-                      ) -> AsyncIterator[bytes]:
+    async def reshape(
+        chunks: AsyncIterator[dict[str, Any]], state: StreamState
+    ) -> AsyncIterator[bytes]:
         # Each piece is held back until the next arrives, so the last one can carry
         # `generated_text` and `details`, as TGI's last event does.
         held: str | None = None
@@ -229,20 +265,33 @@ async def _serve(service: CompletionService, ctx: Context, model: str | None,
                 text += piece
         if state.error is not None:
             return
-        yield _token_event(index, held or "", special=held is None, final={
-            "generated_text": lead + text,
-            "details": {"finish_reason": _finish(*finish),
-                        "generated_tokens": int(usage.get("completion_tokens") or 0),
-                        "input_length": int(usage.get("prompt_tokens") or 0),
-                        "seed": params.seed}})
+        yield _token_event(
+            index,
+            held or "",
+            special=held is None,
+            final={
+                "generated_text": lead + text,
+                "details": {
+                    "finish_reason": _finish(*finish),
+                    "generated_tokens": int(usage.get("completion_tokens") or 0),
+                    "input_length": int(usage.get("prompt_tokens") or 0),
+                    "seed": params.seed,
+                },
+            },
+        )
 
     return await ctx.stream(service, req, reshape)
 
 
-def _token_event(index: int, text: str, special: bool = False,
-                 final: dict[str, Any] | None = None) -> bytes:
-    event = {"index": index, "token": {"id": 0, "text": text, "logprob": 0.0,
-                                       "special": special},
-             "generated_text": None, "details": None, "top_tokens": None, **(final or {})}
+def _token_event(
+    index: int, text: str, special: bool = False, final: dict[str, Any] | None = None
+) -> bytes:
+    event = {
+        "index": index,
+        "token": {"id": 0, "text": text, "logprob": 0.0, "special": special},
+        "generated_text": None,
+        "details": None,
+        "top_tokens": None,
+        **(final or {}),
+    }
     return b"data: " + orjson.dumps(event) + b"\n\n"
-

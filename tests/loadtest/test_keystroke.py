@@ -18,16 +18,23 @@ from tests.server.gateway_harness import running_gateway
 tokenizer_dirs = fim_support.tokenizer_dirs  # the session fixture of demo tokenizers
 
 
-async def test_keystrokes_cancel_stale_requests(tokenizer_dirs: dict[str, Path],
-                                                data_dir: Path) -> None:
+async def test_keystrokes_cancel_stale_requests(
+    tokenizer_dirs: dict[str, Path], data_dir: Path
+) -> None:
     # 150 ms to the first token, then 20 ms a token: a keystroke 50-300 ms later often
     # arrives while the previous suggestion is still coming.
     mock = MockServer(MockConfig(ttft_ms=150, itl_ms=20))
     async with mock:
         models = models_for({"coder": tokenizer_dirs["qwen2.5-coder"]}, urls=[mock.url])
         async with running_gateway(models) as url:
-            spec = KeystrokeSpec(base_url=url + "/v1", model="coder", users=3, duration_s=4,
-                                 max_tokens=16, pause_s=(0.1, 0.3))
+            spec = KeystrokeSpec(
+                base_url=url + "/v1",
+                model="coder",
+                users=3,
+                duration_s=4,
+                max_tokens=16,
+                pause_s=(0.1, 0.3),
+            )
             result = await run_keystroke(spec, data_dir)
             await asyncio.sleep(0.3)
     s = result.summary
@@ -49,8 +56,9 @@ def test_summary_of_no_requests() -> None:
     assert s.requests == 0 and s.cancelled_share == 0 and s.ttft_ms.p50 is None
 
 
-def test_cli_workload_keystroke(tokenizer_dirs: dict[str, Path], tmp_path: Path,
-                                capsys: object) -> None:
+def test_cli_workload_keystroke(
+    tokenizer_dirs: dict[str, Path], tmp_path: Path, capsys: object
+) -> None:
     from codeserve.cli.main import main
     from codeserve.loadtest.mock_server import MockServerThread
 
@@ -64,15 +72,30 @@ def test_cli_workload_keystroke(tokenizer_dirs: dict[str, Path], tmp_path: Path,
         loop = asyncio.new_event_loop()
         done = asyncio.Event()
         url: list[str] = []
-        thread = threading.Thread(target=loop.run_until_complete,
-                                  args=(serve(mock_url, done, url),))
+        thread = threading.Thread(
+            target=loop.run_until_complete, args=(serve(mock_url, done, url),)
+        )
         thread.start()
         try:
             while not url:
                 thread.join(0.05)
-            code = main(["loadtest", "--base-url", url[0] + "/v1", "--workload", "keystroke",
-                         "--concurrency", "2", "--duration", "2", "--max-tokens", "8",
-                         "--out", str(tmp_path / "ks")])
+            code = main(
+                [
+                    "loadtest",
+                    "--base-url",
+                    url[0] + "/v1",
+                    "--workload",
+                    "keystroke",
+                    "--concurrency",
+                    "2",
+                    "--duration",
+                    "2",
+                    "--max-tokens",
+                    "8",
+                    "--out",
+                    str(tmp_path / "ks"),
+                ]
+            )
         finally:
             loop.call_soon_threadsafe(done.set)
             thread.join(30)

@@ -53,8 +53,9 @@ async def gateway(engine: RecordingEngine, tokenizer_dirs: dict[str, Path]) -> A
 async def rendered(url: str, model: str, prefix: str, suffix: str) -> list[int]:
     """The FIM prompt the OpenAI spelling (`suffix`) gives: every dialect must send the same."""
     async with httpx.AsyncClient(base_url=url) as http:
-        resp = await http.post("/v1/completions/render",
-                               json={"model": model, "prompt": prefix, "suffix": suffix})
+        resp = await http.post(
+            "/v1/completions/render", json={"model": model, "prompt": prefix, "suffix": suffix}
+        )
     assert resp.status_code == 200, resp.text
     ids: list[int] = resp.json()["prompts"][0]["token_ids"]
     return ids
@@ -70,8 +71,17 @@ def mistral(url: str, key: str | None = None) -> Any:
 async def test_mistral_fim_complete_and_stream(gateway: str, engine: RecordingEngine) -> None:
     client = mistral(gateway)
     result = await asyncio.to_thread(
-        client.fim.complete, model="qwen2.5-coder", prompt=PREFIX, suffix=SUFFIX,
-        max_tokens=24, min_tokens=1, temperature=0.2, top_p=0.9, stop=["\n\n"], random_seed=7)
+        client.fim.complete,
+        model="qwen2.5-coder",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        max_tokens=24,
+        min_tokens=1,
+        temperature=0.2,
+        top_p=0.9,
+        stop=["\n\n"],
+        random_seed=7,
+    )
     assert result.model == "qwen2.5-coder"
     (choice,) = result.choices
     assert choice.message.content == MIDDLE and choice.finish_reason == "stop"
@@ -79,12 +89,12 @@ async def test_mistral_fim_complete_and_stream(gateway: str, engine: RecordingEn
     sent = engine.bodies[-1]
     assert sent["prompt"] == await rendered(gateway, "qwen2.5-coder", PREFIX, SUFFIX)
     assert sent["stop_token_ids"] and sent["stop"] == ["\n\n"]
-    assert (sent["max_tokens"], sent["min_tokens"], sent["seed"], sent["top_p"]) == (24, 1, 7,
-                                                                                      0.9)
+    assert (sent["max_tokens"], sent["min_tokens"], sent["seed"], sent["top_p"]) == (24, 1, 7, 0.9)
 
     def stream() -> list[Any]:
-        with client.fim.stream(model="qwen2.5-coder", prompt=PREFIX, suffix=SUFFIX,
-                               max_tokens=24) as events:
+        with client.fim.stream(
+            model="qwen2.5-coder", prompt=PREFIX, suffix=SUFFIX, max_tokens=24
+        ) as events:
             return [event.data for event in events]
 
     chunks = await asyncio.to_thread(stream)
@@ -96,11 +106,20 @@ async def test_mistral_fim_complete_and_stream(gateway: str, engine: RecordingEn
 
 
 async def test_mistral_without_suffix_completes_the_prompt_and_takes_n(
-        gateway: str, engine: RecordingEngine) -> None:
+    gateway: str, engine: RecordingEngine
+) -> None:
     async with httpx.AsyncClient(base_url=gateway) as http:
-        resp = await http.post("/v1/fim/completions", json={
-            "model": "phi-1", "prompt": "import os\n", "n": 2, "max_tokens": 5,
-            "metadata": {"x": 1}, "prompt_cache_key": "k"})
+        resp = await http.post(
+            "/v1/fim/completions",
+            json={
+                "model": "phi-1",
+                "prompt": "import os\n",
+                "n": 2,
+                "max_tokens": 5,
+                "metadata": {"x": 1},
+                "prompt_cache_key": "k",
+            },
+        )
     assert resp.status_code == 200, resp.text
     answer = resp.json()
     assert answer["object"] == "chat.completion"
@@ -132,30 +151,56 @@ async def test_mistral_errors_are_openai_error_objects(gateway: str) -> None:
 
 async def test_ollama_generate_with_suffix(gateway: str, engine: RecordingEngine) -> None:
     client = ollama.Client(host=gateway)
-    options = {"num_predict": 20, "temperature": 0.1, "top_p": 0.95, "top_k": 40,
-               "stop": ["\n\n"], "seed": 3, "num_ctx": 4096, "mirostat": 1, "made_up": True}
-    result = await asyncio.to_thread(client.generate, model="qwen2.5-coder", prompt=PREFIX,
-                                     suffix=SUFFIX, options=options, raw=True)
+    options = {
+        "num_predict": 20,
+        "temperature": 0.1,
+        "top_p": 0.95,
+        "top_k": 40,
+        "stop": ["\n\n"],
+        "seed": 3,
+        "num_ctx": 4096,
+        "mirostat": 1,
+        "made_up": True,
+    }
+    result = await asyncio.to_thread(
+        client.generate,
+        model="qwen2.5-coder",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        options=options,
+        raw=True,
+    )
     assert result.response == MIDDLE and result.done and result.done_reason == "stop"
     assert result.model == "qwen2.5-coder"
     assert result.prompt_eval_count and result.eval_count == 3
     sent = engine.bodies[-1]
     assert sent["prompt"] == await rendered(gateway, "qwen2.5-coder", PREFIX, SUFFIX)
-    assert (sent["max_tokens"], sent["temperature"], sent["top_p"], sent["top_k"],
-            sent["seed"], sent["stop"]) == (20, 0.1, 0.95, 40, 3, ["\n\n"])
+    assert (
+        sent["max_tokens"],
+        sent["temperature"],
+        sent["top_p"],
+        sent["top_k"],
+        sent["seed"],
+        sent["stop"],
+    ) == (20, 0.1, 0.95, 40, 3, ["\n\n"])
     for ignored in ("num_ctx", "mirostat", "made_up", "raw", "options"):
         assert ignored not in sent
 
-    parts = await asyncio.to_thread(lambda: list(client.generate(
-        model="qwen2.5-coder:latest", prompt=PREFIX, suffix=SUFFIX, stream=True)))
+    parts = await asyncio.to_thread(
+        lambda: list(
+            client.generate(model="qwen2.5-coder:latest", prompt=PREFIX, suffix=SUFFIX, stream=True)
+        )
+    )
     assert "".join(p.response for p in parts) == MIDDLE
     assert [p.done for p in parts][-1] is True and not any(p.done for p in parts[:-1])
     assert parts[-1].eval_count == 3 and parts[-1].done_reason == "stop"
 
 
 async def test_ollama_streams_ndjson_by_default(gateway: str) -> None:
-    async with httpx.AsyncClient(base_url=gateway) as http, http.stream(
-            "POST", "/api/generate", json={"model": "phi-1", "prompt": "x = "}) as resp:
+    async with (
+        httpx.AsyncClient(base_url=gateway) as http,
+        http.stream("POST", "/api/generate", json={"model": "phi-1", "prompt": "x = "}) as resp,
+    ):
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(line) async for line in resp.aiter_lines() if line]
@@ -163,8 +208,9 @@ async def test_ollama_streams_ndjson_by_default(gateway: str) -> None:
     assert lines[-1]["done"] is True
 
 
-async def test_ollama_load_and_warm_up_calls_answer_at_once(gateway: str,
-                                                            engine: RecordingEngine) -> None:
+async def test_ollama_load_and_warm_up_calls_answer_at_once(
+    gateway: str, engine: RecordingEngine
+) -> None:
     client = ollama.Client(host=gateway)
     loaded = await asyncio.to_thread(client.generate, model="qwen2.5-coder")
     assert loaded.done and loaded.done_reason == "load" and loaded.response == ""
@@ -198,16 +244,22 @@ async def test_ollama_errors_are_its_own_shape(gateway: str) -> None:
         await asyncio.to_thread(client.generate, model="phi-1", prompt="x", suffix="y")
     assert info.value.status_code == 400 and "fill-in-the-middle" in info.value.error
     async with httpx.AsyncClient(base_url=gateway) as http:
-        for body in ({"model": "phi-1", "prompt": "x", "options": {"num_predict": "many"}},
-                     {"model": "phi-1", "prompt": "x", "options": {"temperature": 9}},
-                     {"model": "phi-1", "prompt": "x", "format": "json"},
-                     {"model": "phi-1", "prompt": "x", "images": ["aGk="]},
-                     {"model": "phi-1", "messages": [{"role": "wizard", "content": "x"}]},
-                     {"model": "phi-1", "messages": [{"role": "user", "content": "x"}],
-                      "tools": [{"type": "function"}]},
-                     {"prompt": "x"}, [1, 2], "x"):
-            path = "/api/chat" if isinstance(body, dict) and "messages" in body else \
-                "/api/generate"
+        for body in (
+            {"model": "phi-1", "prompt": "x", "options": {"num_predict": "many"}},
+            {"model": "phi-1", "prompt": "x", "options": {"temperature": 9}},
+            {"model": "phi-1", "prompt": "x", "format": "json"},
+            {"model": "phi-1", "prompt": "x", "images": ["aGk="]},
+            {"model": "phi-1", "messages": [{"role": "wizard", "content": "x"}]},
+            {
+                "model": "phi-1",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function"}],
+            },
+            {"prompt": "x"},
+            [1, 2],
+            "x",
+        ):
+            path = "/api/chat" if isinstance(body, dict) and "messages" in body else "/api/generate"
             resp = await http.post(path, json=body)
             assert resp.status_code == 400, (body, resp.text)
             assert isinstance(resp.json()["error"], str), resp.text
@@ -218,18 +270,22 @@ async def test_ollama_errors_are_its_own_shape(gateway: str) -> None:
 
 
 async def test_ollama_chat(tokenizer_dirs: dict[str, Path]) -> None:
-    async with MockServer(MockConfig(completion_text="Hello there friend")) as mock_url, \
-            running_gateway(models_for({"qwen2.5-coder": tokenizer_dirs["qwen2.5-coder"]},
-                                       urls=[mock_url])) as url:
+    async with (
+        MockServer(MockConfig(completion_text="Hello there friend")) as mock_url,
+        running_gateway(
+            models_for({"qwen2.5-coder": tokenizer_dirs["qwen2.5-coder"]}, urls=[mock_url])
+        ) as url,
+    ):
         client = ollama.Client(host=url)
-        messages = [{"role": "system", "content": "Be brief."},
-                    {"role": "user", "content": "Hi"}]
-        answer = await asyncio.to_thread(client.chat, model="qwen2.5-coder", messages=messages,
-                                         options={"num_predict": 8})
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        answer = await asyncio.to_thread(
+            client.chat, model="qwen2.5-coder", messages=messages, options={"num_predict": 8}
+        )
         assert answer.message.role == "assistant"
         assert answer.message.content.strip() == "Hello there friend" and answer.done
-        parts = await asyncio.to_thread(lambda: list(client.chat(
-            model="qwen2.5-coder", messages=messages, stream=True)))
+        parts = await asyncio.to_thread(
+            lambda: list(client.chat(model="qwen2.5-coder", messages=messages, stream=True))
+        )
         assert "".join(p.message.content or "" for p in parts).strip() == "Hello there friend"
         assert parts[-1].done and parts[-1].eval_count == 3
 
@@ -239,28 +295,40 @@ async def test_ollama_chat(tokenizer_dirs: dict[str, Path]) -> None:
 
 async def test_tgi_text_generation_and_stream(gateway: str, engine: RecordingEngine) -> None:
     client = InferenceClient(base_url=gateway)  # the first model: qwen2.5-coder
-    text = await asyncio.to_thread(client.text_generation, "<|fim_prefix|>def f():",
-                                   max_new_tokens=12, stop=["\n\n"], seed=5)
+    text = await asyncio.to_thread(
+        client.text_generation, "<|fim_prefix|>def f():", max_new_tokens=12, stop=["\n\n"], seed=5
+    )
     assert text == MIDDLE
     sent = engine.bodies[-1]
     # A FIM prompt the plugin rendered itself reaches the engine as it is; no sampling asked
     # for: greedy, as TGI.
     assert sent["prompt"] == "<|fim_prefix|>def f():"
     assert (sent["max_tokens"], sent["stop"], sent["seed"], sent["temperature"]) == (
-        12, ["\n\n"], 5, 0.0)
+        12,
+        ["\n\n"],
+        5,
+        0.0,
+    )
 
-    details = await asyncio.to_thread(client.text_generation, "x", details=True,
-                                      do_sample=True, temperature=0.5, top_k=10)
+    details = await asyncio.to_thread(
+        client.text_generation, "x", details=True, do_sample=True, temperature=0.5, top_k=10
+    )
     assert details.generated_text == MIDDLE
     assert details.details.finish_reason == "eos_token"
     assert details.details.generated_tokens == 3
     assert (engine.bodies[-1]["temperature"], engine.bodies[-1]["top_k"]) == (0.5, 10)
 
-    tokens = await asyncio.to_thread(lambda: list(client.text_generation(
-        "x", max_new_tokens=12, stream=True)))
+    tokens = await asyncio.to_thread(
+        lambda: list(client.text_generation("x", max_new_tokens=12, stream=True))
+    )
     assert "".join(tokens) == MIDDLE
-    events = await asyncio.to_thread(lambda: list(client.text_generation(
-        "x", max_new_tokens=12, stream=True, details=True, return_full_text=True)))
+    events = await asyncio.to_thread(
+        lambda: list(
+            client.text_generation(
+                "x", max_new_tokens=12, stream=True, details=True, return_full_text=True
+            )
+        )
+    )
     assert events[-1].generated_text == "x" + MIDDLE
     assert events[-1].details.generated_tokens == 3
     assert all(e.generated_text is None for e in events[:-1])
@@ -268,18 +336,32 @@ async def test_tgi_text_generation_and_stream(gateway: str, engine: RecordingEng
 
 async def test_tgi_routes_and_model_paths(gateway: str, engine: RecordingEngine) -> None:
     async with httpx.AsyncClient(base_url=gateway) as http:
-        resp = await http.post("/generate", json={"inputs": "a", "parameters": {
-            "max_new_tokens": 4, "watermark": True, "truncate": 10, "typical_p": 0.5}})
+        resp = await http.post(
+            "/generate",
+            json={
+                "inputs": "a",
+                "parameters": {
+                    "max_new_tokens": 4,
+                    "watermark": True,
+                    "truncate": 10,
+                    "typical_p": 0.5,
+                },
+            },
+        )
         assert resp.status_code == 200 and resp.json() == {"generated_text": MIDDLE}
         assert engine.bodies[-1]["model"] == "fake"
         resp = await http.post("/generate", json={"inputs": "a", "model": "phi-1"})
         assert resp.status_code == 200
         resp = await http.post("/models/phi-1", json={"inputs": "a", "stream": False})
         assert resp.json() == [{"generated_text": MIDDLE}]
-        async with http.stream("POST", "/models/phi-1/generate_stream",
-                               json={"inputs": "a"}) as stream:
-            events = [json.loads(line[5:]) async for line in stream.aiter_lines()
-                      if line.startswith("data:")]
+        async with http.stream(
+            "POST", "/models/phi-1/generate_stream", json={"inputs": "a"}
+        ) as stream:
+            events = [
+                json.loads(line[5:])
+                async for line in stream.aiter_lines()
+                if line.startswith("data:")
+            ]
         assert "".join(e["token"]["text"] for e in events) == MIDDLE
         info = (await http.get("/info")).json()
         assert info["model_id"] == "qwen2.5-coder" and info["max_best_of"] == 1
@@ -291,13 +373,15 @@ async def test_tgi_errors_are_its_own_shape(gateway: str) -> None:
     with pytest.raises(HfValidationError):
         await asyncio.to_thread(client.text_generation, "x", temperature=0.0)
     async with httpx.AsyncClient(base_url=gateway) as http:
-        for path, body in (("/generate", {"inputs": ""}),
-                           ("/generate", {"parameters": {}}),
-                           ("/generate", {"inputs": "x", "parameters": {"best_of": 2}}),
-                           ("/generate", {"inputs": "x", "parameters": {"grammar": {}}}),
-                           ("/generate_stream", {"inputs": "x", "parameters": {"top_k": -3}}),
-                           ("/", {"inputs": "x", "parameters": {"max_new_tokens": "lots"}}),
-                           ("/generate", [1])):
+        for path, body in (
+            ("/generate", {"inputs": ""}),
+            ("/generate", {"parameters": {}}),
+            ("/generate", {"inputs": "x", "parameters": {"best_of": 2}}),
+            ("/generate", {"inputs": "x", "parameters": {"grammar": {}}}),
+            ("/generate_stream", {"inputs": "x", "parameters": {"top_k": -3}}),
+            ("/", {"inputs": "x", "parameters": {"max_new_tokens": "lots"}}),
+            ("/generate", [1]),
+        ):
             resp = await http.post(path, json=body)
             assert resp.status_code == 422, (body, resp.text)
             assert resp.json()["error_type"] == "validation", resp.text
@@ -308,33 +392,45 @@ async def test_tgi_errors_are_its_own_shape(gateway: str) -> None:
 # -- every dialect: auth, metrics, backpressure, disconnects, long answers ------------------
 
 
-async def test_auth_with_each_client(engine: RecordingEngine,
-                                     tokenizer_dirs: dict[str, Path]) -> None:
+async def test_auth_with_each_client(
+    engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
+) -> None:
     models = models_for({"qwen2.5-coder": tokenizer_dirs["qwen2.5-coder"]}, urls=[engine.url])
     async with running_gateway(models, api_keys=["sekrit"]) as url:
         bearer = {"Authorization": "Bearer sekrit"}
-        done = await asyncio.to_thread(mistral(url, "sekrit").fim.complete,
-                                       model="qwen2.5-coder", prompt="a", suffix="b")
+        done = await asyncio.to_thread(
+            mistral(url, "sekrit").fim.complete, model="qwen2.5-coder", prompt="a", suffix="b"
+        )
         assert done.choices[0].message.content == MIDDLE
-        answer = await asyncio.to_thread(ollama.Client(host=url, headers=bearer).generate,
-                                         model="qwen2.5-coder", prompt="a", suffix="b")
+        answer = await asyncio.to_thread(
+            ollama.Client(host=url, headers=bearer).generate,
+            model="qwen2.5-coder",
+            prompt="a",
+            suffix="b",
+        )
         assert answer.response == MIDDLE
-        text = await asyncio.to_thread(InferenceClient(base_url=url, api_key="sekrit")
-                                       .text_generation, "a")
+        text = await asyncio.to_thread(
+            InferenceClient(base_url=url, api_key="sekrit").text_generation, "a"
+        )
         assert text == MIDDLE
         async with httpx.AsyncClient(base_url=url) as http:
-            refused = await http.post("/v1/fim/completions",
-                                      json={"model": "qwen2.5-coder", "prompt": "a"})
+            refused = await http.post(
+                "/v1/fim/completions", json={"model": "qwen2.5-coder", "prompt": "a"}
+            )
             assert refused.status_code == 401
             assert refused.json()["error"]["code"] == "invalid_api_key"
-            for path, body in (("/api/generate", {"model": "qwen2.5-coder", "prompt": "a"}),
-                               ("/api/tags", None)):
+            for path, body in (
+                ("/api/generate", {"model": "qwen2.5-coder", "prompt": "a"}),
+                ("/api/tags", None),
+            ):
                 refused = await http.request("POST" if body else "GET", path, json=body)
                 assert refused.status_code == 401 and "API key" in refused.json()["error"]
             refused = await http.post("/generate", json={"inputs": "a"})
             assert refused.status_code == 401
-            assert refused.json()["error_type"] == "validation" and "API key" in refused.json()[
-                "error"]
+            assert (
+                refused.json()["error_type"] == "validation"
+                and "API key" in refused.json()["error"]
+            )
         with pytest.raises(ollama.ResponseError) as info:
             await asyncio.to_thread(ollama.Client(host=url).list)
         assert info.value.status_code == 401 and "API key" in info.value.error
@@ -342,10 +438,13 @@ async def test_auth_with_each_client(engine: RecordingEngine,
 
 async def test_requests_are_counted_by_dialect(gateway: str) -> None:
     async with httpx.AsyncClient(base_url=gateway) as http:
-        await http.post("/v1/fim/completions", json={"model": "qwen2.5-coder", "prompt": "a",
-                                                     "suffix": "b", "stream": True})
-        await http.post("/api/generate", json={"model": "qwen2.5-coder", "prompt": "a",
-                                               "stream": False})
+        await http.post(
+            "/v1/fim/completions",
+            json={"model": "qwen2.5-coder", "prompt": "a", "suffix": "b", "stream": True},
+        )
+        await http.post(
+            "/api/generate", json={"model": "qwen2.5-coder", "prompt": "a", "stream": False}
+        )
         await http.post("/api/generate", json={"model": "nope", "prompt": "a"})
         await http.post("/generate", json={"inputs": "a"})
         await http.post("/infill", json={"input_prefix": "a", "input_suffix": "b"})
@@ -366,25 +465,41 @@ def coder(dirs: dict[str, Path], mock: MockServer) -> Any:
 
 
 STREAMS = {
-    "mistral": ("/v1/fim/completions", {"model": "coder", "prompt": "a", "suffix": "b",
-                                         "max_tokens": 200, "stream": True}),
-    "ollama": ("/api/generate", {"model": "coder", "prompt": "a", "suffix": "b",
-                                 "options": {"num_predict": 200}}),
-    "ollama-chat": ("/api/chat", {"model": "coder", "options": {"num_predict": 200},
-                                  "messages": [{"role": "user", "content": "a"}]}),
+    "mistral": (
+        "/v1/fim/completions",
+        {"model": "coder", "prompt": "a", "suffix": "b", "max_tokens": 200, "stream": True},
+    ),
+    "ollama": (
+        "/api/generate",
+        {"model": "coder", "prompt": "a", "suffix": "b", "options": {"num_predict": 200}},
+    ),
+    "ollama-chat": (
+        "/api/chat",
+        {
+            "model": "coder",
+            "options": {"num_predict": 200},
+            "messages": [{"role": "user", "content": "a"}],
+        },
+    ),
     "tgi": ("/generate_stream", {"inputs": "a", "parameters": {"max_new_tokens": 200}}),
-    "llama.cpp": ("/infill", {"input_prefix": "a", "input_suffix": "b", "n_predict": 200,
-                              "stream": True}),
+    "llama.cpp": (
+        "/infill",
+        {"input_prefix": "a", "input_suffix": "b", "n_predict": 200, "stream": True},
+    ),
 }
 
 
 @pytest.mark.parametrize("dialect", list(STREAMS))
 async def test_dropped_stream_aborts_the_engine_request(
-        dialect: str, tokenizer_dirs: dict[str, Path]) -> None:
+    dialect: str, tokenizer_dirs: dict[str, Path]
+) -> None:
     mock = MockServer(MockConfig(itl_ms=50))
     path, body = STREAMS[dialect]
-    async with mock, running_gateway(coder(tokenizer_dirs, mock)) as url, \
-            httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with (
+        mock,
+        running_gateway(coder(tokenizer_dirs, mock)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+    ):
         async with http.stream("POST", path, json=body) as resp:
             assert resp.status_code == 200
             got = 0
@@ -398,24 +513,31 @@ async def test_dropped_stream_aborts_the_engine_request(
         await until(lambda: mock.stats.running == 0, 2.0, "the engine stopped")
         text = (await http.get("/metrics")).text
     name = dialect.split("-")[0]
-    assert metric(text, f'codeserve_dialect_requests_total{{dialect="{name}",model="coder",'
-                        'status="499"}') == 1
+    assert (
+        metric(
+            text, f'codeserve_dialect_requests_total{{dialect="{name}",model="coder",status="499"}}'
+        )
+        == 1
+    )
     assert metric(text, 'codeserve_requests_in_flight{model="coder"}') == 0
 
 
-async def test_backpressure_refuses_in_each_dialects_shape(tokenizer_dirs: dict[str, Path]
-                                                           ) -> None:
+async def test_backpressure_refuses_in_each_dialects_shape(tokenizer_dirs: dict[str, Path]) -> None:
     mock = MockServer(MockConfig(ttft_ms=3000))
-    async with mock, running_gateway(coder(tokenizer_dirs, mock), max_in_flight=1,
-                                     max_queue=0) as url, \
-            httpx.AsyncClient(base_url=url, timeout=10) as http:
-        busy = asyncio.create_task(http.post("/v1/completions",
-                                             json={"model": "coder", "prompt": "x"}))
+    async with (
+        mock,
+        running_gateway(coder(tokenizer_dirs, mock), max_in_flight=1, max_queue=0) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+    ):
+        busy = asyncio.create_task(
+            http.post("/v1/completions", json={"model": "coder", "prompt": "x"})
+        )
         await until(lambda: mock.stats.running == 1, 2.0, "one request in flight")
         ollama_resp = await http.post("/api/generate", json={"model": "coder", "prompt": "a"})
         tgi_resp = await http.post("/generate", json={"inputs": "a"})
-        mistral_resp = await http.post("/v1/fim/completions",
-                                       json={"model": "coder", "prompt": "a"})
+        mistral_resp = await http.post(
+            "/v1/fim/completions", json={"model": "coder", "prompt": "a"}
+        )
         busy.cancel()
     assert ollama_resp.status_code == 429 and "overloaded" in ollama_resp.json()["error"]
     assert tgi_resp.status_code == 429 and tgi_resp.json()["error_type"] == "overloaded"
@@ -429,15 +551,18 @@ async def test_long_unary_answers_are_kept_warm(tokenizer_dirs: dict[str, Path])
     dialect's client still parses it."""
     mock = MockServer(MockConfig(ttft_ms=700, completion_text="done now"))
     async with mock, running_gateway(coder(tokenizer_dirs, mock), keepalive_s=0.2) as url:
-        answer = await asyncio.to_thread(ollama.Client(host=url).generate, model="coder",
-                                         prompt="a", suffix="b")
+        answer = await asyncio.to_thread(
+            ollama.Client(host=url).generate, model="coder", prompt="a", suffix="b"
+        )
         assert answer.response == "done now" and answer.done
         text = await asyncio.to_thread(InferenceClient(base_url=url).text_generation, "a")
         assert text == "done now"
-        result = await asyncio.to_thread(mistral(url).fim.complete, model="coder",
-                                         prompt="a", suffix="b")
+        result = await asyncio.to_thread(
+            mistral(url).fim.complete, model="coder", prompt="a", suffix="b"
+        )
         assert result.choices[0].message.content == "done now"
         async with httpx.AsyncClient(base_url=url) as http:
-            raw = await http.post("/api/generate", json={"model": "coder", "prompt": "a",
-                                                         "stream": False})
+            raw = await http.post(
+                "/api/generate", json={"model": "coder", "prompt": "a", "stream": False}
+            )
         assert raw.content.startswith(b" ") and json.loads(raw.content)["done"] is True

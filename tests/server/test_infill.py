@@ -23,8 +23,10 @@ from tests.server.gateway_harness import running_gateway
 
 tokenizer_dirs = fim_support.tokenizer_dirs  # the session fixture of demo tokenizers
 
-CHUNKS = [{"filename": "src/util.py", "text": "def helper(x):\n    return x * 2\n"},
-          {"filename": "src/main.py", "text": "from util import helper\n"}]
+CHUNKS = [
+    {"filename": "src/util.py", "text": "def helper(x):\n    return x * 2\n"},
+    {"filename": "src/main.py", "text": "from util import helper\n"},
+]
 
 
 def vscode_body(**changes: Any) -> dict[str, Any]:
@@ -54,8 +56,9 @@ async def engine() -> AsyncIterator[RecordingEngine]:
 
 
 @pytest.fixture
-async def http(engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
-               ) -> AsyncIterator[httpx.AsyncClient]:
+async def http(
+    engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
+) -> AsyncIterator[httpx.AsyncClient]:
     # phi-1 first: without `model`, /infill must pick the first model that can do FIM.
     dirs = {name: tokenizer_dirs[name] for name in ("phi-1", "qwen2.5-coder", "starcoder")}
     async with gateway_client(dirs, engine) as client:
@@ -64,10 +67,16 @@ async def http(engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
 
 async def rendered(http: httpx.AsyncClient, model: str, body: dict[str, Any]) -> list[int]:
     """The same request through /v1/completions/render (the OpenAI spelling of it)."""
-    resp = await http.post("/v1/completions/render", json={
-        "model": model, "prompt": body["input_prefix"] + body["prompt"],
-        "suffix": body["input_suffix"], "extra_files": body["input_extra"],
-        "max_tokens": body["n_predict"]})
+    resp = await http.post(
+        "/v1/completions/render",
+        json={
+            "model": model,
+            "prompt": body["input_prefix"] + body["prompt"],
+            "suffix": body["input_suffix"],
+            "extra_files": body["input_extra"],
+            "max_tokens": body["n_predict"],
+        },
+    )
     assert resp.status_code == 200, resp.text
     ids: list[int] = resp.json()["prompts"][0]["token_ids"]
     return ids
@@ -92,21 +101,32 @@ async def test_llama_vscode_request(http: httpx.AsyncClient, engine: RecordingEn
         assert ignored not in sent
 
 
-async def test_warm_up_answers_without_the_engine(http: httpx.AsyncClient,
-                                                  engine: RecordingEngine) -> None:
-    body = {"input_prefix": "", "input_suffix": "", "input_extra": CHUNKS, "prompt": "",
-            "n_predict": 0, "samplers": [], "cache_prompt": True, "t_max_prompt_ms": 500,
-            "t_max_predict_ms": 1}
+async def test_warm_up_answers_without_the_engine(
+    http: httpx.AsyncClient, engine: RecordingEngine
+) -> None:
+    body = {
+        "input_prefix": "",
+        "input_suffix": "",
+        "input_extra": CHUNKS,
+        "prompt": "",
+        "n_predict": 0,
+        "samplers": [],
+        "cache_prompt": True,
+        "t_max_prompt_ms": 500,
+        "t_max_predict_ms": 1,
+    }
     resp = await http.post("/infill", json=body)
     assert resp.status_code == 200, resp.text
     assert resp.json()["content"] == "" and resp.json()["tokens_predicted"] == 0
     assert engine.bodies == []
 
 
-async def test_streaming_answer_in_llama_cpp_events(http: httpx.AsyncClient,
-                                                    engine: RecordingEngine) -> None:
-    async with http.stream("POST", "/infill", json=vscode_body(stream=True, model="starcoder")
-                           ) as resp:
+async def test_streaming_answer_in_llama_cpp_events(
+    http: httpx.AsyncClient, engine: RecordingEngine
+) -> None:
+    async with http.stream(
+        "POST", "/infill", json=vscode_body(stream=True, model="starcoder")
+    ) as resp:
         assert resp.status_code == 200
         events = [json.loads(data) for data in data_of(await resp.aread())]
     *pieces, last = events
@@ -126,10 +146,12 @@ async def test_errors(http: httpx.AsyncClient) -> None:
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "n_predict"
 
 
-async def test_overlong_context_is_cut_down_not_refused(engine: RecordingEngine,
-                                                        tokenizer_dirs: dict[str, Path]) -> None:
-    models = models_for({"q": tokenizer_dirs["qwen2.5-coder"]}, urls=[engine.url],
-                        max_model_len=160)
+async def test_overlong_context_is_cut_down_not_refused(
+    engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
+) -> None:
+    models = models_for(
+        {"q": tokenizer_dirs["qwen2.5-coder"]}, urls=[engine.url], max_model_len=160
+    )
     body = vscode_body(input_prefix="x = 1\n" * 200, n_predict=16)
     async with running_gateway(models) as url, httpx.AsyncClient(base_url=url) as http:
         resp = await http.post("/infill", json=body)
