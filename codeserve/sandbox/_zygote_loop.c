@@ -513,7 +513,9 @@ static PyObject *serve(PyObject *self, PyObject *args) {
             PyObject *extra = n_json ? PyBytes_FromStringAndSize(json, (Py_ssize_t)n_json)
                                      : Py_NewRef(Py_None);
             PyObject *program = PyUnicode_DecodeUTF8(blob, (Py_ssize_t)n_blob, "surrogatepass");
-            PyObject *checks = PyUnicode_DecodeUTF8(tests, (Py_ssize_t)n_tests, "surrogatepass");
+            /* (a call job's "tests" is its case, already loaded: passed as `code`) */
+            PyObject *checks = op == OP_CALL ? PyUnicode_FromStringAndSize("", 0)
+                : PyUnicode_DecodeUTF8(tests, (Py_ssize_t)n_tests, "surrogatepass");
             PyObject *marshalled =
                 PyBytes_FromStringAndSize(program_code, (Py_ssize_t)n_program_code);
             if (extra == NULL || program == NULL || checks == NULL || marshalled == NULL) {

@@ -506,7 +506,8 @@ class Zygote:
             if failure is not None:
                 os.write(wfd, calls.raised_record(None, "e", None, f"sandbox setup failed: {failure}"))
             else:
-                run_calls(program, program_code, case, span or range(len(case.inputs)), wfd,
+                run_calls(program, program_code, case,
+                          span if span is not None else range(len(case.inputs)), wfd,
                           self.capture, timed)
         finally:
             _exit(0)
