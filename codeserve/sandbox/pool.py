@@ -440,8 +440,9 @@ class SandboxPool:
 
     # -- running ------------------------------------------------------------------------------
     def register_bundle(self, key: str, data: BundleSource) -> None:
-        """Make one task's pickled `PlusCase` (bytes, or a function returning them) available to
-        jobs as `key`; a worker receives it on its first job that needs it."""
+        """Make one task's pickled `PlusCase` or `calls.CallCase` (bytes, or a function returning
+        them) available to jobs as `key`; a worker receives it on its first job that needs it
+        (a call job's case may instead travel with it: `Job.case`)."""
         self._bundles[key] = data
 
     def drop_bundle(self, key: str) -> None:
