@@ -4,5 +4,13 @@ the zygote runs its Python loop (slower; the sandbox's start-up report says whic
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("codeserve.sandbox._zygote_loop", ["codeserve/sandbox/_zygote_loop.c"], optional=True,
-                             extra_compile_args=["-O2", "-Wall"])])
+setup(
+    ext_modules=[
+        Extension(
+            "codeserve.sandbox._zygote_loop",
+            ["codeserve/sandbox/_zygote_loop.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall"],
+        )
+    ]
+)

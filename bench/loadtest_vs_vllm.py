@@ -44,24 +44,76 @@ _VLLM_BENCH_SERVE = (
 
 
 def _ours(url: str, out: Path, rate: float, extra: list[str]) -> LoadtestResult:
-    cmd = [sys.executable, "-m", "codeserve.cli.main", "loadtest", "--base-url", url + "/v1", "--model", MODEL,
-           "--rate", str(rate), "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "codeserve.cli.main",
+        "loadtest",
+        "--base-url",
+        url + "/v1",
+        "--model",
+        MODEL,
+        "--rate",
+        str(rate),
+        "--out",
+        str(out),
+        *extra,
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return LoadtestResult.model_validate_json((out / "results.json").read_text())
 
 
-def _vllm_bench(url: str, tokenizer: Path, work: Path, rate: float, requests: int,
-                input_len: int, output_len: int) -> dict[str, float]:
-    cmd = [sys.executable, "-c", _VLLM_BENCH_SERVE,
-           "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
-           "--model", MODEL, "--tokenizer", str(tokenizer), "--dataset-name", "random",
-           "--random-input-len", str(input_len), "--random-output-len", str(output_len),
-           "--num-prompts", str(requests), "--request-rate", str(rate), "--seed", "0",
-           "--ignore-eos", "--disable-tqdm", "--percentile-metrics", "ttft,tpot,itl,e2el",
-           "--metric-percentiles", "50,99", "--save-result", "--result-dir", str(work),
-           "--result-filename", "vllm.json"]
+def _vllm_bench(
+    url: str,
+    tokenizer: Path,
+    work: Path,
+    rate: float,
+    requests: int,
+    input_len: int,
+    output_len: int,
+) -> dict[str, float]:
+    cmd = [
+        sys.executable,
+        "-c",
+        _VLLM_BENCH_SERVE,
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "--endpoint",
+        "/v1/completions",
+        "--model",
+        MODEL,
+        "--tokenizer",
+        str(tokenizer),
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(input_len),
+        "--random-output-len",
+        str(output_len),
+        "--num-prompts",
+        str(requests),
+        "--request-rate",
+        str(rate),
+        "--seed",
+        "0",
+        "--ignore-eos",
+        "--disable-tqdm",
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "50,99",
+        "--save-result",
+        "--result-dir",
+        str(work),
+        "--result-filename",
+        "vllm.json",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise SystemExit(f"vllm bench serve failed ({proc.returncode}):\n{tail}")
@@ -74,12 +126,27 @@ def compare_with_vllm(args: argparse.Namespace, work: Path) -> None:
     tokenizer = build_demo_model(work / "demo-model", "qwen2.5-coder")
     mock = MockConfig(model_name=MODEL, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms)
     with MockServerProcess(mock) as url:
-        vllm = _vllm_bench(url, tokenizer, work, args.rate, args.requests, args.input_len, args.output_len)
-        ours = _ours(url, work / "ours", args.rate, [
-            "--requests", str(args.requests), "--prompt-tokens", str(args.input_len),
-            "--max-tokens", str(args.output_len), "--ignore-eos"]).run.summary
-    print(f"Part 1: same mock (TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms), Poisson {args.rate:g} req/s, "
-          f"{args.requests} requests, {args.input_len} in / {args.output_len} out tokens")
+        vllm = _vllm_bench(
+            url, tokenizer, work, args.rate, args.requests, args.input_len, args.output_len
+        )
+        ours = _ours(
+            url,
+            work / "ours",
+            args.rate,
+            [
+                "--requests",
+                str(args.requests),
+                "--prompt-tokens",
+                str(args.input_len),
+                "--max-tokens",
+                str(args.output_len),
+                "--ignore-eos",
+            ],
+        ).run.summary
+    print(
+        f"Part 1: same mock (TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms), Poisson {args.rate:g} req/s, "
+        f"{args.requests} requests, {args.input_len} in / {args.output_len} out tokens"
+    )
     print(f"{'':24}{'codeserve':>12}{'vllm bench':>12}{'diff':>8}")
     for label, mine, theirs in (
         ("median TTFT ms", ours.ttft_ms.p50, vllm["median_ttft_ms"]),
@@ -102,9 +169,23 @@ def _served(url: str) -> int:
 
 
 def _lag_run(url: str, work: Path, rate: float, seconds: float) -> tuple[float, float, int]:
-    s = _ours(url, work / f"rate-{rate:g}", rate, [
-        "--duration", str(seconds), "--warmup", "1", "--max-tokens", "8", "--prompt-tokens", "32",
-        "--max-inflight", "800"]).run.summary
+    s = _ours(
+        url,
+        work / f"rate-{rate:g}",
+        rate,
+        [
+            "--duration",
+            str(seconds),
+            "--warmup",
+            "1",
+            "--max-tokens",
+            "8",
+            "--prompt-tokens",
+            "32",
+            "--max-inflight",
+            "800",
+        ],
+    ).run.summary
     assert s.send_lag_ms.p99 is not None
     return s.send_lag_ms.p99, s.request_throughput, sum(s.errors.values())
 
@@ -130,8 +211,10 @@ def timer_floor_ms(rate: float = 200.0, count: int = 600) -> float:
 
 def sustainable_rate(args: argparse.Namespace, work: Path) -> None:
     mock = MockConfig(model_name=MODEL, ttft_ms=10, itl_ms=2)
-    print(f"\nPart 2: send lag vs rate (mock TTFT 10 ms, ITL 2 ms, 8 tokens; {args.seconds:g} s each; "
-          f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)")
+    print(
+        f"\nPart 2: send lag vs rate (mock TTFT 10 ms, ITL 2 ms, 8 tokens; {args.seconds:g} s each; "
+        f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)"
+    )
     print(f"timer floor: p99 lateness of idle timer wake-ups {timer_floor_ms():.3f} ms")
     print(f"{'rate':>8}{'lag p99 ms':>12}{'achieved/s':>12}{'errors':>8}{'mock CPU/req':>14}")
     good, bad = 0.0, None
@@ -144,8 +227,10 @@ def sustainable_rate(args: argparse.Namespace, work: Path) -> None:
             lag, achieved, errors = _lag_run(url, work, rate, args.seconds)
             per_req = (_cpu_seconds(server.process.pid) - cpu0) / max(_served(url) - served0, 1)
             ok = lag < 1.0 and errors == 0
-            print(f"{rate:>8.0f}{lag:>12.3f}{achieved:>12.1f}{errors:>8}{per_req * 1e6:>11.0f} us"
-                  f"  {'ok' if ok else 'over'}")
+            print(
+                f"{rate:>8.0f}{lag:>12.3f}{achieved:>12.1f}{errors:>8}{per_req * 1e6:>11.0f} us"
+                f"  {'ok' if ok else 'over'}"
+            )
             if ok:
                 good = max(good, rate)
             else:
@@ -157,12 +242,16 @@ def sustainable_rate(args: argparse.Namespace, work: Path) -> None:
             else:
                 rate = round((good + bad) / 2)
     print(f"timer floor after: {timer_floor_ms():.3f} ms; load average {os.getloadavg()[0]:.2f}")
-    print(f"highest open-loop rate with send-lag p99 < 1 ms: {good:g} req/s"
-          + (f" (failed at {bad:g})" if bad is not None else " (not bounded by the runs)"))
+    print(
+        f"highest open-loop rate with send-lag p99 < 1 ms: {good:g} req/s"
+        + (f" (failed at {bad:g})" if bad is not None else " (not bounded by the runs)")
+    )
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rate", type=float, default=10.0)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--input-len", type=int, default=128)

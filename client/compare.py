@@ -25,7 +25,9 @@ def load_results(path: Path) -> EvalResults:
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{path}: not JSON ({exc})") from None
     except ValidationError as exc:
-        raise CliError(f"{path}: not a codeserve results file ({validation_message(exc)})") from None
+        raise CliError(
+            f"{path}: not a codeserve results file ({validation_message(exc)})"
+        ) from None
 
 
 def compare_files(a: Path, b: Path) -> str:
@@ -52,12 +54,18 @@ def _run_rows(a: EvalResults, b: EvalResults) -> list[Row]:
     def fields(r: EvalResults) -> dict[str, str]:
         m, i = r.metadata, r.metadata.identity
         return {
-            "endpoint": m.endpoint or "(oracle)", "model": i.model,
+            "endpoint": m.endpoint or "(oracle)",
+            "model": i.model,
             "benchmark": f"{m.dataset_name} {m.dataset_version}",
-            "dataset sha256": i.dataset_sha256[:12], "prompt format": i.prompt_format,
-            "tasks x n": f"{m.tasks} x {m.n}", "temperature": str(i.temperature),
-            "top_p": str(i.top_p), "max_tokens": str(i.max_tokens), "stream": str(m.stream),
-            "concurrency": str(m.concurrency), "complete": str(r.complete),
+            "dataset sha256": i.dataset_sha256[:12],
+            "prompt format": i.prompt_format,
+            "tasks x n": f"{m.tasks} x {m.n}",
+            "temperature": str(i.temperature),
+            "top_p": str(i.top_p),
+            "max_tokens": str(i.max_tokens),
+            "stream": str(m.stream),
+            "concurrency": str(m.concurrency),
+            "complete": str(r.complete),
             "codeserve": m.tool_version,
         }
 
@@ -80,8 +88,10 @@ def _ratio(va: float | None, vb: float | None) -> str:
 
 def _latency_rows(a: EvalResults, b: EvalResults) -> list[Row]:
     rows = []
-    for label, pa, pb in (("ttft", a.latency.ttft_s, b.latency.ttft_s),
-                          ("e2e", a.latency.e2e_s, b.latency.e2e_s)):
+    for label, pa, pb in (
+        ("ttft", a.latency.ttft_s, b.latency.ttft_s),
+        ("e2e", a.latency.e2e_s, b.latency.e2e_s),
+    ):
         for q in ("p50", "p90", "p99"):
             va, vb = _q(pa, q), _q(pb, q)
             rows.append([f"{label} {q}", fmt_seconds(va), fmt_seconds(vb), _ratio(va, vb)])
@@ -96,10 +106,18 @@ def _q(stats: Distribution, q: str) -> float | None:
 def _throughput_rows(a: EvalResults, b: EvalResults) -> list[Row]:
     ta, tb = a.throughput, b.throughput
     return [
-        ["candidates/s", fmt_rate(ta.candidates_per_s), fmt_rate(tb.candidates_per_s),
-         _ratio(ta.candidates_per_s, tb.candidates_per_s)],
-        ["output tokens/s", fmt_rate(ta.output_tokens_per_s), fmt_rate(tb.output_tokens_per_s),
-         _ratio(ta.output_tokens_per_s, tb.output_tokens_per_s)],
+        [
+            "candidates/s",
+            fmt_rate(ta.candidates_per_s),
+            fmt_rate(tb.candidates_per_s),
+            _ratio(ta.candidates_per_s, tb.candidates_per_s),
+        ],
+        [
+            "output tokens/s",
+            fmt_rate(ta.output_tokens_per_s),
+            fmt_rate(tb.output_tokens_per_s),
+            _ratio(ta.output_tokens_per_s, tb.output_tokens_per_s),
+        ],
         ["failed requests", str(ta.failed_requests), str(tb.failed_requests), ""],
     ]
 
@@ -116,12 +134,16 @@ def _task_changes(a: list[TaskResult], b: list[TaskResult]) -> list[str]:
         if delta:
             moves.append((delta, task.task_id, old, task))
     common = sum(1 for t in b if t.task_id in by_id)
-    lines = [f"tasks in both: {common}; changed: {len(moves)} "
-             f"(better in B: {sum(m[0] > 0 for m in moves)}, worse: {sum(m[0] < 0 for m in moves)})"]
+    lines = [
+        f"tasks in both: {common}; changed: {len(moves)} "
+        f"(better in B: {sum(m[0] > 0 for m in moves)}, worse: {sum(m[0] < 0 for m in moves)})"
+    ]
     moves.sort(key=lambda m: (-abs(m[0]), m[1]))
     for delta, task_id, old, new in moves[:TASK_CHANGES_SHOWN]:
-        lines.append(f"  {task_id}: {old.correct}/{old.samples} -> {new.correct}/{new.samples} "
-                     f"({100 * delta:+.0f} pp)")
+        lines.append(
+            f"  {task_id}: {old.correct}/{old.samples} -> {new.correct}/{new.samples} "
+            f"({100 * delta:+.0f} pp)"
+        )
     if len(moves) > TASK_CHANGES_SHOWN:
         lines.append(f"  ... and {len(moves) - TASK_CHANGES_SHOWN} more")
     return lines
@@ -132,5 +154,7 @@ def _text_table(table: Table) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(table.header))]
     out = [f"== {table.title} =="]
     for row in rows:
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        out.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return out

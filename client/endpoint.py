@@ -38,8 +38,12 @@ _RETRY_EXCEPTIONS = (
     httpx.RemoteProtocolError,
     httpx.PoolTimeout,
 )
-_N_MENTION = re.compile(r"(['`\"]n['`\"]|\bn\b\s*(must|should|is|cannot|can't|exceeds|>|<|=))", re.I)
-_N_CAP = re.compile(r"(at most|<=|maximum(?: of| is)?|max(?:imum)?\s*(?:is|of)?|up to)\s*(\d+)", re.I)
+_N_MENTION = re.compile(
+    r"(['`\"]n['`\"]|\bn\b\s*(must|should|is|cannot|can't|exceeds|>|<|=))", re.I
+)
+_N_CAP = re.compile(
+    r"(at most|<=|maximum(?: of| is)?|max(?:imum)?\s*(?:is|of)?|up to)\s*(\d+)", re.I
+)
 
 
 class EndpointConfig(BaseModel):
@@ -279,8 +283,9 @@ class EndpointClient:
                 return generation
             except _Retryable as exc:
                 if attempt > self.config.max_retries:
-                    return _failed(n, sent_at, attempt, exc.status, f"{exc} (gave up after "
-                                   f"{attempt} attempts)")
+                    return _failed(
+                        n, sent_at, attempt, exc.status, f"{exc} (gave up after {attempt} attempts)"
+                    )
                 await self._sleep(self._backoff(attempt, exc.retry_after))
             except _Rejected as exc:
                 return _failed(n, sent_at, attempt, exc.status, str(exc))
@@ -324,8 +329,12 @@ class EndpointClient:
         sent_at = time.time()
         started = time.perf_counter()
         try:
-            async with self._http.stream("POST", url, content=orjson.dumps(body),
-                                         headers={"Content-Type": "application/json"}) as response:
+            async with self._http.stream(
+                "POST",
+                url,
+                content=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as response:
                 if response.status_code != 200:
                     await response.aread()
                     self._raise_for_status(response, n)
@@ -337,15 +346,18 @@ class EndpointClient:
         except _RETRY_EXCEPTIONS as exc:
             raise _Retryable(_describe(exc), None, None) from None
         except httpx.TimeoutException as exc:
-            raise _Rejected(f"timed out after {self.config.timeout_s:g}s ({_describe(exc)})",
-                            0) from None
+            raise _Rejected(
+                f"timed out after {self.config.timeout_s:g}s ({_describe(exc)})", 0
+            ) from None
         return _from_json(response, prompt.kind, n, sent_at, started)
 
     def _raise_for_status(self, response: httpx.Response, n: int) -> None:
         status = response.status_code
         message = f"HTTP {status}: {error_message(response)}"
         if status in _RETRY_STATUSES or status >= 500:
-            raise _Retryable(message, status, retry_after_seconds(response.headers.get("retry-after")))
+            raise _Retryable(
+                message, status, retry_after_seconds(response.headers.get("retry-after"))
+            )
         if status == 400 and n > 1:
             about_n, cap = n_cap_from_error(response)
             if about_n:

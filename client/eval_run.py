@@ -80,7 +80,9 @@ async def run_eval(
     started_at = _now()
     benchmark = load_benchmark(config.benchmark, config.data_dir)
     tasks = benchmark.tasks[: config.limit] if config.limit else list(benchmark.tasks)
-    fmt = None if config.oracle else resolve_format(config.prompt_format, benchmark, config.data_dir)
+    fmt = (
+        None if config.oracle else resolve_format(config.prompt_format, benchmark, config.data_dir)
+    )
     identity = RunIdentity(
         benchmark=benchmark.name,
         dataset_sha256=benchmark.sha256,
@@ -117,8 +119,16 @@ def _write_oracle(
         missing = n - done[task.task_id]
         if missing > 0:
             solutions = [canonical_completion(benchmark, task)] * missing
-            store.append(EvalRecord(task_id=task.task_id, session=session, n=missing,
-                                    texts=solutions, completions=solutions, sent_at=time.time()))
+            store.append(
+                EvalRecord(
+                    task_id=task.task_id,
+                    session=session,
+                    n=missing,
+                    texts=solutions,
+                    completions=solutions,
+                    sent_at=time.time(),
+                )
+            )
 
 
 async def _generate(
@@ -153,8 +163,14 @@ async def _generate(
         await client.check_model()
         # The bar starts once the endpoint answered: a fatal check is then one line alone.
         already = sum(min(done[t.task_id], config.n) for t in tasks)
-        bar = tqdm(total=len(tasks) * config.n, initial=already, unit="cand", file=sys.stderr,
-                   disable=not config.progress, desc=f"{config.benchmark} {config.model}")
+        bar = tqdm(
+            total=len(tasks) * config.n,
+            initial=already,
+            unit="cand",
+            file=sys.stderr,
+            disable=not config.progress,
+            desc=f"{config.benchmark} {config.model}",
+        )
 
         async def worker() -> None:
             while not queue.empty():
@@ -163,11 +179,17 @@ async def _generate(
                 for generation in await client.complete(request, config.sampling, count):
                     completions = (
                         [fmt.to_completion(text, task) for text in generation.texts]
-                        if generation.ok else []
+                        if generation.ok
+                        else []
                     )
-                    store.append(EvalRecord(**generation.model_dump(exclude={"task_id"}),
-                                            task_id=task.task_id, session=session,
-                                            completions=completions))
+                    store.append(
+                        EvalRecord(
+                            **generation.model_dump(exclude={"task_id"}),
+                            task_id=task.task_id,
+                            session=session,
+                            completions=completions,
+                        )
+                    )
                     bar.update(len(completions))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(config.concurrency)]

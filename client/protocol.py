@@ -122,8 +122,12 @@ class EvalResults(BaseModel):
         default_factory=dict, description="failed requests per error message, most frequent first"
     )
     tasks: list[TaskResult]
-    verdict_mode: str | None = Field(None, description=(
-        "harness: candidates' processes only computed outputs, compared in the harness; "
-        "in-process: the checks ran in them (forgeable); none: not recorded (older files)"))
+    verdict_mode: str | None = Field(
+        None,
+        description=(
+            "harness: candidates' processes only computed outputs, compared in the harness; "
+            "in-process: the checks ran in them (forgeable); none: not recorded (older files)"
+        ),
+    )
     latency: LatencySummary
     throughput: Throughput

@@ -67,8 +67,12 @@ def score_run(
         pass_at_k=overall,
         tasks=[_task_result(task.task_id, per_task, first_failure) for task in tasks],
         samples=[
-            ScoredSample(task_id=v.task_id, completion=samples[v.sample_index][1],
-                         passed=v.passed, result=_result_text(v))
+            ScoredSample(
+                task_id=v.task_id,
+                completion=samples[v.sample_index][1],
+                passed=v.passed,
+                result=_result_text(v),
+            )
             for v in verdicts
         ],
     )
@@ -78,5 +82,10 @@ def _task_result(
     task_id: str, per_task: dict[str, tuple[int, int, dict[str, float]]], failures: dict[str, str]
 ) -> TaskResult:
     n, correct, passk = per_task.get(task_id, (0, 0, {}))
-    return TaskResult(task_id=task_id, samples=n, correct=correct, pass_at_k=passk,
-                      first_failure=failures.get(task_id))
+    return TaskResult(
+        task_id=task_id,
+        samples=n,
+        correct=correct,
+        pass_at_k=passk,
+        first_failure=failures.get(task_id),
+    )

@@ -29,7 +29,12 @@ class Row:
 
 def _figures(s: Summary) -> dict[str, tuple[float | None, bool]]:
     figures: dict[str, tuple[float | None, bool]] = {}
-    for label, field in (("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"), ("ITL", "itl_ms"), ("E2E", "e2e_ms")):
+    for label, field in (
+        ("TTFT", "ttft_ms"),
+        ("TPOT", "tpot_ms"),
+        ("ITL", "itl_ms"),
+        ("E2E", "e2e_ms"),
+    ):
         dist = getattr(s, field)
         figures[f"{label} p50 ms"] = (dist.p50, True)
         figures[f"{label} p99 ms"] = (dist.p99, True)
@@ -62,5 +67,7 @@ def render(rows: list[Row], name_a: str, name_b: str, threshold_pct: float | Non
         change = row.change_pct
         flag = "  worse" if threshold_pct is not None and row.worse_by(threshold_pct) else ""
         shown = "-" if change is None else f"{change:+.1f}%"
-        out.append(f"{row.label:<20}{_cell(row.a):>{width}}{_cell(row.b):>{width}}{shown:>10}{flag}")
+        out.append(
+            f"{row.label:<20}{_cell(row.a):>{width}}{_cell(row.b):>{width}}{shown:>10}{flag}"
+        )
     return "\n".join(out)

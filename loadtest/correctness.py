@@ -29,12 +29,18 @@ def samples_to_score(records: Sequence[LoadtestRecord], workload: Workload) -> l
         for c in r.candidates:
             if c.text is None:
                 continue
-            completion = c.text if workload.prompt_format is None else workload.prompt_format.to_completion(c.text, task)
+            completion = (
+                c.text
+                if workload.prompt_format is None
+                else workload.prompt_format.to_completion(c.text, task)
+            )
             samples.append(Sample(task_id=r.task_id, completion=completion))
     return samples
 
 
-async def score_sample(records: Sequence[LoadtestRecord], workload: Workload) -> tuple[int, float | None]:
+async def score_sample(
+    records: Sequence[LoadtestRecord], workload: Workload
+) -> tuple[int, float | None]:
     """(candidates scored, pass rate)."""
     if workload.benchmark is None:
         raise CliError("--score-fraction needs benchmark prompts (--workload humaneval, mbpp, ...)")

@@ -85,7 +85,7 @@ class _Exchange(asyncio.Protocol):
                 if len(self.head) > _MAX_HEAD:
                     self._fail(ConnectFailed("response head too large"))
                 return
-            data = self.head[end + 4:]
+            data = self.head[end + 4 :]
             if not self._parse_head(self.head[:end]):
                 return
             if self.mode == "length" and self.remaining == 0:
@@ -143,7 +143,7 @@ class _Exchange(asyncio.Protocol):
                 take = buf[: self.remaining]
                 self._deliver(take, now)
                 self.remaining -= len(take)
-                buf = buf[len(take):]
+                buf = buf[len(take) :]
                 if self.remaining:
                     break
                 self.crlf_due = True
@@ -164,7 +164,7 @@ class _Exchange(asyncio.Protocol):
             except ValueError:
                 self._fail(ResponseBroken("bad chunk size"))
                 return
-            buf = buf[line_end + 2:]
+            buf = buf[line_end + 2 :]
             if size == 0:
                 self.last_chunk_seen = True
             self.remaining = size
@@ -193,8 +193,13 @@ class _Exchange(asyncio.Protocol):
 class StreamingClient:
     """POSTs to one origin over a pool of keep-alive connections."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], timeout_s: float,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        timeout_s: float,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url}")
@@ -205,15 +210,21 @@ class StreamingClient:
         self.timeout_s = timeout_s
         self.clock = clock
         host = f"{self.host}:{self.port}" if parts.port else self.host
-        lines = [f"Host: {host}", "Accept: text/event-stream, application/json", "User-Agent: codeserve-loadtest"]
+        lines = [
+            f"Host: {host}",
+            "Accept: text/event-stream, application/json",
+            "User-Agent: codeserve-loadtest",
+        ]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         self._head_fields = ("\r\n".join(lines) + "\r\n").encode()
         self._idle: list[_Exchange] = []
 
     def request_bytes(self, path: str, body: bytes) -> bytes:
         return (
-            f"POST {self.prefix}{path} HTTP/1.1\r\n".encode() + self._head_fields
-            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            f"POST {self.prefix}{path} HTTP/1.1\r\n".encode()
+            + self._head_fields
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
         )
 
     async def _connect(self) -> _Exchange:
@@ -246,7 +257,9 @@ class StreamingClient:
             done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             conn.start(request, on_data, done)
             try:
-                status = await asyncio.wait_for(done, max(deadline - asyncio.get_running_loop().time(), 0))
+                status = await asyncio.wait_for(
+                    done, max(deadline - asyncio.get_running_loop().time(), 0)
+                )
             except ConnectFailed:
                 if reused and not conn.got_bytes and attempt == 0:
                     continue

@@ -84,7 +84,9 @@ def summarize(records: Sequence[LoadtestRecord], spec: RunSpec) -> Summary:
     )
 
 
-def timeline(records: Sequence[LoadtestRecord], bucket_s: float | None = None) -> list[TimelinePoint]:
+def timeline(
+    records: Sequence[LoadtestRecord], bucket_s: float | None = None
+) -> list[TimelinePoint]:
     """Finished candidates, tokens and requests per second, in buckets of `bucket_s` (default:
     1 s, shorter for runs under 40 s so a short run still draws a curve; warm-up included, so
     the ramp is visible)."""

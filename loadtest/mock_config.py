@@ -20,24 +20,33 @@ class MockConfig(BaseSettings):
     strict_model: bool = Field(False, description="404 for a model other than model_name")
     ttft_ms: float = Field(0.0, ge=0, description="delay before the first token")
     itl_ms: float = Field(0.0, ge=0, description="delay between consecutive tokens")
-    output_tokens: int | None = Field(None, ge=0, description="fixed output length, overrides max_tokens")
+    output_tokens: int | None = Field(
+        None, ge=0, description="fixed output length, overrides max_tokens"
+    )
     default_max_tokens: int = Field(16, ge=0, description="output length when a request sets none")
     max_n: int = Field(128, ge=1, description="largest accepted n")
     token_text: str = Field(" tok", description="text of every generated token")
     completion_text: str | None = Field(
         None, description="fixed answer, one whitespace-led word per token; finish_reason stop"
     )
-    max_concurrency: int = Field(0, ge=0, description="requests served at once; more queue (0 = no cap)")
+    max_concurrency: int = Field(
+        0, ge=0, description="requests served at once; more queue (0 = no cap)"
+    )
     fail_rate: float = Field(0.0, ge=0, le=1, description="fraction answered with fail_status")
     fail_status: int = Field(500, ge=400, le=599)
     fail_first: int = Field(0, ge=0, description="answer the first K requests with fail_status")
     hang_rate: float = Field(0.0, ge=0, le=1, description="fraction that never answer")
-    die_rate: float = Field(0.0, ge=0, le=1, description="fraction whose connection drops mid-stream")
+    die_rate: float = Field(
+        0.0, ge=0, le=1, description="fraction whose connection drops mid-stream"
+    )
     die_after_tokens: int = Field(1, ge=0, description="tokens sent before a dying request drops")
     health_status: int = Field(200, ge=200, le=599, description="status of GET /health")
     busy_health_delay_ms: float = Field(
-        0.0, ge=0, description="GET /health waits this long while requests generate (a loaded "
-        "CPU engine answers its probes late)")
+        0.0,
+        ge=0,
+        description="GET /health waits this long while requests generate (a loaded "
+        "CPU engine answers its probes late)",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

@@ -116,8 +116,14 @@ class StreamEncoder:
         else:
             body = b',"text":' + text_json
         return (
-            self._head + b"%d" % index + body + b',"logprobs":' + logprobs
-            + b',"finish_reason":' + finish + b"}]}\n\n"
+            self._head
+            + b"%d" % index
+            + body
+            + b',"logprobs":'
+            + logprobs
+            + b',"finish_reason":'
+            + finish
+            + b"}]}\n\n"
         )
 
     def step(self, step: int) -> bytes:
@@ -127,9 +133,15 @@ class StreamEncoder:
     def empty_finish(self) -> bytes:
         """Zero-token answers still tell each candidate that it finished."""
         plan = self.plan
-        delta = b',"delta":{"role":"assistant","content":""}' if plan.kind == "chat" else b',"text":""'
+        delta = (
+            b',"delta":{"role":"assistant","content":""}' if plan.kind == "chat" else b',"text":""'
+        )
         return b"".join(
-            self._head + b"%d" % i + delta + b',"logprobs":null,"finish_reason":' + self._finish
+            self._head
+            + b"%d" % i
+            + delta
+            + b',"logprobs":null,"finish_reason":'
+            + self._finish
             + b"}]}\n\n"
             for i in range(plan.choices)
         )
@@ -138,7 +150,13 @@ class StreamEncoder:
         plan = self.plan
         out = b""
         if plan.include_usage:
-            out += b"data: " + self._head[6:-len(b'[{"index":')] + b"[],\"usage\":" + _json(plan.usage()) + b"}\n\n"
+            out += (
+                b"data: "
+                + self._head[6 : -len(b'[{"index":')]
+                + b'[],"usage":'
+                + _json(plan.usage())
+                + b"}\n\n"
+            )
         return out + b"data: [DONE]\n\n"
 
 
@@ -183,5 +201,11 @@ def error_body(message: str, status: int, param: str | None = None) -> bytes:
 
 
 def models_body(name: str, created: int) -> bytes:
-    card = {"id": name, "object": "model", "created": created, "owned_by": "codeserve-mock", "root": name}
+    card = {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "codeserve-mock",
+        "root": name,
+    }
     return _json({"object": "list", "data": [card]})

@@ -52,7 +52,9 @@ def _prompts(kind: Kind, body: dict[str, Any]) -> list[str]:
     raise BadRequest("'prompt' must be a string or a non-empty list of strings", "prompt")
 
 
-def _answer_tokens(config: MockConfig, body: dict[str, Any], max_tokens: int) -> tuple[list[str], str]:
+def _answer_tokens(
+    config: MockConfig, body: dict[str, Any], max_tokens: int
+) -> tuple[list[str], str]:
     """Token texts every candidate gets, and the finish reason."""
     words: list[str] = []
     count = max_tokens if config.output_tokens is None else config.output_tokens
@@ -80,7 +82,11 @@ def build_plan(config: MockConfig, kind: Kind, body: Any, request_id: str) -> Pl
     n = _int_field(body, "n", 1, 1) or 1
     if n > config.max_n:
         raise BadRequest(f"'n' must be at most {config.max_n}", "n")
-    limit_name = "max_completion_tokens" if kind == "chat" and "max_completion_tokens" in body else "max_tokens"
+    limit_name = (
+        "max_completion_tokens"
+        if kind == "chat" and "max_completion_tokens" in body
+        else "max_tokens"
+    )
     max_tokens = _int_field(body, limit_name, config.default_max_tokens, 0)
     assert max_tokens is not None
     tokens, finish = _answer_tokens(config, body, max_tokens)

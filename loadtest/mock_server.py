@@ -125,7 +125,7 @@ class MockUpstream:
         return web.Response(status=self.config.health_status)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        label = '{model_name="%s"}' % self.config.model_name
+        label = f'{{model_name="{self.config.model_name}"}}'
         s = self.stats
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
@@ -158,7 +158,11 @@ class MockUpstream:
         if not (config.fail_rate or config.hang_rate or config.die_rate):
             return None
         draw = self._rng.random()
-        for fault, rate in (("fail", config.fail_rate), ("hang", config.hang_rate), ("die", config.die_rate)):
+        for fault, rate in (
+            ("fail", config.fail_rate),
+            ("hang", config.hang_rate),
+            ("die", config.die_rate),
+        ):
             if draw < rate:
                 return fault
             draw -= rate
@@ -228,7 +232,9 @@ class MockUpstream:
         start = asyncio.get_running_loop().time()
         steps = len(plan.tokens)
         if die:
-            await self._pause_until(start + (config.ttft_ms + config.die_after_tokens * config.itl_ms) / 1e3)
+            await self._pause_until(
+                start + (config.ttft_ms + config.die_after_tokens * config.itl_ms) / 1e3
+            )
             return self._drop_connection(request)
         if config.itl_ms >= 50:
             # Slow generations count their tokens as they go, like vLLM's metrics (the gateway
@@ -238,7 +244,8 @@ class MockUpstream:
                 self.stats.output_tokens += plan.choices
         else:
             await self._pause_until(
-                start + (config.ttft_ms + max(steps - 1, 0) * config.itl_ms) / 1e3)
+                start + (config.ttft_ms + max(steps - 1, 0) * config.itl_ms) / 1e3
+            )
             self.stats.output_tokens += steps * plan.choices
         response = _json_response(full_body(plan))
         await response.prepare(request)
@@ -295,7 +302,10 @@ class MockServer:
         # handler_cancellation: a client that hangs up cancels its handler, which is how the
         # mock notices disconnects while it sleeps between tokens.
         runner = web.AppRunner(
-            self.upstream.build_app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+            self.upstream.build_app(),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=0.5,
         )
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port, backlog=1024)
@@ -323,7 +333,9 @@ class MockServerThread:
     def __init__(self, config: MockConfig | None = None) -> None:
         self.server = MockServer(config)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mock-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="mock-server", daemon=True
+        )
 
     @property
     def stats(self) -> MockStats:
@@ -456,7 +468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(_serve(config))
     except OSError as exc:
-        print(f"mock-server: error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        print(
+            f"mock-server: error: cannot listen on {config.host}:{config.port}: {exc}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -69,7 +69,9 @@ def console_table(result: LoadtestResult) -> str:
                 f"{(ps.slo_attainment or 0) * 100:>8.1f}%  {'yes' if p.meets_slo else 'no'}"
             )
         best = result.sweep.best_rate
-        rows.append(f"highest rate meeting the SLOs: {'none' if best is None else f'{best:g} req/s'}")
+        rows.append(
+            f"highest rate meeting the SLOs: {'none' if best is None else f'{best:g} req/s'}"
+        )
     return "\n".join(rows)
 
 
@@ -84,7 +86,9 @@ def read_json(path: Path) -> LoadtestResult:
     except FileNotFoundError:
         raise CliError(f"no such results file: {path}") from None
     except ValidationError as exc:
-        raise CliError(f"{path} is not a loadtest results file: {validation_message(exc)}") from None
+        raise CliError(
+            f"{path} is not a loadtest results file: {validation_message(exc)}"
+        ) from None
 
 
 def _cdf(name: str, d: Distribution) -> Series:
@@ -99,31 +103,56 @@ def charts(result: LoadtestResult) -> list[str]:
         pts = sorted(result.sweep.points, key=lambda p: p.rate)
 
         def by_rate(name: str, field: str, q: str) -> Series:
-            return Series(name, [(p.rate, getattr(getattr(p.summary, field), q) or 0.0) for p in pts])
+            return Series(
+                name, [(p.rate, getattr(getattr(p.summary, field), q) or 0.0) for p in pts]
+            )
 
-        out.append(line_chart(
-            "Latency vs offered rate",
-            [by_rate("TTFT p50", "ttft_ms", "p50"), by_rate("TTFT p99", "ttft_ms", "p99"),
-             by_rate("E2E p50", "e2e_ms", "p50"), by_rate("E2E p99", "e2e_ms", "p99")],
-            "offered rate (requests/s)", "latency (ms)",
-        ))
-    out.append(line_chart("Time to first token (CDF)", [_cdf("TTFT", s.ttft_ms)],
-                          "TTFT (ms, from intended send)", "candidates at or below",
-                          y_percent=True))
-    out.append(line_chart(
-        "Inter-token latency (CDF)",
-        [_cdf("ITL (gap between chunks)", s.itl_ms), _cdf("TPOT (per candidate)", s.tpot_ms)],
-        "latency (ms)", "share at or below", y_percent=True,
-    ))
+        out.append(
+            line_chart(
+                "Latency vs offered rate",
+                [
+                    by_rate("TTFT p50", "ttft_ms", "p50"),
+                    by_rate("TTFT p99", "ttft_ms", "p99"),
+                    by_rate("E2E p50", "e2e_ms", "p50"),
+                    by_rate("E2E p99", "e2e_ms", "p99"),
+                ],
+                "offered rate (requests/s)",
+                "latency (ms)",
+            )
+        )
+    out.append(
+        line_chart(
+            "Time to first token (CDF)",
+            [_cdf("TTFT", s.ttft_ms)],
+            "TTFT (ms, from intended send)",
+            "candidates at or below",
+            y_percent=True,
+        )
+    )
+    out.append(
+        line_chart(
+            "Inter-token latency (CDF)",
+            [_cdf("ITL (gap between chunks)", s.itl_ms), _cdf("TPOT (per candidate)", s.tpot_ms)],
+            "latency (ms)",
+            "share at or below",
+            y_percent=True,
+        )
+    )
     tl = result.run.timeline
     if len(tl) > 1:  # each point is a bucket's rate: one at the last bucket's end closes it
         tl = [*tl, tl[-1].model_copy(update={"t_s": 2 * tl[-1].t_s - tl[-2].t_s})]
-    out.append(line_chart(
-        "Throughput over time (warm-up included)",
-        [Series("candidates/s", [(p.t_s, p.candidates) for p in tl]),
-         Series("requests/s", [(p.t_s, p.requests) for p in tl])],
-        "seconds since start", "finished per second", steps=True,
-    ))
+    out.append(
+        line_chart(
+            "Throughput over time (warm-up included)",
+            [
+                Series("candidates/s", [(p.t_s, p.candidates) for p in tl]),
+                Series("requests/s", [(p.t_s, p.requests) for p in tl]),
+            ],
+            "seconds since start",
+            "finished per second",
+            steps=True,
+        )
+    )
     return out
 
 
@@ -139,20 +168,30 @@ def html_report(result: LoadtestResult) -> str:
     spec = run.spec
     arrival = spec.arrival
     traffic = (
-        f"closed loop, {arrival.concurrency} users" if arrival.mode == "closed"
+        f"closed loop, {arrival.concurrency} users"
+        if arrival.mode == "closed"
         else f"open loop, {arrival.mode} {arrival.rate:g} req/s, burstiness {arrival.burstiness:g}"
     )
     w = spec.workload
     setup = [
-        ["endpoint", f"{spec.base_url} ({w.endpoint})"], ["model", spec.model], ["traffic", traffic],
-        ["workload", f"{w.source}, n={w.n}, max_tokens={w.max_tokens}, FIM share {w.fim_fraction:g}"],
+        ["endpoint", f"{spec.base_url} ({w.endpoint})"],
+        ["model", spec.model],
+        ["traffic", traffic],
+        [
+            "workload",
+            f"{w.source}, n={w.n}, max_tokens={w.max_tokens}, FIM share {w.fim_fraction:g}",
+        ],
         ["length", f"{spec.duration_s} s" if spec.duration_s else f"{spec.num_requests} requests"],
-        ["warm-up", f"{spec.warmup_s} s / {spec.warmup_requests} requests"], ["seed", str(spec.seed)],
+        ["warm-up", f"{spec.warmup_s} s / {spec.warmup_requests} requests"],
+        ["seed", str(spec.seed)],
     ]
     lat_rows = []
     for label, field in LATENCIES:
         d: Distribution = getattr(s, field)
-        lat_rows.append([label, str(d.count)] + [_ms(getattr(d, q)) for q in ("mean", "p50", "p90", "p99", "max")])
+        lat_rows.append(
+            [label, str(d.count)]
+            + [_ms(getattr(d, q)) for q in ("mean", "p50", "p90", "p99", "max")]
+        )
     rates = [[k, v] for k, v in rate_lines(s)]
     figures = "\n".join(charts(result))
     return f"""<!doctype html>

@@ -41,7 +41,9 @@ def error_message(body: bytes) -> str:
 
 
 class LoadRunner:
-    def __init__(self, spec: RunSpec, workload: Workload, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, spec: RunSpec, workload: Workload, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.spec = spec
         self.workload = workload
         self.clock = clock
@@ -136,7 +138,9 @@ class LoadRunner:
     def _open_loop_offsets(self) -> list[float]:
         spec = self.spec
         if spec.num_requests is not None:
-            return schedule(spec.arrival, seed=spec.seed, count=spec.warmup_requests + spec.num_requests)
+            return schedule(
+                spec.arrival, seed=spec.seed, count=spec.warmup_requests + spec.num_requests
+            )
         assert spec.duration_s is not None
         return schedule(spec.arrival, seed=spec.seed, duration_s=spec.warmup_s + spec.duration_s)
 
@@ -144,7 +148,9 @@ class LoadRunner:
         slots = asyncio.Semaphore(self.spec.max_inflight)
         in_flight: set[asyncio.Task[None]] = set()
 
-        async def send_then_free(seq: int, req: PreparedRequest, keep: bool, intended: float) -> None:
+        async def send_then_free(
+            seq: int, req: PreparedRequest, keep: bool, intended: float
+        ) -> None:
             try:
                 await self._send(seq, req, keep, intended)
             finally:

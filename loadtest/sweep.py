@@ -27,8 +27,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-async def run_once(spec: RunSpec, workload: Workload, keep_records: bool = False,
-                   runner_hook: Callable[[LoadRunner], None] | None = None) -> RunResult:
+async def run_once(
+    spec: RunSpec,
+    workload: Workload,
+    keep_records: bool = False,
+    runner_hook: Callable[[LoadRunner], None] | None = None,
+) -> RunResult:
     runner = LoadRunner(spec, workload)
     if runner_hook is not None:
         runner_hook(runner)
@@ -36,15 +40,21 @@ async def run_once(spec: RunSpec, workload: Workload, keep_records: bool = False
     summary = summarize(records, spec)
     if spec.score_fraction > 0:
         summary.scored, summary.pass_rate = await score_sample(records, workload)
-    return RunResult(spec=spec, summary=summary, timeline=timeline(records),
-                     records=records if keep_records else None)
+    return RunResult(
+        spec=spec,
+        summary=summary,
+        timeline=timeline(records),
+        records=records if keep_records else None,
+    )
 
 
 def meets(summary: Summary, slo: SloSpec) -> bool:
     return summary.requests > 0 and (summary.slo_attainment or 0.0) >= slo.attainment
 
 
-def auto_rates(start: float, ceiling: float, max_runs: int) -> Callable[[list[SweepPoint]], float | None]:
+def auto_rates(
+    start: float, ceiling: float, max_runs: int
+) -> Callable[[list[SweepPoint]], float | None]:
     """Next rate to try: double from `start` until a rate fails (or halve until one passes),
     then bisect between the best pass and the lowest fail until they are within 5%."""
 
@@ -73,22 +83,32 @@ async def sweep(
     """Open-loop runs at the rates `next_rate` proposes; the result carries every point and the
     full run at the highest passing rate (or the last run when none passed)."""
     if not spec.slo.any:
-        raise CliError("a sweep needs at least one SLO (--slo-ttft-ms, --slo-tpot-ms, --slo-e2e-ms)")
+        raise CliError(
+            "a sweep needs at least one SLO (--slo-ttft-ms, --slo-tpot-ms, --slo-e2e-ms)"
+        )
     if spec.arrival.mode == "closed":
         raise CliError("a sweep varies the open-loop rate; use --arrival poisson or constant")
     points: list[SweepPoint] = []
     runs: dict[float, RunResult] = {}
     while (rate := next_rate(points)) is not None:
-        rate_spec = spec.model_copy(update={"arrival": spec.arrival.model_copy(update={"rate": rate})})
+        rate_spec = spec.model_copy(
+            update={"arrival": spec.arrival.model_copy(update={"rate": rate})}
+        )
         result = await run(rate_spec)
         runs[rate] = result
-        points.append(SweepPoint(rate=rate, meets_slo=meets(result.summary, spec.slo), summary=result.summary))
+        points.append(
+            SweepPoint(rate=rate, meets_slo=meets(result.summary, spec.slo), summary=result.summary)
+        )
     passing = [p.rate for p in points if p.meets_slo]
     best = max(passing) if passing else None
     shown = runs[best] if best is not None else runs[points[-1].rate]
     return LoadtestResult(
-        kind="sweep", created=_now(), run=shown,
-        sweep=SweepResult(slo=spec.slo, points=sorted(points, key=lambda p: p.rate), best_rate=best),
+        kind="sweep",
+        created=_now(),
+        run=shown,
+        sweep=SweepResult(
+            slo=spec.slo, points=sorted(points, key=lambda p: p.rate), best_rate=best
+        ),
     )
 
 

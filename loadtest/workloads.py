@@ -52,10 +52,21 @@ def _words(rng: random.Random, count: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(count))
 
 
-def _body(spec: WorkloadSpec, model: str, prompt: str, suffix: str | None,
-          stop: list[str], messages: list[dict[str, str]] | None = None) -> bytes:
-    body: dict[str, Any] = {"model": model, "max_tokens": spec.max_tokens, "n": spec.n,
-                            "stream": True, "stream_options": {"include_usage": True}}
+def _body(
+    spec: WorkloadSpec,
+    model: str,
+    prompt: str,
+    suffix: str | None,
+    stop: list[str],
+    messages: list[dict[str, str]] | None = None,
+) -> bytes:
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": spec.max_tokens,
+        "n": spec.n,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if spec.endpoint == "chat":
         body["messages"] = messages or [{"role": "user", "content": prompt}]
     else:
@@ -92,7 +103,9 @@ def _split_for_fim(code: str, rng: random.Random) -> tuple[str, str]:
     return "".join(lines[:cut]), "".join(lines[cut:])
 
 
-def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path | None) -> Workload:
+def benchmark_workload(
+    spec: WorkloadSpec, model: str, seed: int, data_dir: Path | None
+) -> Workload:
     """Every task of the benchmark (or its first `max_tasks`) once; `pool_size` is ignored."""
     from codeserve.datasets import Family, load_benchmark
     from codeserve.scoring.prompts import resolve_format
@@ -104,7 +117,9 @@ def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path
     if not infill:
         fmt = resolve_format("chat" if spec.endpoint == "chat" else None, benchmark, data_dir)
     elif spec.endpoint == "chat":
-        raise CliError(f"benchmark {spec.source!r} is fill-in-the-middle; use the completions endpoint")
+        raise CliError(
+            f"benchmark {spec.source!r} is fill-in-the-middle; use the completions endpoint"
+        )
     pool = []
     for task in benchmark.tasks[: spec.max_tasks]:
         fim = infill or rng.random() < spec.fim_fraction
@@ -124,7 +139,9 @@ def benchmark_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path
     return Workload(spec, pool, benchmark, fmt)
 
 
-def build_workload(spec: WorkloadSpec, model: str, seed: int, data_dir: Path | None = None) -> Workload:
+def build_workload(
+    spec: WorkloadSpec, model: str, seed: int, data_dir: Path | None = None
+) -> Workload:
     if spec.source == "synthetic":
         return synthetic_workload(spec, model, seed)
     return benchmark_workload(spec, model, seed, data_dir)

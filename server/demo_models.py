@@ -112,8 +112,9 @@ def _starcoder2(vocab: int, ids: dict[str, int]) -> Any:
     )
 
 
-def _llama_like(config_class: str, bos: str, eos: str, **extra: Any
-                ) -> Callable[[int, dict[str, int]], Any]:
+def _llama_like(
+    config_class: str, bos: str, eos: str, **extra: Any
+) -> Callable[[int, dict[str, int]], Any]:
     """Config builder for families whose config takes the common Llama-style fields."""
 
     def build(vocab: int, ids: dict[str, int]) -> Any:
@@ -129,26 +130,57 @@ def _gpt_bigcode(vocab: int, ids: dict[str, int]) -> Any:
     from transformers import GPTBigCodeConfig
 
     eos = ids["<|endoftext|>"]
-    return GPTBigCodeConfig(vocab_size=vocab, n_positions=CONTEXT, n_embd=HIDDEN, n_layer=LAYERS,
-                            n_head=HEADS, n_inner=INTERMEDIATE, multi_query=True,
-                            bos_token_id=eos, eos_token_id=eos, torch_dtype="float32")
+    return GPTBigCodeConfig(
+        vocab_size=vocab,
+        n_positions=CONTEXT,
+        n_embd=HIDDEN,
+        n_layer=LAYERS,
+        n_head=HEADS,
+        n_inner=INTERMEDIATE,
+        multi_query=True,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        torch_dtype="float32",
+    )
 
 
 def _gpt_neox(vocab: int, ids: dict[str, int]) -> Any:
     from transformers import GPTNeoXConfig
 
     eos = ids["<|endoftext|>"]
-    return GPTNeoXConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                         num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
-                         max_position_embeddings=CONTEXT, bos_token_id=eos, eos_token_id=eos,
-                         torch_dtype="float32")
+    return GPTNeoXConfig(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE,
+        max_position_embeddings=CONTEXT,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        torch_dtype="float32",
+    )
 
 
 _STARCODER_TOKENS = (
-    "<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
-    "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>",
-    "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<empty_output>", "<commit_before>",
-    "<commit_msg>", "<commit_after>", "<reponame>",
+    "<|endoftext|>",
+    "<fim_prefix>",
+    "<fim_middle>",
+    "<fim_suffix>",
+    "<fim_pad>",
+    "<filename>",
+    "<gh_stars>",
+    "<issue_start>",
+    "<issue_comment>",
+    "<issue_closed>",
+    "<jupyter_start>",
+    "<jupyter_text>",
+    "<jupyter_code>",
+    "<jupyter_output>",
+    "<empty_output>",
+    "<commit_before>",
+    "<commit_msg>",
+    "<commit_after>",
+    "<reponame>",
 )
 _LLAMA_SPECIALS = ("<unk>", "<s>", "</s>")
 
@@ -161,8 +193,14 @@ FAMILIES: dict[str, Family] = {
             architecture="Qwen2ForCausalLM",
             build_config=_qwen2,
             special_tokens=(
-                "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>",
-                "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>",
+                "<|endoftext|>",
+                "<|im_start|>",
+                "<|im_end|>",
+                "<|fim_prefix|>",
+                "<|fim_middle|>",
+                "<|fim_suffix|>",
+                "<|fim_pad|>",
+                "<|repo_name|>",
                 "<|file_sep|>",
             ),
             eos="<|endoftext|>",
@@ -173,53 +211,137 @@ FAMILIES: dict[str, Family] = {
             architecture="Starcoder2ForCausalLM",
             build_config=_starcoder2,
             special_tokens=(
-                "<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>",
-                "<repo_name>", "<file_sep>", "<filename>", "<gh_stars>", "<issue_start>",
+                "<|endoftext|>",
+                "<fim_prefix>",
+                "<fim_middle>",
+                "<fim_suffix>",
+                "<fim_pad>",
+                "<repo_name>",
+                "<file_sep>",
+                "<filename>",
+                "<gh_stars>",
+                "<issue_start>",
             ),
             eos="<|endoftext|>",
             bos="<|endoftext|>",
         ),
-        Family(name="starcoder", architecture="GPTBigCodeForCausalLM", build_config=_gpt_bigcode,
-               special_tokens=_STARCODER_TOKENS, eos="<|endoftext|>", bos="<|endoftext|>"),
-        Family(name="santacoder", architecture="GPTBigCodeForCausalLM", build_config=_gpt_bigcode,
-               special_tokens=("<|endoftext|>", "<fim-prefix>", "<fim-middle>", "<fim-suffix>",
-                               "<fim-pad>"),
-               eos="<|endoftext|>"),
-        Family(name="granite-code", architecture="GraniteForCausalLM",
-               build_config=_llama_like("GraniteConfig", "<|endoftext|>", "<|endoftext|>"),
-               special_tokens=_STARCODER_TOKENS, eos="<|endoftext|>", bos="<|endoftext|>"),
-        Family(name="stable-code", architecture="StableLmForCausalLM",
-               build_config=_llama_like("StableLmConfig", "<|endoftext|>", "<|endoftext|>"),
-               special_tokens=_STARCODER_TOKENS, eos="<|endoftext|>", bos="<|endoftext|>"),
-        Family(name="deepseek-coder", architecture="LlamaForCausalLM",
-               build_config=_llama_like("LlamaConfig", "<｜begin▁of▁sentence｜>",
-                                        "<｜end▁of▁sentence｜>"),
-               special_tokens=("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
-               plain_tokens=("<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>", "<pad>"),
-               eos="<｜end▁of▁sentence｜>", bos="<｜begin▁of▁sentence｜>", add_bos=True),
-        Family(name="codellama", architecture="LlamaForCausalLM",
-               build_config=_llama_like("LlamaConfig", "<s>", "</s>"),
-               special_tokens=(*_LLAMA_SPECIALS, "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"),
-               eos="</s>", bos="<s>", unk="<unk>", tokenizer="metaspace", add_bos=True),
-        Family(name="codestral", architecture="MistralForCausalLM",
-               build_config=_llama_like("MistralConfig", "<s>", "</s>", sliding_window=None),
-               special_tokens=(*_LLAMA_SPECIALS, "[INST]", "[/INST]", "[PREFIX]", "[MIDDLE]",
-                               "[SUFFIX]"),
-               eos="</s>", bos="<s>", unk="<unk>", tokenizer="metaspace", add_bos=True),
-        Family(name="codegemma", architecture="GemmaForCausalLM",
-               build_config=_llama_like("GemmaConfig", "<bos>", "<eos>", head_dim=HIDDEN // HEADS),
-               special_tokens=("<pad>", "<eos>", "<bos>", "<unk>", "<|fim_prefix|>",
-                               "<|fim_middle|>", "<|fim_suffix|>", "<|file_separator|>",
-                               "<start_of_turn>", "<end_of_turn>"),
-               eos="<eos>", bos="<bos>", unk="<unk>", tokenizer="metaspace-no-prefix",
-               add_bos=True),
+        Family(
+            name="starcoder",
+            architecture="GPTBigCodeForCausalLM",
+            build_config=_gpt_bigcode,
+            special_tokens=_STARCODER_TOKENS,
+            eos="<|endoftext|>",
+            bos="<|endoftext|>",
+        ),
+        Family(
+            name="santacoder",
+            architecture="GPTBigCodeForCausalLM",
+            build_config=_gpt_bigcode,
+            special_tokens=(
+                "<|endoftext|>",
+                "<fim-prefix>",
+                "<fim-middle>",
+                "<fim-suffix>",
+                "<fim-pad>",
+            ),
+            eos="<|endoftext|>",
+        ),
+        Family(
+            name="granite-code",
+            architecture="GraniteForCausalLM",
+            build_config=_llama_like("GraniteConfig", "<|endoftext|>", "<|endoftext|>"),
+            special_tokens=_STARCODER_TOKENS,
+            eos="<|endoftext|>",
+            bos="<|endoftext|>",
+        ),
+        Family(
+            name="stable-code",
+            architecture="StableLmForCausalLM",
+            build_config=_llama_like("StableLmConfig", "<|endoftext|>", "<|endoftext|>"),
+            special_tokens=_STARCODER_TOKENS,
+            eos="<|endoftext|>",
+            bos="<|endoftext|>",
+        ),
+        Family(
+            name="deepseek-coder",
+            architecture="LlamaForCausalLM",
+            build_config=_llama_like(
+                "LlamaConfig", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+            ),
+            special_tokens=("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+            plain_tokens=("<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>", "<pad>"),
+            eos="<｜end▁of▁sentence｜>",
+            bos="<｜begin▁of▁sentence｜>",
+            add_bos=True,
+        ),
+        Family(
+            name="codellama",
+            architecture="LlamaForCausalLM",
+            build_config=_llama_like("LlamaConfig", "<s>", "</s>"),
+            special_tokens=(*_LLAMA_SPECIALS, "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"),
+            eos="</s>",
+            bos="<s>",
+            unk="<unk>",
+            tokenizer="metaspace",
+            add_bos=True,
+        ),
+        Family(
+            name="codestral",
+            architecture="MistralForCausalLM",
+            build_config=_llama_like("MistralConfig", "<s>", "</s>", sliding_window=None),
+            special_tokens=(
+                *_LLAMA_SPECIALS,
+                "[INST]",
+                "[/INST]",
+                "[PREFIX]",
+                "[MIDDLE]",
+                "[SUFFIX]",
+            ),
+            eos="</s>",
+            bos="<s>",
+            unk="<unk>",
+            tokenizer="metaspace",
+            add_bos=True,
+        ),
+        Family(
+            name="codegemma",
+            architecture="GemmaForCausalLM",
+            build_config=_llama_like("GemmaConfig", "<bos>", "<eos>", head_dim=HIDDEN // HEADS),
+            special_tokens=(
+                "<pad>",
+                "<eos>",
+                "<bos>",
+                "<unk>",
+                "<|fim_prefix|>",
+                "<|fim_middle|>",
+                "<|fim_suffix|>",
+                "<|file_separator|>",
+                "<start_of_turn>",
+                "<end_of_turn>",
+            ),
+            eos="<eos>",
+            bos="<bos>",
+            unk="<unk>",
+            tokenizer="metaspace-no-prefix",
+            add_bos=True,
+        ),
         # Seed families without FIM: served, with `suffix` refused.
-        Family(name="phi-1", architecture="PhiForCausalLM",
-               build_config=_llama_like("PhiConfig", "<|endoftext|>", "<|endoftext|>"),
-               special_tokens=("<|endoftext|>",), eos="<|endoftext|>", bos="<|endoftext|>"),
-        Family(name="polycoder", architecture="GPTNeoXForCausalLM", build_config=_gpt_neox,
-               special_tokens=("<|endoftext|>", "<|padding|>"), eos="<|endoftext|>",
-               bos="<|endoftext|>"),
+        Family(
+            name="phi-1",
+            architecture="PhiForCausalLM",
+            build_config=_llama_like("PhiConfig", "<|endoftext|>", "<|endoftext|>"),
+            special_tokens=("<|endoftext|>",),
+            eos="<|endoftext|>",
+            bos="<|endoftext|>",
+        ),
+        Family(
+            name="polycoder",
+            architecture="GPTNeoXForCausalLM",
+            build_config=_gpt_neox,
+            special_tokens=("<|endoftext|>", "<|padding|>"),
+            eos="<|endoftext|>",
+            bos="<|endoftext|>",
+        ),
     )
 }
 
@@ -278,16 +400,24 @@ def _train_tokenizer(fam: Family, corpus_bytes: int, vocab_size: int) -> Any:
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in fam.plain_tokens])
     steps = [processors.ByteLevel(trim_offsets=False)] if fam.tokenizer == "byte-level" else []
     if fam.add_bos and fam.bos:
-        steps.append(processors.TemplateProcessing(
-            single=f"{fam.bos} $A", pair=f"{fam.bos} $A {fam.bos} $B",
-            special_tokens=[(fam.bos, tok.token_to_id(fam.bos))]))
+        steps.append(
+            processors.TemplateProcessing(
+                single=f"{fam.bos} $A",
+                pair=f"{fam.bos} $A {fam.bos} $B",
+                special_tokens=[(fam.bos, tok.token_to_id(fam.bos))],
+            )
+        )
     if steps:
         tok.post_processor = steps[0] if len(steps) == 1 else processors.Sequence(steps)
     return tok
 
 
-def build_demo_tokenizer(out_dir: Path, family_name: str, corpus_bytes: int = CORPUS_BYTES,
-                         vocab_size: int = VOCAB_TARGET) -> Any:
+def build_demo_tokenizer(
+    out_dir: Path,
+    family_name: str,
+    corpus_bytes: int = CORPUS_BYTES,
+    vocab_size: int = VOCAB_TARGET,
+) -> Any:
     """Train `family_name`'s tokenizer and save it (HF layout) to `out_dir`; returns it."""
     from transformers import PreTrainedTokenizerFast
 
@@ -311,8 +441,13 @@ def build_demo_tokenizer(out_dir: Path, family_name: str, corpus_bytes: int = CO
     return raw
 
 
-def build_demo_model(out_dir: Path, family_name: str, seed: int = 0,
-                     corpus_bytes: int = CORPUS_BYTES, vocab_size: int = VOCAB_TARGET) -> Path:
+def build_demo_model(
+    out_dir: Path,
+    family_name: str,
+    seed: int = 0,
+    corpus_bytes: int = CORPUS_BYTES,
+    vocab_size: int = VOCAB_TARGET,
+) -> Path:
     """Write a tiny random-weight model of `family_name` to `out_dir` and return it."""
     import torch
     from transformers import AutoModelForCausalLM

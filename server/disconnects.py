@@ -37,8 +37,9 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
     return task.result()
 
 
-async def settle_unless_disconnected(request: Request, task: asyncio.Future[Any],
-                                     timeout: float | None) -> bool:
+async def settle_unless_disconnected(
+    request: Request, task: asyncio.Future[Any], timeout: float | None
+) -> bool:
     """Wait up to `timeout` for `task`: True once it is done, False when the time ran out
     first. When the client goes away, `task` is cancelled, its clean-up runs, and
     ClientDisconnected is raised."""

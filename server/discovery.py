@@ -130,7 +130,9 @@ class ReplicaRefresher:
             except OSError as exc:
                 log.warning(
                     "discovery: cannot resolve %s (%s); keeping %d known replica(s)",
-                    url, exc, len(self._known.get(url, [])),
+                    url,
+                    exc,
+                    len(self._known.get(url, [])),
                 )
         found = sorted({u for url in self._urls for u in self._known.get(url, [])})
         if found != self._current:

@@ -1,5 +1,6 @@
-"""Typed HTTP errors of the gateway. Raise these; the central handlers in `codeserve.server.app` turn them into the one OpenAI
-error shape `{"error": {"message", "type", "param", "code"}}`, and the CLI into one line."""
+"""Typed HTTP errors of the gateway. Raise these; the central handlers in `codeserve.server.app`
+turn them into the one OpenAI error shape `{"error": {"message", "type", "param", "code"}}`, and
+the CLI into one line."""
 
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ class UpstreamError(APIError):
 
     error_type = "upstream_error"
 
-    def __init__(self, status_code: int, message: str, *, param: str | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self, status_code: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message, param=param, code=code)
         self.status_code = status_code
         if status_code < 500:

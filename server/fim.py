@@ -32,8 +32,7 @@ _ALL_CONTROL = frozenset(s for t in TEMPLATES for s in t.control_spellings())
 def detect_template(vocab: dict[str, int], model_type: str | None) -> FimTemplate | None:
     """The first template whose tokens (and markers, and model type if it names any) match."""
     for template in TEMPLATES:
-        needed = [template.prefix, template.suffix, *([template.middle] if template.middle
-                                                       else [])]
+        needed = [template.prefix, template.suffix, *([template.middle] if template.middle else [])]
         if not all(any(s in vocab for s in spellings) for spellings in needed):
             continue
         if not all(marker in vocab for marker in template.markers):
@@ -75,7 +74,7 @@ class PromptRenderer:
         try:
             files = locate_tokenizer(source, self.settings)
             self.tokenizer = ModelTokenizer.from_file(files.tokenizer_json, _ALL_CONTROL)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # Whatever breaks here (missing file, corrupt JSON, hub error) only costs FIM and
             # rendering; the model itself still serves.
             self.reason = f"its tokenizer could not be loaded ({exc})"
@@ -104,13 +103,16 @@ class PromptRenderer:
         if self.prompter is None:
             raise InvalidRequestError(
                 f"model {self.spec.name!r} does not support fill-in-the-middle (`suffix`): "
-                f"{self.reason}", param="suffix")
+                f"{self.reason}",
+                param="suffix",
+            )
         return self.prompter
 
     def require_tokenizer(self) -> ModelTokenizer:
         if self.tokenizer is None:
             raise InvalidRequestError(
-                f"model {self.spec.name!r} cannot render prompts: {self.reason}", param="model")
+                f"model {self.spec.name!r} cannot render prompts: {self.reason}", param="model"
+            )
         return self.tokenizer
 
 
@@ -121,16 +123,22 @@ def prompt_budget(max_model_len: int | None, max_tokens: int | None) -> int | No
     return max_model_len - (max_tokens or ENGINE_DEFAULT_MAX_TOKENS)
 
 
-def apply_fim(req: CompletionRequest, renderer: PromptRenderer | None,
-              max_model_len: int | None, data: dict[str, Any],
-              overflow: Overflow = "error") -> list[Rendering]:
+def apply_fim(
+    req: CompletionRequest,
+    renderer: PromptRenderer | None,
+    max_model_len: int | None,
+    data: dict[str, Any],
+    overflow: Overflow = "error",
+) -> list[Rendering]:
     """Rewrite the engine request `data` for a FIM request (no-op without `suffix`)."""
     data.pop("suffix", None)
     data.pop("extra_files", None)
     if req.suffix is None:
         if req.extra_files:
-            raise InvalidRequestError("`extra_files` is repo-level context for fill-in-the-"
-                                      "middle and needs `suffix`", param="extra_files")
+            raise InvalidRequestError(
+                "`extra_files` is repo-level context for fill-in-the-middle and needs `suffix`",
+                param="extra_files",
+            )
         return []
     if renderer is None:
         raise InvalidRequestError("this model does not support `suffix`", param="suffix")
@@ -138,18 +146,23 @@ def apply_fim(req: CompletionRequest, renderer: PromptRenderer | None,
     if req.echo:
         # The engine would echo the rendered control tokens, not the user's prefix; the exact
         # prompt is available from /v1/completions/render instead.
-        raise InvalidRequestError("`echo` cannot be combined with `suffix`; use "
-                                  "/v1/completions/render to see the rendered prompt",
-                                  param="echo")
+        raise InvalidRequestError(
+            "`echo` cannot be combined with `suffix`; use "
+            "/v1/completions/render to see the rendered prompt",
+            param="echo",
+        )
     prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
     if not all(isinstance(p, str) for p in prompts):
-        raise InvalidRequestError("with `suffix`, `prompt` must be text (the prefix)",
-                                  param="prompt")
+        raise InvalidRequestError(
+            "with `suffix`, `prompt` must be text (the prefix)", param="prompt"
+        )
     budget = prompt_budget(max_model_len, req.max_tokens)
-    renderings = [prompter.render(p, req.suffix, req.extra_files or (), budget=budget,
-                                  overflow=overflow) for p in prompts if isinstance(p, str)]
+    renderings = [
+        prompter.render(p, req.suffix, req.extra_files or (), budget=budget, overflow=overflow)
+        for p in prompts
+        if isinstance(p, str)
+    ]
     ids = [r.token_ids for r in renderings]
     data["prompt"] = ids[0] if isinstance(req.prompt, str) else ids
-    data["stop_token_ids"] = list(dict.fromkeys([*(req.stop_token_ids or []),
-                                                 *prompter.stop_ids]))
+    data["stop_token_ids"] = list(dict.fromkeys([*(req.stop_token_ids or []), *prompter.stop_ids]))
     return renderings

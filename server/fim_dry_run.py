@@ -41,11 +41,18 @@ async def render_completion(service: CompletionService, request: Request) -> Ren
     for index, item in enumerate(_prompt_items(data["prompt"])):
         ids = tokenizer.encode_prompt(item) if isinstance(item, str) else item
         rendering = renderings[index] if renderings else None
-        prompts.append(RenderedPrompt(
-            token_ids=ids, text=tokenizer.decode(ids),
-            tokenized_by="engine" if isinstance(item, str) else "gateway",
-            files_used=rendering.files_used if rendering else 0,
-            files_dropped=rendering.files_dropped if rendering else 0,
-        ))
-    return RenderResponse(model=entry.name, fim_template=renderer.template_name,
-                          prompts=prompts, stop_token_ids=data.get("stop_token_ids"))
+        prompts.append(
+            RenderedPrompt(
+                token_ids=ids,
+                text=tokenizer.decode(ids),
+                tokenized_by="engine" if isinstance(item, str) else "gateway",
+                files_used=rendering.files_used if rendering else 0,
+                files_dropped=rendering.files_dropped if rendering else 0,
+            )
+        )
+    return RenderResponse(
+        model=entry.name,
+        fim_template=renderer.template_name,
+        prompts=prompts,
+        stop_token_ids=data.get("stop_token_ids"),
+    )

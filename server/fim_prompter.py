@@ -63,11 +63,19 @@ class FimPrompter:
         if token is None:
             raise TemplateMismatch(
                 f"template {self.template.name!r} needs token {spellings[0]!r}, which the "
-                "tokenizer does not have")
+                "tokenizer does not have"
+            )
         return token
 
-    def render(self, prefix: str, suffix: str, files: Sequence[FileContext] = (), *,
-               budget: int | None = None, overflow: Overflow = "error") -> Rendering:
+    def render(
+        self,
+        prefix: str,
+        suffix: str,
+        files: Sequence[FileContext] = (),
+        *,
+        budget: int | None = None,
+        overflow: Overflow = "error",
+    ) -> Rendering:
         """The prompt ids; `budget` is the most prompt tokens the context leaves room for.
 
         Other files are laid out in the family's repo format when it has one and at least one
@@ -79,13 +87,15 @@ class FimPrompter:
             room = None if budget is None else budget - len(self.tokenizer.leading_ids) - len(core)
             context, used = self._repo_context(files, room)
             if used:
-                return Rendering(self.tokenizer.leading_ids + context + core, used,
-                                 len(files) - used, truncated)
+                return Rendering(
+                    self.tokenizer.leading_ids + context + core, used, len(files) - used, truncated
+                )
         core, truncated = self._fit_core(prefix, suffix, budget, overflow)
         return Rendering(self.tokenizer.leading_ids + core, 0, len(files), truncated)
 
-    def _fit_core(self, prefix: str, suffix: str, budget: int | None,
-                  overflow: Overflow) -> tuple[list[int], bool]:
+    def _fit_core(
+        self, prefix: str, suffix: str, budget: int | None, overflow: Overflow
+    ) -> tuple[list[int], bool]:
         pre = self.tokenizer.encode_text(prefix, leading_space=True)
         suf = self.tokenizer.encode_text(suffix, leading_space=False)
         fixed = len(self.tokenizer.leading_ids) + 2 + (self.middle_id is not None)
@@ -94,7 +104,9 @@ class FimPrompter:
         if overflow == "error":
             raise InvalidRequestError(
                 f"prefix and suffix take {fixed + len(pre) + len(suf)} tokens; this model's "
-                f"context leaves room for {budget} besides max_tokens", param="prompt")
+                f"context leaves room for {budget} besides max_tokens",
+                param="prompt",
+            )
         pre, suf = _trim(pre, suf, max(budget - fixed, 0))
         return self._core(pre, suf), True
 
@@ -105,8 +117,9 @@ class FimPrompter:
             ids = [self.prefix_id, *pre, self.suffix_id, *suf]
         return ids + ([self.middle_id] if self.middle_id is not None else [])
 
-    def _repo_context(self, files: Sequence[FileContext], room: int | None
-                      ) -> tuple[list[int], int]:
+    def _repo_context(
+        self, files: Sequence[FileContext], room: int | None
+    ) -> tuple[list[int], int]:
         """Repo header, the newest files that fit (oldest dropped first), then the current
         file's separator. Returns the ids and how many files were kept."""
         fmt = self.template.repo
@@ -119,8 +132,10 @@ class FimPrompter:
         left = None if room is None else room - len(head) - len(tail)
         kept: list[list[int]] = []
         for file in reversed(files):
-            block = [self.repo_ids.file_sep,
-                     *encode(f"{file.filename}\n{file.text}{fmt.after_file}", leading_space=False)]
+            block = [
+                self.repo_ids.file_sep,
+                *encode(f"{file.filename}\n{file.text}{fmt.after_file}", leading_space=False),
+            ]
             if left is not None and len(block) > left:
                 break
             kept.append(block)
@@ -137,4 +152,4 @@ def _trim(pre: list[int], suf: list[int], room: int) -> tuple[list[int], list[in
     keep_suf = min(len(suf), int(room * SUFFIX_SHARE))
     keep_pre = min(len(pre), room - keep_suf)
     keep_suf = min(len(suf), room - keep_pre)
-    return pre[len(pre) - keep_pre:], suf[:keep_suf]
+    return pre[len(pre) - keep_pre :], suf[:keep_suf]

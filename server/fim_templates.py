@@ -79,49 +79,122 @@ _DEEPSEEK_FIM = (_one("<｜fim▁begin｜>"), _one("<｜fim▁hole｜>"), _one("
 _SANTA_FIM = (_one("<fim-prefix>"), _one("<fim-suffix>"), _one("<fim-middle>"))
 
 
-def _psm(name: str, summary: str, fim: tuple[Spellings, Spellings, Spellings],
-         stops: tuple[Spellings, ...], *, repo: RepoFormat | None = None,
-         markers: Spellings = (), model_types: tuple[str, ...] = ()) -> FimTemplate:
+def _psm(
+    name: str,
+    summary: str,
+    fim: tuple[Spellings, Spellings, Spellings],
+    stops: tuple[Spellings, ...],
+    *,
+    repo: RepoFormat | None = None,
+    markers: Spellings = (),
+    model_types: tuple[str, ...] = (),
+) -> FimTemplate:
     prefix, suffix, middle = fim
-    return FimTemplate(name=name, summary=summary, prefix=prefix, suffix=suffix, middle=middle,
-                       order="psm", stops=stops, repo=repo, markers=markers,
-                       model_types=model_types)
+    return FimTemplate(
+        name=name,
+        summary=summary,
+        prefix=prefix,
+        suffix=suffix,
+        middle=middle,
+        order="psm",
+        stops=stops,
+        repo=repo,
+        markers=markers,
+        model_types=model_types,
+    )
 
 
 # Detection tries these in order and takes the first whose tokens are all in the vocabulary, so
 # the more specific templates (extra markers or model types) come before the general ones.
 TEMPLATES: tuple[FimTemplate, ...] = (
     FimTemplate(
-        name="codestral", summary="Codestral-style suffix-first: <s>[SUFFIX]{s}[PREFIX]{p}",
-        prefix=_one("[PREFIX]"), suffix=_one("[SUFFIX]"), middle=(), order="spm",
+        name="codestral",
+        summary="Codestral-style suffix-first: <s>[SUFFIX]{s}[PREFIX]{p}",
+        prefix=_one("[PREFIX]"),
+        suffix=_one("[SUFFIX]"),
+        middle=(),
+        order="spm",
         stops=(_one("</s>"), _one("[PREFIX]"), _one("[SUFFIX]"), _one("[MIDDLE]")),
     ),
-    _psm("codellama", "CodeLlama 7B/13B/70B: <s>▁<PRE> {p}▁<SUF>{s}▁<MID>", _LLAMA_FIM,
-         (_one("▁<EOT>", "<EOT>"), _one("</s>"), *_LLAMA_FIM)),
-    _psm("deepseek-coder", "DeepSeek-Coder base: <｜fim▁begin｜>{p}<｜fim▁hole｜>{s}<｜fim▁end｜>",
-         _DEEPSEEK_FIM, (_one("<｜end▁of▁sentence｜>"), *_DEEPSEEK_FIM)),
-    _psm("codegemma", "CodeGemma: <bos><|fim_prefix|>{p}<|fim_suffix|>{s}<|fim_middle|>",
-         _QWEN_FIM, (_one("<|file_separator|>"), _one("<eos>"), *_QWEN_FIM),
-         markers=_one("<|file_separator|>")),
-    _psm("qwen2.5-coder", "Qwen2.5-Coder base, repo-level with <|repo_name|>/<|file_sep|>",
-         _QWEN_FIM,
-         (_one("<|endoftext|>"), _one("<|fim_pad|>"), _one("<|file_sep|>"),
-          _one("<|repo_name|>"), _one("<|im_end|>"), *_QWEN_FIM),
-         repo=RepoFormat(repo_token=_one("<|repo_name|>"), file_token=_one("<|file_sep|>"),
-                         after_repo_name="\n", after_file="\n", path_in_prefix=False)),
-    _psm("granite", "Granite code (StarCoder tokens): <fim_prefix>{p}<fim_suffix>{s}<fim_middle>",
-         _SC_FIM, _SC_STOPS, model_types=("granite",)),
-    _psm("stable-code", "stable-code (StarCoder tokens): <fim_prefix>{p}<fim_suffix>{s}<fim_middle>",
-         _SC_FIM, _SC_STOPS, model_types=("stablelm", "stablelm_epoch")),
-    _psm("starcoder2", "StarCoder2, repo-level with <repo_name>/<file_sep>", _SC_FIM,
-         (*_SC_STOPS, _one("<file_sep>")),
-         repo=RepoFormat(repo_token=_one("<repo_name>"), file_token=_one("<file_sep>"),
-                         after_repo_name="", after_file="", path_in_prefix=True),
-         markers=("<repo_name>", "<file_sep>")),
-    _psm("starcoder", "StarCoder/StarCoderBase: <fim_prefix>{p}<fim_suffix>{s}<fim_middle>",
-         _SC_FIM, _SC_STOPS),
-    _psm("santacoder", "SantaCoder (hyphens): <fim-prefix>{p}<fim-suffix>{s}<fim-middle>",
-         _SANTA_FIM, (_one("<|endoftext|>"), _one("<fim-pad>"), *_SANTA_FIM)),
+    _psm(
+        "codellama",
+        "CodeLlama 7B/13B/70B: <s>▁<PRE> {p}▁<SUF>{s}▁<MID>",
+        _LLAMA_FIM,
+        (_one("▁<EOT>", "<EOT>"), _one("</s>"), *_LLAMA_FIM),
+    ),
+    _psm(
+        "deepseek-coder",
+        "DeepSeek-Coder base: <｜fim▁begin｜>{p}<｜fim▁hole｜>{s}<｜fim▁end｜>",
+        _DEEPSEEK_FIM,
+        (_one("<｜end▁of▁sentence｜>"), *_DEEPSEEK_FIM),
+    ),
+    _psm(
+        "codegemma",
+        "CodeGemma: <bos><|fim_prefix|>{p}<|fim_suffix|>{s}<|fim_middle|>",
+        _QWEN_FIM,
+        (_one("<|file_separator|>"), _one("<eos>"), *_QWEN_FIM),
+        markers=_one("<|file_separator|>"),
+    ),
+    _psm(
+        "qwen2.5-coder",
+        "Qwen2.5-Coder base, repo-level with <|repo_name|>/<|file_sep|>",
+        _QWEN_FIM,
+        (
+            _one("<|endoftext|>"),
+            _one("<|fim_pad|>"),
+            _one("<|file_sep|>"),
+            _one("<|repo_name|>"),
+            _one("<|im_end|>"),
+            *_QWEN_FIM,
+        ),
+        repo=RepoFormat(
+            repo_token=_one("<|repo_name|>"),
+            file_token=_one("<|file_sep|>"),
+            after_repo_name="\n",
+            after_file="\n",
+            path_in_prefix=False,
+        ),
+    ),
+    _psm(
+        "granite",
+        "Granite code (StarCoder tokens): <fim_prefix>{p}<fim_suffix>{s}<fim_middle>",
+        _SC_FIM,
+        _SC_STOPS,
+        model_types=("granite",),
+    ),
+    _psm(
+        "stable-code",
+        "stable-code (StarCoder tokens): <fim_prefix>{p}<fim_suffix>{s}<fim_middle>",
+        _SC_FIM,
+        _SC_STOPS,
+        model_types=("stablelm", "stablelm_epoch"),
+    ),
+    _psm(
+        "starcoder2",
+        "StarCoder2, repo-level with <repo_name>/<file_sep>",
+        _SC_FIM,
+        (*_SC_STOPS, _one("<file_sep>")),
+        repo=RepoFormat(
+            repo_token=_one("<repo_name>"),
+            file_token=_one("<file_sep>"),
+            after_repo_name="",
+            after_file="",
+            path_in_prefix=True,
+        ),
+        markers=("<repo_name>", "<file_sep>"),
+    ),
+    _psm(
+        "starcoder",
+        "StarCoder/StarCoderBase: <fim_prefix>{p}<fim_suffix>{s}<fim_middle>",
+        _SC_FIM,
+        _SC_STOPS,
+    ),
+    _psm(
+        "santacoder",
+        "SantaCoder (hyphens): <fim-prefix>{p}<fim-suffix>{s}<fim-middle>",
+        _SANTA_FIM,
+        (_one("<|endoftext|>"), _one("<fim-pad>"), *_SANTA_FIM),
+    ),
 )
 
 BY_NAME: dict[str, FimTemplate] = {t.name: t for t in TEMPLATES}

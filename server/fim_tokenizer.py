@@ -57,18 +57,26 @@ def _from_hub(model_id: str, settings: Settings) -> TokenizerFiles:
     # A quick probe first: hf_hub_download retries an unreachable hub for ~25 s.
     if not weights_available(model_id, settings):
         raise TokenizerUnavailable(
-            f"{model_id} is not in the local hub cache and the model hub is not reachable")
+            f"{model_id} is not in the local hub cache and the model hub is not reachable"
+        )
     try:
-        tokenizer = hf_hub_download(model_id, "tokenizer.json",
-                                    local_files_only=settings.hf_hub_offline,
-                                    etag_timeout=settings.hub_probe_timeout_s)
+        tokenizer = hf_hub_download(
+            model_id,
+            "tokenizer.json",
+            local_files_only=settings.hf_hub_offline,
+            etag_timeout=settings.hub_probe_timeout_s,
+        )
     except Exception as exc:  # hub errors come in many types; any of them means "no tokenizer"
-        raise TokenizerUnavailable(f"cannot fetch tokenizer.json of {model_id}: "
-                                   f"{type(exc).__name__}") from None
+        raise TokenizerUnavailable(
+            f"cannot fetch tokenizer.json of {model_id}: {type(exc).__name__}"
+        ) from None
     try:
-        config: str | None = hf_hub_download(model_id, "config.json",
-                                             local_files_only=settings.hf_hub_offline,
-                                             etag_timeout=settings.hub_probe_timeout_s)
+        config: str | None = hf_hub_download(
+            model_id,
+            "config.json",
+            local_files_only=settings.hf_hub_offline,
+            etag_timeout=settings.hub_probe_timeout_s,
+        )
     except Exception:  # config.json only refines detection; its absence is fine
         config = None
     return TokenizerFiles(Path(tokenizer), Path(config) if config else None)
@@ -85,8 +93,11 @@ def read_model_type(config_json: Path | None) -> str | None:
 
 
 def _is_space_prepend(node: Any) -> bool:
-    return isinstance(node, dict) and node.get("type") == "Prepend" and (
-        node.get("prepend") == _SPACE_MARK)
+    return (
+        isinstance(node, dict)
+        and node.get("type") == "Prepend"
+        and (node.get("prepend") == _SPACE_MARK)
+    )
 
 
 def _without_leading_space(data: dict[str, Any]) -> bool:
@@ -95,8 +106,11 @@ def _without_leading_space(data: dict[str, Any]) -> bool:
     if _is_space_prepend(data.get("normalizer")):
         data["normalizer"] = None
         changed = True
-    return _drop_leading_space(data.get("normalizer")) | _drop_leading_space(
-        data.get("pre_tokenizer")) | changed
+    return (
+        _drop_leading_space(data.get("normalizer"))
+        | _drop_leading_space(data.get("pre_tokenizer"))
+        | changed
+    )
 
 
 def _drop_leading_space(node: Any) -> bool:
@@ -163,7 +177,7 @@ class ModelTokenizer:
         bare = self.engine.encode("a", add_special_tokens=False).ids
         full = self.engine.encode("a", add_special_tokens=True).ids
         for start in range(len(full) - len(bare) + 1):
-            if full[start:start + len(bare)] == bare:
+            if full[start : start + len(bare)] == bare:
                 return full[:start]
         return []
 
@@ -201,8 +215,10 @@ class ModelTokenizer:
             ids += tok.encode(piece, add_special_tokens=False).ids if piece else []
             last = cut
         if not self.control_ids.isdisjoint(ids):
-            raise APIError("the model's tokenizer turns this text into a control token; "
-                           "refusing to send it", code="tokenizer_injection")
+            raise APIError(
+                "the model's tokenizer turns this text into a control token; refusing to send it",
+                code="tokenizer_injection",
+            )
         return ids
 
     def encode_prompt(self, text: str) -> list[int]:

@@ -26,8 +26,13 @@ def host_name(header: str | None) -> str | None:
 
 
 class AllowedHostsMiddleware:
-    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str], probe_paths: frozenset[str],
-                 on_error: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed_hosts: Sequence[str],
+        probe_paths: frozenset[str],
+        on_error: Callable[..., Any],
+    ) -> None:
         self.app = app
         self.patterns = [p.lower() for p in allowed_hosts]  # validated by Settings
         self.probe_paths = probe_paths
@@ -36,8 +41,10 @@ class AllowedHostsMiddleware:
     def allowed(self, host: str | None) -> bool:
         if host is None:
             return False
-        return any(p == "*" or host == p or (p.startswith("*.") and host.endswith(p[1:]))
-                   for p in self.patterns)
+        return any(
+            p == "*" or host == p or (p.startswith("*.") and host.endswith(p[1:]))
+            for p in self.patterns
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.probe_paths:

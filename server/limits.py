@@ -20,8 +20,9 @@ ENGINE_DEFAULT_MAX_TOKENS = 16
 _ADDED_TOKENS = 4
 
 
-def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Settings,
-                 max_model_len: int | None) -> None:
+def check_limits(
+    req: CompletionRequest | ChatCompletionRequest, settings: Settings, max_model_len: int | None
+) -> None:
     prompts = req.prompt_count() if isinstance(req, CompletionRequest) else 1
     # best_of candidates are generated too (and only n returned): they cost the same memory.
     best_of = req.best_of if isinstance(req, CompletionRequest) and req.best_of else 1
@@ -30,7 +31,8 @@ def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Setti
         what = "n" if per_prompt == req.n else "best_of"
         raise InvalidRequestError(
             f"{what} x prompts = {per_prompt * prompts} exceeds the limit of {settings.max_n} "
-            "candidates per request", param=what,
+            "candidates per request",
+            param=what,
         )
     max_tokens = req.max_tokens
     if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
@@ -43,12 +45,14 @@ def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Setti
     if req.min_tokens is not None and req.min_tokens > (max_tokens or settings.max_tokens_limit):
         raise InvalidRequestError(
             f"min_tokens = {req.min_tokens} exceeds max_tokens = "
-            f"{max_tokens or settings.max_tokens_limit}", param="min_tokens",
+            f"{max_tokens or settings.max_tokens_limit}",
+            param="min_tokens",
         )
     if max_tokens is not None and max_model_len is not None and max_tokens >= max_model_len:
         raise InvalidRequestError(
             f"max_tokens = {max_tokens} leaves no room for the prompt in this model's context "
-            f"of {max_model_len} tokens", param="max_tokens",
+            f"of {max_model_len} tokens",
+            param="max_tokens",
         )
     stops = req.stop_list()
     if len(stops) > settings.max_stop:
@@ -74,8 +78,9 @@ def check_limits(req: CompletionRequest | ChatCompletionRequest, settings: Setti
             _check_context(longest, req.max_tokens, max_model_len)
 
 
-async def check_prompt_fits(req: CompletionRequest, tokenizer: ModelTokenizer | None,
-                            max_model_len: int | None) -> None:
+async def check_prompt_fits(
+    req: CompletionRequest, tokenizer: ModelTokenizer | None, max_model_len: int | None
+) -> None:
     """Text prompts measured with the model's own tokenizer (as the engine will), so an
     overflow is a 400 with the numbers before the engine is asked. Only prompts that might not
     fit are tokenized, off the event loop: short ones cost nothing."""
@@ -95,7 +100,8 @@ def _check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: in
     if prompt_tokens + generated > max_model_len:
         raise InvalidRequestError(
             f"prompt of {prompt_tokens} tokens + max_tokens {generated} exceeds this model's "
-            f"context of {max_model_len} tokens", param="prompt",
+            f"context of {max_model_len} tokens",
+            param="prompt",
         )
 
 

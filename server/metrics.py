@@ -23,52 +23,74 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "codeserve_requests", "Requests by model and HTTP status.", ["model", "status"],
+            "codeserve_requests",
+            "Requests by model and HTTP status.",
+            ["model", "status"],
             registry=r,
         )
         self.in_flight = Gauge(
-            "codeserve_requests_in_flight", "Requests being served by the engine.", ["model"],
+            "codeserve_requests_in_flight",
+            "Requests being served by the engine.",
+            ["model"],
             registry=r,
         )
         self.queue_length = Gauge(
             "codeserve_queue_length", "Requests waiting for an engine slot.", ["model"], registry=r
         )
         self.candidates = Counter(
-            "codeserve_candidates", "Candidates requested (sum of n x prompts).", ["model"],
+            "codeserve_candidates",
+            "Candidates requested (sum of n x prompts).",
+            ["model"],
             registry=r,
         )
         self.prompt_tokens = Counter(
             "codeserve_prompt_tokens", "Prompt tokens (from engine usage).", ["model"], registry=r
         )
         self.completion_tokens = Counter(
-            "codeserve_completion_tokens", "Completion tokens (from engine usage).", ["model"],
+            "codeserve_completion_tokens",
+            "Completion tokens (from engine usage).",
+            ["model"],
             registry=r,
         )
         self.ttft = Histogram(
-            "codeserve_time_to_first_token_seconds", "Time to the first streamed byte.",
-            ["model"], buckets=TTFT_BUCKETS, registry=r,
+            "codeserve_time_to_first_token_seconds",
+            "Time to the first streamed byte.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
         )
         self.duration = Histogram(
-            "codeserve_request_duration_seconds", "End-to-end request latency.", ["model"],
-            buckets=E2E_BUCKETS, registry=r,
+            "codeserve_request_duration_seconds",
+            "End-to-end request latency.",
+            ["model"],
+            buckets=E2E_BUCKETS,
+            registry=r,
         )
         self.engine_state = Gauge(
-            "codeserve_engine_state", "1 for the current state of each model's engine.",
-            ["model", "state"], registry=r,
+            "codeserve_engine_state",
+            "1 for the current state of each model's engine.",
+            ["model", "state"],
+            registry=r,
         )
         self.engine_restarts = Counter(
-            "codeserve_engine_restarts", "Engine restarts by the supervisor.", ["model"],
+            "codeserve_engine_restarts",
+            "Engine restarts by the supervisor.",
+            ["model"],
             registry=r,
         )
         # The API dialect each request came in (IDE plugin protocols); the families above keep
         # their labels, so dashboards built on them are unaffected.
         self.dialect_requests = Counter(
-            "codeserve_dialect_requests", "Requests by API dialect, model and HTTP status.",
-            ["dialect", "model", "status"], registry=r,
+            "codeserve_dialect_requests",
+            "Requests by API dialect, model and HTTP status.",
+            ["dialect", "model", "status"],
+            registry=r,
         )
         self.replica_healthy = Gauge(
-            "codeserve_replica_healthy", "1 when a replica passes health checks.",
-            ["model", "replica"], registry=r,
+            "codeserve_replica_healthy",
+            "1 when a replica passes health checks.",
+            ["model", "replica"],
+            registry=r,
         )
 
     def register_model(self, model: str) -> None:

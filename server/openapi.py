@@ -23,8 +23,10 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
 }
 # The `object` of each streamed chunk, per path that streams.
-STREAMING_PATHS = {"/v1/completions": "text_completion",
-                   "/v1/chat/completions": "chat.completion.chunk"}
+STREAMING_PATHS = {
+    "/v1/completions": "text_completion",
+    "/v1/chat/completions": "chat.completion.chunk",
+}
 
 
 def gateway_openapi(app: FastAPI, settings: Settings, models: list[str]) -> dict[str, Any]:
@@ -38,8 +40,9 @@ def gateway_openapi(app: FastAPI, settings: Settings, models: list[str]) -> dict
         components[model.__name__] = js
         schema["paths"][path]["post"]["requestBody"] = {
             "required": True,
-            "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
         }
     for path, chunk_object in STREAMING_PATHS.items():
         # With "stream": true the same 200 is a server-sent event stream.
@@ -54,7 +57,8 @@ def gateway_openapi(app: FastAPI, settings: Settings, models: list[str]) -> dict
 def _describe_limits(props: dict[str, Any], settings: Settings, models: list[str]) -> None:
     props["model"]["enum"] = models
     integer_maxima = {
-        "n": settings.max_n, "best_of": settings.max_n,
+        "n": settings.max_n,
+        "best_of": settings.max_n,
         "max_tokens": settings.max_tokens_limit,
         "max_completion_tokens": settings.max_tokens_limit,
         "min_tokens": settings.max_tokens_limit,
@@ -83,12 +87,28 @@ def _branches(prop: dict[str, Any] | None) -> list[dict[str, Any]]:
 def _event_schema(chunk_object: str) -> dict[str, Any]:
     """One server-sent event (OpenAPI before 3.2 describes each event with `schema`): a chunk,
     an error object if the engine fails mid-stream, and finally `[DONE]`."""
-    chunk = {"type": "object", "required": ["id", "object", "created", "model", "choices"],
-             "properties": {"object": {"const": chunk_object},
-                            "choices": {"type": "array", "items": {"type": "object"}}}}
+    chunk = {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "object": {"const": chunk_object},
+            "choices": {"type": "array", "items": {"type": "object"}},
+        },
+    }
     error = {"$ref": "#/components/schemas/ErrorResponse"}
-    return {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [
-        {"const": "[DONE]"},
-        {"type": "string", "contentMediaType": "application/json",
-         "contentSchema": {"anyOf": [chunk, error]}},
-    ]}}}
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"anyOf": [chunk, error]},
+                    },
+                ]
+            }
+        },
+    }

@@ -72,9 +72,12 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)] | TokenIds | Annotated[
-        list[TokenIds], Field(min_length=1)
-    ]
+    prompt: (
+        NonEmptyStr
+        | Annotated[list[NonEmptyStr], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    )
     suffix: str | None = None
     echo: bool = False
     logprobs: int | None = Field(None, ge=0)
@@ -88,7 +91,6 @@ class CompletionRequest(SamplingFields):
         if isinstance(p, str) or (p and isinstance(p[0], int)):
             return 1
         return len(p)
-
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -22,8 +22,7 @@ log = logging.getLogger("codeserve")
 
 
 class ModelRegistry:
-    def __init__(self, specs: list[ModelSpec], settings: Settings,
-                 metrics: GatewayMetrics) -> None:
+    def __init__(self, specs: list[ModelSpec], settings: Settings, metrics: GatewayMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.entries: dict[str, ModelEntry] = {}
@@ -32,8 +31,10 @@ class ModelRegistry:
         self._tasks: list[asyncio.Task[None]] = []
         for spec in specs:
             self.entries[spec.name] = ModelEntry(
-                spec=spec, pool=ReplicaPool(eject_seconds=settings.eject_seconds),
-                max_model_len=spec.max_model_len, renderer=PromptRenderer(spec, settings),
+                spec=spec,
+                pool=ReplicaPool(eject_seconds=settings.eject_seconds),
+                max_model_len=spec.max_model_len,
+                renderer=PromptRenderer(spec, settings),
             )
             self.admissions[spec.name] = Admission(
                 spec.name, settings.max_in_flight, settings.max_queue, settings.queue_timeout_s
@@ -54,8 +55,9 @@ class ModelRegistry:
 
     def start(self, session: aiohttp.ClientSession) -> None:
         for entry in self.entries.values():
-            self._tasks.append(asyncio.create_task(self._load_renderer(entry),
-                                                   name=f"tokenizer:{entry.name}"))
+            self._tasks.append(
+                asyncio.create_task(self._load_renderer(entry), name=f"tokenizer:{entry.name}")
+            )
         for name, entry in self.entries.items():
             cls = ManagedRunner if isinstance(entry.spec.engine, ManagedEngine) else UpstreamRunner
             runner = cls(entry, session, self.settings, self.metrics)

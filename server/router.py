@@ -29,8 +29,7 @@ from codeserve.server.registry import ModelRegistry
 from codeserve.server.scoring import ScoreService, disabled
 from codeserve.server.serving import CHAT, COMPLETIONS, CompletionService
 
-ERRORS = {status: {"model": ErrorResponse}
-          for status in (400, 401, 404, 413, 429, 502, 503, 504)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 502, 503, 504)}
 
 
 def get_service(request: Request) -> CompletionService:
@@ -93,12 +92,20 @@ async def score(body: ScoreRequest, scorer: Scorer) -> JSONResponse:
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS)
 async def list_models(registry: Registry) -> ModelList:
-    return ModelList(data=[
-        ModelCard(id=e.name, created=e.created, root=e.spec.model, state=e.state,
-                  engine=e.spec.engine.kind, fim_template=e.fim_template,
-                  max_model_len=e.max_model_len)
-        for e in registry.entries.values()
-    ])
+    return ModelList(
+        data=[
+            ModelCard(
+                id=e.name,
+                created=e.created,
+                root=e.spec.model,
+                state=e.state,
+                engine=e.spec.engine.kind,
+                fim_template=e.fim_template,
+                max_model_len=e.max_model_len,
+            )
+            for e in registry.entries.values()
+        ]
+    )
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -106,18 +113,28 @@ async def health() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse},
-                                                               400: {"model": ErrorResponse},
-                                                               404: {"model": ErrorResponse}})
-async def ready(request: Request, registry: Registry,
-                model: Annotated[str | None, Query(max_length=128)] = None) -> JSONResponse:
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={
+        503: {"model": ReadyResponse},
+        400: {"model": ErrorResponse},
+        404: {"model": ErrorResponse},
+    },
+)
+async def ready(
+    request: Request, registry: Registry, model: Annotated[str | None, Query(max_length=128)] = None
+) -> JSONResponse:
     states = {model: registry.get(model).state} if model else registry.states()
     # A busy model is serving: it only answers its engine's health checks late.
-    ok = (all(s in ("ready", "busy") for s in states.values())
-          and not request.app.state.drain.draining)
+    ok = (
+        all(s in ("ready", "busy") for s in states.values())
+        and not request.app.state.drain.draining
+    )
     body = ReadyResponse(ready=ok, models=states).model_dump()  # type: ignore[arg-type]
-    return JSONResponse(body, status_code=200 if ok else 503,
-                        headers=None if ok else {"Retry-After": "5"})
+    return JSONResponse(
+        body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"}
+    )
 
 
 @router.get("/metrics", response_class=Response)

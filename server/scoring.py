@@ -40,12 +40,16 @@ class ScoreService:
         if len(req.completions) > limits.max_completions:
             raise PayloadTooLargeError(
                 f"{len(req.completions)} completions given; at most "
-                f"{limits.max_completions} per request", param="completions")
+                f"{limits.max_completions} per request",
+                param="completions",
+            )
         longest = max(len(c) for c in req.completions)
         if longest > limits.max_completion_chars:
             raise PayloadTooLargeError(
                 f"a completion of {longest} characters exceeds the limit of "
-                f"{limits.max_completion_chars}", param="completions")
+                f"{limits.max_completion_chars}",
+                param="completions",
+            )
 
     async def score(self, req: ScoreRequest) -> Any:
         from codeserve.datasets.errors import DatasetError
@@ -61,14 +65,18 @@ class ScoreService:
             self._waiting -= 1
         try:
             return await self.scoring.score_completions(
-                req.benchmark, req.task_id, req.completions, req.k or [1])
+                req.benchmark, req.task_id, req.completions, req.k or [1]
+            )
         except DatasetError as exc:
-            raise UnavailableError(f"benchmark data unavailable: {exc}",
-                                   code="dataset_unavailable") from None
+            raise UnavailableError(
+                f"benchmark data unavailable: {exc}", code="dataset_unavailable"
+            ) from None
         finally:
             self._slots.release()
 
 
 def disabled() -> NotFoundError:
-    return NotFoundError("scoring is disabled on this gateway (set CODESERVE_SCORING_ENABLED=1)",
-                         code="scoring_disabled")
+    return NotFoundError(
+        "scoring is disabled on this gateway (set CODESERVE_SCORING_ENABLED=1)",
+        code="scoring_disabled",
+    )

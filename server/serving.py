@@ -69,12 +69,14 @@ COMPLETIONS = Endpoint("/v1/completions", CompletionRequest)
 CHAT = Endpoint("/v1/chat/completions", ChatCompletionRequest)
 
 
-def validation_error(exc: ValidationError | RequestValidationError,
-                     drop: Collection[str] = ()) -> InvalidRequestError:
+def validation_error(
+    exc: ValidationError | RequestValidationError, drop: Collection[str] = ()
+) -> InvalidRequestError:
     """A request that failed validation, as the 400 that names the field (`param`)."""
     loc = error_location(exc.errors()[0], drop) if exc.errors() else ()
-    return InvalidRequestError(f"invalid request: {validation_message(exc, drop)}",
-                               param=".".join(map(str, loc)) or None)
+    return InvalidRequestError(
+        f"invalid request: {validation_message(exc, drop)}", param=".".join(map(str, loc)) or None
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -101,8 +103,13 @@ def parse_request(body: bytes, schema: type[BaseModel]) -> Any:
 
 
 class CompletionService:
-    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: GatewayMetrics,
-                 session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        metrics: GatewayMetrics,
+        session: aiohttp.ClientSession,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -112,8 +119,9 @@ class CompletionService:
         body = await read_body(request, self.settings.max_body_bytes)
         return await self.serve(request, endpoint, parse_request(body, endpoint.schema))
 
-    async def serve(self, request: Request, endpoint: Endpoint,
-                    req: CompletionRequest | ChatCompletionRequest) -> Response:
+    async def serve(
+        self, request: Request, endpoint: Endpoint, req: CompletionRequest | ChatCompletionRequest
+    ) -> Response:
         """Serve a validated request (also used by /infill, which builds its own)."""
         entry = self.registry.get(req.model)
         try:
@@ -127,9 +135,13 @@ class CompletionService:
             self.metrics.requests.labels(entry.name, "499").inc()
             raise
 
-    async def _serve(self, request: Request, endpoint: Endpoint,
-                     req: CompletionRequest | ChatCompletionRequest,
-                     entry: ModelEntry) -> Response:
+    async def _serve(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        req: CompletionRequest | ChatCompletionRequest,
+        entry: ModelEntry,
+    ) -> Response:
         check_limits(req, self.settings, entry.max_model_len)
         if isinstance(req, CompletionRequest) and req.suffix is None and entry.renderer:
             # (FIM prompts are rendered to fit the context instead.)
@@ -154,43 +166,61 @@ class CompletionService:
         candidates = req.n * prompts
         self.metrics.candidates.labels(name).inc(candidates)
         started = time.perf_counter()
-        call = EngineCall(self.session, entry.pool, endpoint.path, payload, name,
-                          self.budget(req, entry, candidates), self.settings.connect_timeout_s)
+        call = EngineCall(
+            self.session,
+            entry.pool,
+            endpoint.path,
+            payload,
+            name,
+            self.budget(req, entry, candidates),
+            self.settings.connect_timeout_s,
+        )
         handed_over = False
         try:
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                stops = (StreamStops(extra_stops, candidates, text_field) if extra_stops
-                         else None)
-                response = await unless_disconnected(request, self._open_stream(
-                    call, entry, admission, started, include_usage, stops))
+                stops = StreamStops(extra_stops, candidates, text_field) if extra_stops else None
+                response = await unless_disconnected(
+                    request,
+                    self._open_stream(call, entry, admission, started, include_usage, stops),
+                )
                 handed_over = True
                 return response
             # Cancelling the engine call when the client leaves closes its connection: the
             # engine aborts the generation.
-            answer = asyncio.ensure_future(self._unary(call, entry, started, extra_stops,
-                                                       text_field))
-            if await settle_unless_disconnected(request, answer,
-                                                self.settings.keepalive_s or None):
+            answer = asyncio.ensure_future(
+                self._unary(call, entry, started, extra_stops, text_field)
+            )
+            if await settle_unless_disconnected(request, answer, self.settings.keepalive_s or None):
                 return answer.result()
             # Still generating: answer now and keep the connection warm until the body is ready.
             handed_over = True
-            return StreamingResponse(self._keep_warm(answer, name, admission),
-                                     media_type="application/json")
+            return StreamingResponse(
+                self._keep_warm(answer, name, admission), media_type="application/json"
+            )
         finally:
             if not handed_over:
                 self._finish(name, admission)
 
-    def budget(self, req: CompletionRequest | ChatCompletionRequest, entry: ModelEntry,
-               candidates: int) -> RequestBudget:
-        max_tokens = req.max_tokens or (DEFAULT_COMPLETION_TOKENS
-                                        if isinstance(req, CompletionRequest)
-                                        else entry.max_model_len or 4096)
-        return budget_for(entry.spec, self.settings, stream=req.stream, max_tokens=max_tokens,
-                          candidates=candidates)
+    def budget(
+        self, req: CompletionRequest | ChatCompletionRequest, entry: ModelEntry, candidates: int
+    ) -> RequestBudget:
+        max_tokens = req.max_tokens or (
+            DEFAULT_COMPLETION_TOKENS
+            if isinstance(req, CompletionRequest)
+            else entry.max_model_len or 4096
+        )
+        return budget_for(
+            entry.spec,
+            self.settings,
+            stream=req.stream,
+            max_tokens=max_tokens,
+            candidates=candidates,
+        )
 
-    async def _keep_warm(self, answer: asyncio.Future[Response], name: str,
-                         admission: Admission) -> AsyncIterator[bytes]:
+    async def _keep_warm(
+        self, answer: asyncio.Future[Response], name: str, admission: Admission
+    ) -> AsyncIterator[bytes]:
         """A non-streamed answer that takes longer than `keepalive_s`: its 200 is sent at once,
         then whitespace while the engine works, then the body. An error that happens later
         can no longer change the status: it comes as the OpenAI error object in the body."""
@@ -214,8 +244,9 @@ class CompletionService:
                 await asyncio.gather(answer, return_exceptions=True)
             self._finish(name, admission)
 
-    def engine_payload(self, req: CompletionRequest | ChatCompletionRequest,
-                       entry: ModelEntry) -> tuple[bytes, list[str]]:
+    def engine_payload(
+        self, req: CompletionRequest | ChatCompletionRequest, entry: ModelEntry
+    ) -> tuple[bytes, list[str]]:
         """The engine's request body, and the stop sequences the gateway must enforce itself."""
         data = req.model_dump(exclude_unset=True, exclude_none=True)
         data["model"] = entry.spec.upstream_model_name
@@ -226,7 +257,9 @@ class CompletionService:
             if getattr(req, "echo", False) or req.logprobs:
                 raise InvalidRequestError(
                     f"more than {self.settings.engine_max_stop} stop sequences cannot be "
-                    "combined with echo or logprobs", param="stop")
+                    "combined with echo or logprobs",
+                    param="stop",
+                )
             data["stop"] = engine_stops
         if req.stream:
             # Always ask the engine for usage so token metrics work; the extra chunk is dropped
@@ -239,8 +272,9 @@ class CompletionService:
             # deeper than 255 inside free-form fields (chat content parts).
             raise InvalidRequestError(f"request cannot be forwarded: {exc}") from None
 
-    def prepare_prompt(self, req: CompletionRequest, entry: ModelEntry,
-                       data: dict[str, Any]) -> None:
+    def prepare_prompt(
+        self, req: CompletionRequest, entry: ModelEntry, data: dict[str, Any]
+    ) -> None:
         """Prompt rendering: with `suffix`, the FIM prompt as token ids (`codeserve.server.fim`)."""
         apply_fim(req, entry.renderer, entry.max_model_len, data)
 
@@ -248,14 +282,23 @@ class CompletionService:
         admission.release()
         self.metrics.in_flight.labels(name).dec()
 
-    async def _unary(self, call: EngineCall, entry: ModelEntry, started: float,
-                     extra_stops: list[str], text_field: str) -> Response:
+    async def _unary(
+        self,
+        call: EngineCall,
+        entry: ModelEntry,
+        started: float,
+        extra_stops: list[str],
+        text_field: str,
+    ) -> Response:
         raw = await self._fetch(call, entry)
         data = orjson.loads(raw)
         usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(usage, dict):
-            self.metrics.record_usage(entry.name, int(usage.get("prompt_tokens") or 0),
-                                      int(usage.get("completion_tokens") or 0))
+            self.metrics.record_usage(
+                entry.name,
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+            )
         if extra_stops and isinstance(data, dict):
             trim_choices(data.get("choices") or [], extra_stops, text_field)
         if extra_stops or entry.spec.upstream_model_name != entry.name:
@@ -273,12 +316,19 @@ class CompletionService:
         except asyncio.TimeoutError:
             raise call.timed_out() from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(502, f"engine for model {entry.name!r} failed: "
-                                f"{type(exc).__name__}") from None
+            raise UpstreamError(
+                502, f"engine for model {entry.name!r} failed: {type(exc).__name__}"
+            ) from None
 
-    async def _open_stream(self, call: EngineCall, entry: ModelEntry, admission: Admission,
-                           started: float, include_usage: bool,
-                           stops: StreamStops | None) -> Response:
+    async def _open_stream(
+        self,
+        call: EngineCall,
+        entry: ModelEntry,
+        admission: Admission,
+        started: float,
+        include_usage: bool,
+        stops: StreamStops | None,
+    ) -> Response:
         # Open the engine response before answering, so connection failures and engine
         # validation errors still get a proper status code instead of a broken stream.
         try:
@@ -289,17 +339,27 @@ class CompletionService:
             raise
         return StreamingResponse(
             self._relay(call, resp, entry, admission, started, include_usage, stops),
-            media_type="text/event-stream", headers=SSE_HEADERS,
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
         )
 
-    async def _relay(self, call: EngineCall, resp: aiohttp.ClientResponse, entry: ModelEntry,
-                     admission: Admission, started: float, include_usage: bool,
-                     stops: StreamStops | None) -> AsyncIterator[bytes]:
+    async def _relay(
+        self,
+        call: EngineCall,
+        resp: aiohttp.ClientResponse,
+        entry: ModelEntry,
+        admission: Admission,
+        started: float,
+        include_usage: bool,
+        stops: StreamStops | None,
+    ) -> AsyncIterator[bytes]:
         name = entry.name
         rename = None
         if entry.spec.upstream_model_name != name:
-            rename = (orjson.dumps({"model": entry.spec.upstream_model_name})[1:-1],
-                      orjson.dumps({"model": name})[1:-1])
+            rename = (
+                orjson.dumps({"model": entry.spec.upstream_model_name})[1:-1],
+                orjson.dumps({"model": name})[1:-1],
+            )
         status = "200"
         first = True
         pending = b""
@@ -317,7 +377,7 @@ class CompletionService:
                 cut = pending.rfind(b"\n\n")
                 if cut < 0:
                     continue
-                events, pending = pending[: cut + 2], pending[cut + 2:]
+                events, pending = pending[: cut + 2], pending[cut + 2 :]
                 if _USAGE_MARK in events:
                     events = self._take_usage(name, events, include_usage)
                 if stops is not None:
@@ -336,8 +396,11 @@ class CompletionService:
             error = exc
             # aiohttp's read timeout is both a ClientError and a TimeoutError: a timeout.
             status = "504" if isinstance(exc, asyncio.TimeoutError) else "502"
-            message = (call.budget.expired() if status == "504"
-                       else f"engine connection lost mid-stream ({type(exc).__name__})")
+            message = (
+                call.budget.expired()
+                if status == "504"
+                else f"engine connection lost mid-stream ({type(exc).__name__})"
+            )
             body = error_object(message, "upstream_error", code="engine_stream_error")
             yield b"data: " + orjson.dumps(body) + b"\n\n" + DONE
         except asyncio.CancelledError:
@@ -373,8 +436,11 @@ class CompletionService:
             if _USAGE_MARK in event and event.startswith(b"data: {"):
                 try:
                     usage = orjson.loads(event[6:]).get("usage") or {}
-                    self.metrics.record_usage(name, int(usage.get("prompt_tokens") or 0),
-                                              int(usage.get("completion_tokens") or 0))
+                    self.metrics.record_usage(
+                        name,
+                        int(usage.get("prompt_tokens") or 0),
+                        int(usage.get("completion_tokens") or 0),
+                    )
                 except (orjson.JSONDecodeError, AttributeError, ValueError):
                     pass
                 if not keep:

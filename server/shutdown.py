@@ -71,11 +71,14 @@ class DrainMiddleware:
             return
         if self.drain.draining:
             # Connection: close moves keep-alive clients to another replica.
-            err = UnavailableError("the gateway is shutting down; retry on another replica",
-                                   code="shutting_down",
-                                   headers={"Retry-After": "5", "Connection": "close"})
+            err = UnavailableError(
+                "the gateway is shutting down; retry on another replica",
+                code="shutting_down",
+                headers={"Retry-After": "5", "Connection": "close"},
+            )
             await JSONResponse(err.body(), err.status_code, headers=err.headers)(
-                scope, receive, send)
+                scope, receive, send
+            )
             return
         self.drain.enter()
         try:
@@ -113,28 +116,65 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain_then_exit(self) -> None:
         self.drain.begin()
-        log.info("draining: readiness fails and new requests get 503; waiting up to %.0fs for "
-                 "%d request(s) in flight", self.grace_s, self.drain.active)
+        log.info(
+            "draining: readiness fails and new requests get 503; waiting up to %.0fs for "
+            "%d request(s) in flight",
+            self.grace_s,
+            self.drain.active,
+        )
         if await self.drain.wait_idle(self.grace_s):
             log.info("drained; shutting down")
         else:
-            log.warning("grace period of %.0fs over; cutting %d request(s) still in flight",
-                        self.grace_s, self.drain.active)
+            log.warning(
+                "grace period of %.0fs over; cutting %d request(s) still in flight",
+                self.grace_s,
+                self.drain.active,
+            )
         if not self.should_exit and self._drain_signal is not None:
             super().handle_exit(self._drain_signal, None)
 
 
-def draining_server(app: ASGIApp, drain: Drain, *, host: str, port: int, log_level: str,
-                    access_log: bool, grace_s: float) -> DrainingServer:
+def draining_server(
+    app: ASGIApp,
+    drain: Drain,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    access_log: bool,
+    grace_s: float,
+) -> DrainingServer:
     """The gateway's uvicorn server, whose first exit signal drains before the shutdown."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            access_log=access_log, loop="uvloop", http="httptools",
-                            timeout_graceful_shutdown=AFTER_DRAIN_S)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=AFTER_DRAIN_S,
+    )
     return DrainingServer(config, drain, grace_s)
 
 
-def serve(app: ASGIApp, drain: Drain, *, host: str, port: int, log_level: str,
-          access_log: bool, grace_s: float) -> None:
+def serve(
+    app: ASGIApp,
+    drain: Drain,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    access_log: bool,
+    grace_s: float,
+) -> None:
     """Run the gateway on uvicorn until a signal, draining before the shutdown."""
-    draining_server(app, drain, host=host, port=port, log_level=log_level,
-                    access_log=access_log, grace_s=grace_s).run()
+    draining_server(
+        app,
+        drain,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        grace_s=grace_s,
+    ).run()

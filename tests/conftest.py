@@ -49,8 +49,9 @@ def demo_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 @pytest.fixture(scope="session")
-def real_stack(demo_model_dirs: dict[str, Path],
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def real_stack(
+    demo_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("real-stack")
     ports = {name: free_port() for name in demo_model_dirs}
     models_file = root / "models.yaml"
@@ -61,12 +62,18 @@ def real_stack(demo_model_dirs: dict[str, Path],
     stack = Stack(
         gateway_url=f"http://127.0.0.1:{gw_port}",
         engine_urls={n: f"http://127.0.0.1:{p}" for n, p in ports.items()},
-        model_dirs=demo_model_dirs, process=proc, log_path=log_path,
+        model_dirs=demo_model_dirs,
+        process=proc,
+        log_path=log_path,
         models=list(demo_model_dirs),
     )
     try:
-        wait_until(lambda: proc.poll() is not None or ready(stack.gateway_url + "/ready"),
-                   timeout=420, interval=1, what="the gateway's models to become ready")
+        wait_until(
+            lambda: proc.poll() is not None or ready(stack.gateway_url + "/ready"),
+            timeout=420,
+            interval=1,
+            what="the gateway's models to become ready",
+        )
         if proc.poll() is not None:
             pytest.fail(f"gateway exited with {proc.returncode}:\n{stack.log_tail()}")
         yield stack

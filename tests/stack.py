@@ -28,8 +28,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.5,
-               what: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.5, what: str = "condition"
+) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()
@@ -45,8 +46,10 @@ def open_request(base_url: str, body: dict) -> socket.socket:
     host, port = base_url.removeprefix("http://").split(":")
     payload = orjson.dumps(body)
     sock = socket.create_connection((host, int(port)), timeout=30)
-    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json"
-                 b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    sock.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json"
+        b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+    )
     return sock
 
 
@@ -61,13 +64,15 @@ def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> byt
 
 def gateway_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "HF_HUB_OFFLINE": "1",
-        "CODESERVE_HEALTH_INTERVAL_S": "1",
-        "CODESERVE_HEALTH_TIMEOUT_S": "2",
-        "CODESERVE_RESTART_BACKOFF_INITIAL_S": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-    })
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "CODESERVE_HEALTH_INTERVAL_S": "1",
+            "CODESERVE_HEALTH_TIMEOUT_S": "2",
+            "CODESERVE_RESTART_BACKOFF_INITIAL_S": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -114,8 +119,11 @@ class Stack:
         pids = []
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
-            if ("vllm.entrypoints.openai.api_server" in cmd and port in cmd
-                    and "codeserve.server.engines.launcher" not in cmd):
+            if (
+                "vllm.entrypoints.openai.api_server" in cmd
+                and port in cmd
+                and "codeserve.server.engines.launcher" not in cmd
+            ):
                 pids.append(proc.pid)
         return pids
 
@@ -125,9 +133,20 @@ class Stack:
 
 def start_gateway(models_file: Path, log_path: Path, port: int, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file", str(models_file),
-         "--port", str(port)],
-        cwd=REPO, env=gateway_env(**env), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "codeserve.cli.main",
+            "serve",
+            "--models-file",
+            str(models_file),
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=gateway_env(**env),
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
     )
 
 

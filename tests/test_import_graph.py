@@ -15,15 +15,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Where each part of the namespace lives on disk (pyproject.toml maps the same folders).
-FOLDERS = {"codeserve": "codeserve", "codeserve.server": "server",
-           "codeserve.client": "client", "codeserve.loadtest": "loadtest"}
+FOLDERS = {
+    "codeserve": "codeserve",
+    "codeserve.server": "server",
+    "codeserve.client": "client",
+    "codeserve.loadtest": "loadtest",
+}
 # Lower layers never import higher ones; parts of one layer never import each other.
 LAYERS = {
-    "codeserve.__main__": 5, "codeserve.cli": 4,
-    "codeserve.server": 3, "codeserve.client": 3, "codeserve.loadtest": 3,
+    "codeserve.__main__": 5,
+    "codeserve.cli": 4,
+    "codeserve.server": 3,
+    "codeserve.client": 3,
+    "codeserve.loadtest": 3,
     "codeserve.scoring": 2,
-    "codeserve.sandbox": 1, "codeserve.datasets": 1,
-    "codeserve.common": 0, "codeserve": 0,
+    "codeserve.sandbox": 1,
+    "codeserve.datasets": 1,
+    "codeserve.common": 0,
+    "codeserve": 0,
 }
 
 
@@ -152,9 +161,14 @@ def test_a_known_violation_is_caught(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["server", "client", "loadtest"])
 def test_no_top_level_packages_installed(name: str, tmp_path: Path) -> None:
     """Outside the repository (so its folders are not on sys.path), only `codeserve` exists."""
-    run = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", f"import {name}"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert run.returncode != 0 and "ModuleNotFoundError" in run.stderr
-    run = subprocess.run([sys.executable, "-c", f"import codeserve.{name}"], cwd=tmp_path,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", f"import codeserve.{name}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr

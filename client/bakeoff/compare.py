@@ -21,7 +21,9 @@ def load_bakeoff(path: Path) -> BakeoffResults:
     try:
         return BakeoffResults.model_validate(orjson.loads(file.read_bytes()))
     except FileNotFoundError:
-        raise CliError(f"{file}: no such file (a bake-off --out folder holds {BAKEOFF_FILE})") from None
+        raise CliError(
+            f"{file}: no such file (a bake-off --out folder holds {BAKEOFF_FILE})"
+        ) from None
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{file}: not JSON ({exc})") from None
     except ValidationError as exc:
@@ -32,36 +34,56 @@ def compare_paths(a: Path, b: Path) -> str:
     return render_comparison(load_bakeoff(a), load_bakeoff(b), str(a), str(b))
 
 
-def render_comparison(a: BakeoffResults, b: BakeoffResults, name_a: str = "A",
-                      name_b: str = "B") -> str:
+def render_comparison(
+    a: BakeoffResults, b: BakeoffResults, name_a: str = "A", name_b: str = "B"
+) -> str:
     lines = [f"A: {name_a}", f"B: {name_b}", ""]
     lines += text_table(_settings_table(a, b))
     lines.append("")
     rows_a = {(r.label, r.benchmark): r for r in a.rows if not r.skipped}
     rows_b = {(r.label, r.benchmark): r for r in b.rows if not r.skipped}
-    benchmarks = list(dict.fromkeys([*a.metadata.settings.benchmarks, *b.metadata.settings.benchmarks]))
+    benchmarks = list(
+        dict.fromkeys([*a.metadata.settings.benchmarks, *b.metadata.settings.benchmarks])
+    )
     for benchmark in benchmarks:
-        labels = list(dict.fromkeys(label for (label, bench) in [*rows_a, *rows_b]
-                                    if bench == benchmark))
+        labels = list(
+            dict.fromkeys(label for (label, bench) in [*rows_a, *rows_b] if bench == benchmark)
+        )
         table_rows = []
         for label in labels:
             ra, rb = rows_a.get((label, benchmark)), rows_b.get((label, benchmark))
             if ra is None or rb is None:
-                table_rows.append([label, "only in " + ("A" if rb is None else "B"),
-                                   *[""] * 6])
+                table_rows.append([label, "only in " + ("A" if rb is None else "B"), *[""] * 6])
                 continue
-            table_rows.append([
-                label, _pp(ra.pass_at_1, rb.pass_at_1), _pp(_top(ra), _top(rb)),
-                _ratio(ra.candidates_per_s, rb.candidates_per_s),
-                _ratio(ra.output_tokens_per_s, rb.output_tokens_per_s),
-                _ratio(ra.ttft_p50_s, rb.ttft_p50_s, scale=1000, unit="ms"),
-                _ratio(ra.time_for_k_s, rb.time_for_k_s),
-                _ratio(ra.solved_per_min, rb.solved_per_min),
-            ])
+            table_rows.append(
+                [
+                    label,
+                    _pp(ra.pass_at_1, rb.pass_at_1),
+                    _pp(_top(ra), _top(rb)),
+                    _ratio(ra.candidates_per_s, rb.candidates_per_s),
+                    _ratio(ra.output_tokens_per_s, rb.output_tokens_per_s),
+                    _ratio(ra.ttft_p50_s, rb.ttft_p50_s, scale=1000, unit="ms"),
+                    _ratio(ra.time_for_k_s, rb.time_for_k_s),
+                    _ratio(ra.solved_per_min, rb.solved_per_min),
+                ]
+            )
         tasks = f"{_tasks(a, benchmark)} vs {_tasks(b, benchmark)} tasks"
-        lines += text_table(Table(f"{benchmark} ({tasks}): A -> B", [
-            "model", "pass@1", "pass@k", "cand/s", "tok/s", "TTFT p50", "time for k (s)",
-            "solved/min"], table_rows))
+        lines += text_table(
+            Table(
+                f"{benchmark} ({tasks}): A -> B",
+                [
+                    "model",
+                    "pass@1",
+                    "pass@k",
+                    "cand/s",
+                    "tok/s",
+                    "TTFT p50",
+                    "time for k (s)",
+                    "solved/min",
+                ],
+                table_rows,
+            )
+        )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -70,16 +92,24 @@ def _settings_table(a: BakeoffResults, b: BakeoffResults) -> Table:
     def fields(r: BakeoffResults) -> dict[str, str]:
         s, m = r.metadata.settings, r.metadata.machine
         return {
-            "benchmarks": ",".join(s.benchmarks), "n (sampled)": str(s.n),
-            "greedy": str(s.greedy), "temperature / top_p": f"{s.temperature:g} / {s.top_p:g}",
-            "max_tokens": str(s.max_tokens), "concurrency": str(s.concurrency),
-            "stream": str(s.stream), "models": ", ".join(t.label for t in r.targets),
-            "machine": f"{m.cpus} CPUs, load {m.load_1m_start}", "finished": r.metadata.finished_at,
+            "benchmarks": ",".join(s.benchmarks),
+            "n (sampled)": str(s.n),
+            "greedy": str(s.greedy),
+            "temperature / top_p": f"{s.temperature:g} / {s.top_p:g}",
+            "max_tokens": str(s.max_tokens),
+            "concurrency": str(s.concurrency),
+            "stream": str(s.stream),
+            "models": ", ".join(t.label for t in r.targets),
+            "machine": f"{m.cpus} CPUs, load {m.load_1m_start}",
+            "finished": r.metadata.finished_at,
         }
 
     fa, fb = fields(a), fields(b)
-    return Table("settings", ["", "A", "B", ""],
-                 [[k, fa[k], fb[k], "" if fa[k] == fb[k] else "differs"] for k in fa])
+    return Table(
+        "settings",
+        ["", "A", "B", ""],
+        [[k, fa[k], fb[k], "" if fa[k] == fb[k] else "differs"] for k in fa],
+    )
 
 
 def _top(row: Row) -> float | None:

@@ -36,15 +36,16 @@ CATEGORIES = (
 SETUP_CAUSES = CATEGORIES[:5]
 
 
-def categorize(sample: ScoredSample, finish_reason: str | None, entry_point: str | None = None
-               ) -> str:
+def categorize(
+    sample: ScoredSample, finish_reason: str | None, entry_point: str | None = None
+) -> str:
     """`entry_point`: the function a whole-program answer (chat) must define, when known."""
     result = sample.result
     if not sample.completion.strip():
         return "empty answer"
     if "defines no function" in result or (
-            entry_point and not re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(",
-                                          sample.completion)):
+        entry_point and not re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", sample.completion)
+    ):
         return "no function defined"
     if finish_reason == "length":
         return "cut at max_tokens"
@@ -62,8 +63,11 @@ def categorize(sample: ScoredSample, finish_reason: str | None, entry_point: str
 def load_samples(path: Path) -> list[ScoredSample]:
     if not path.exists():
         return []
-    return [ScoredSample.model_validate(orjson.loads(line))
-            for line in path.read_bytes().splitlines() if line.strip()]
+    return [
+        ScoredSample.model_validate(orjson.loads(line))
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
 
 
 def finish_reasons(records: Sequence[EvalRecord]) -> dict[str, list[tuple[str, str | None]]]:
@@ -77,8 +81,12 @@ def finish_reasons(records: Sequence[EvalRecord]) -> dict[str, list[tuple[str, s
     return out
 
 
-def evidence(kind: PhaseKind, samples: Sequence[ScoredSample], records: Sequence[EvalRecord],
-             entry_points: Mapping[str, str] | None = None) -> Evidence:
+def evidence(
+    kind: PhaseKind,
+    samples: Sequence[ScoredSample],
+    records: Sequence[EvalRecord],
+    entry_points: Mapping[str, str] | None = None,
+) -> Evidence:
     """`entry_points` (task id -> function name): given when answers are whole programs (chat
     prompts), so an answer that never defines the function is told from a wrong one."""
     reasons = finish_reasons(records)
@@ -93,12 +101,19 @@ def evidence(kind: PhaseKind, samples: Sequence[ScoredSample], records: Sequence
         cause = categorize(sample, finish, (entry_points or {}).get(sample.task_id))
         counts[cause] += 1
         if len(examples[cause]) < EXAMPLES_PER_CATEGORY:
-            examples[cause].append(FailureExample(task_id=sample.task_id,
-                                                  result=_short(sample.result),
-                                                  finish_reason=finish))
+            examples[cause].append(
+                FailureExample(
+                    task_id=sample.task_id, result=_short(sample.result), finish_reason=finish
+                )
+            )
     ordered = {c: counts[c] for c in CATEGORIES if counts[c]}
-    return Evidence(phase=kind, candidates=len(samples), failed=failed, categories=ordered,
-                    examples={c: examples[c] for c in ordered})
+    return Evidence(
+        phase=kind,
+        candidates=len(samples),
+        failed=failed,
+        categories=ordered,
+        examples={c: examples[c] for c in ordered},
+    )
 
 
 def setup_failures(ev: Evidence) -> int:

@@ -43,8 +43,9 @@ def pass_curve(tasks: Sequence[TaskResult], n: int) -> list[tuple[int, float]]:
     return [(int(name.split("@")[1]), value) for name, value in values.items()]
 
 
-def time_for_candidates(records: Sequence[EvalRecord], wanted: set[str] | None = None
-                        ) -> list[float]:
+def time_for_candidates(
+    records: Sequence[EvalRecord], wanted: set[str] | None = None
+) -> list[float]:
     """Per task: the span from the first send to the last answer of its successful requests,
     summed over sessions (idle time between a killed run and its rerun does not count)."""
     spans: dict[tuple[str, str], list[float]] = {}
@@ -81,7 +82,8 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
     for name, (x, y) in points.items():
         dominated = any(
             (ox >= x and oy >= y) and (ox > x or oy > y)
-            for other, (ox, oy) in points.items() if other != name
+            for other, (ox, oy) in points.items()
+            if other != name
         )
         if not dominated:
             front.append(name)

@@ -92,8 +92,9 @@ def detect_style(model: str, root: str | None) -> tuple[Style, str]:
     return "base", "auto: no instruct/chat in the name"
 
 
-def parse_assignments(values: Sequence[str], flag: str, allowed: Iterable[str] | None = None
-                      ) -> dict[str | None, str]:
+def parse_assignments(
+    values: Sequence[str], flag: str, allowed: Iterable[str] | None = None
+) -> dict[str | None, str]:
     """`--flag VALUE` (key None: every model) or `--flag MODEL=VALUE`."""
     allowed = list(allowed) if allowed is not None else None
     out: dict[str | None, str] = {}
@@ -101,8 +102,9 @@ def parse_assignments(values: Sequence[str], flag: str, allowed: Iterable[str] |
         key, sep, value = item.rpartition("=")
         value = value.strip()
         if allowed is not None and value not in allowed:
-            raise CliError(f"{flag} {item!r}: expected [MODEL=]VALUE with VALUE one of "
-                           f"{', '.join(allowed)}")
+            raise CliError(
+                f"{flag} {item!r}: expected [MODEL=]VALUE with VALUE one of {', '.join(allowed)}"
+            )
         if sep and not key.strip():
             raise CliError(f"{flag} {item!r}: the model name before '=' is empty")
         out[key.strip() if sep else None] = value
@@ -117,8 +119,12 @@ class ServedModel:
     state: str | None = None
 
 
-async def list_models(base_url: str, api_key: str | None, timeout_s: float,
-                      transport: httpx.AsyncBaseTransport | None = None) -> list[ServedModel] | None:
+async def list_models(
+    base_url: str,
+    api_key: str | None,
+    timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[ServedModel] | None:
     """What `GET {base_url}/models` lists; None when the endpoint has no such route."""
     url = f"{base_url}/models"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -126,16 +132,26 @@ async def list_models(base_url: str, api_key: str | None, timeout_s: float,
         try:
             response = await http.get(url)
         except httpx.TransportError as exc:
-            raise CliError(f"cannot reach {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+            raise CliError(
+                f"cannot reach {url}: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from None
     if response.status_code in (401, 403):
-        raise CliError(f"{url} refused the API key ({response.status_code}: "
-                       f"{error_message(response)})")
+        raise CliError(
+            f"{url} refused the API key ({response.status_code}: {error_message(response)})"
+        )
     if response.status_code != 200:
         return None
     try:
         data = orjson.loads(response.content).get("data") or []
-        return [ServedModel(id=str(m["id"]), root=m.get("root"), fim_template=m.get("fim_template"),
-                            state=m.get("state")) for m in data]
+        return [
+            ServedModel(
+                id=str(m["id"]),
+                root=m.get("root"),
+                fim_template=m.get("fim_template"),
+                state=m.get("state"),
+            )
+            for m in data
+        ]
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         return None
 
@@ -164,8 +180,11 @@ async def resolve_targets(
         served = listings[(base_url, key)]
         if spec.model is None and only:
             by_id = {m.id: m for m in served or []}
-            chosen = [by_id[name] for name in only if name in by_id] if served else [
-                ServedModel(id=name) for name in only]
+            chosen = (
+                [by_id[name] for name in only if name in by_id]
+                if served
+                else [ServedModel(id=name) for name in only]
+            )
         elif spec.model is None:
             if not served:
                 raise CliError(f"{base_url} lists no models; name them with --model")
@@ -176,15 +195,18 @@ async def resolve_targets(
         else:
             by_id = {m.id: m for m in served or []}
             if served and spec.model not in by_id:
-                raise CliError(f"model {spec.model!r} is not served at {base_url} "
-                               f"(served: {', '.join(by_id)})")
+                raise CliError(
+                    f"model {spec.model!r} is not served at {base_url} (served: {', '.join(by_id)})"
+                )
             chosen = [by_id.get(spec.model) or ServedModel(id=spec.model)]
         for served_model in chosen:
             found.append(_target(spec, base_url, key, served_model, styles, published))
     absent = [name for name in only if name not in {t.model for t in found}]
     if absent:
-        raise CliError(f"model {absent[0]!r} is not served at "
-                       f"{', '.join(dict.fromkeys(_base_url(s.base_url) for s in specs))}")
+        raise CliError(
+            f"model {absent[0]!r} is not served at "
+            f"{', '.join(dict.fromkeys(_base_url(s.base_url) for s in specs))}"
+        )
     if not found:
         raise CliError("no models to compare")
     return _unique_labels(found)
@@ -194,8 +216,9 @@ def _base_url(url: str) -> str:
     try:
         return normalize_base_url(url)
     except (CliError, httpx.InvalidURL):
-        raise CliError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, "
-                       f"got {url!r}") from None
+        raise CliError(
+            f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}"
+        ) from None
 
 
 def _spec_key(spec: TargetSpec, api_key: str | None) -> str | None:
@@ -204,14 +227,21 @@ def _spec_key(spec: TargetSpec, api_key: str | None) -> str | None:
 
         value = os.environ.get(spec.api_key_env)
         if not value:
-            raise CliError(f"targets file: ${spec.api_key_env} (api_key_env of {spec.base_url}) "
-                           "is not set")
+            raise CliError(
+                f"targets file: ${spec.api_key_env} (api_key_env of {spec.base_url}) is not set"
+            )
         return value
     return api_key
 
 
-def _target(spec: TargetSpec, base_url: str, api_key: str | None, served: ServedModel,
-            styles: Mapping[str | None, str], published: Mapping[str | None, str]) -> Target:
+def _target(
+    spec: TargetSpec,
+    base_url: str,
+    api_key: str | None,
+    served: ServedModel,
+    styles: Mapping[str | None, str],
+    published: Mapping[str | None, str],
+) -> Target:
     name = served.id
     chosen_style = styles.get(spec.label or "") or styles.get(name)
     source = "--format"
@@ -226,8 +256,9 @@ def _target(spec: TargetSpec, base_url: str, api_key: str | None, served: Served
     key_choice = published.get(spec.label or "") or published.get(name) or spec.published
     if key_choice is not None:
         if key_choice != "none" and key_choice not in BY_KEY:
-            raise CliError(f"unknown published model {key_choice!r} (choose from: "
-                           f"{', '.join(BY_KEY)}, none)")
+            raise CliError(
+                f"unknown published model {key_choice!r} (choose from: {', '.join(BY_KEY)}, none)"
+            )
         pub_key = None if key_choice == "none" else key_choice
         pub_source = "set by the user"
     else:
@@ -235,9 +266,18 @@ def _target(spec: TargetSpec, base_url: str, api_key: str | None, served: Served
         pub_key = row.key if row else None
         pub_source = "matched by name" if row else "no published row matches the name"
     fim = spec.fim if spec.fim is not None else served.fim_template is not None
-    return Target(label=spec.label or name, base_url=base_url, model=name, root=served.root,
-                  style=style, style_source=source, fim=fim, published_key=pub_key,
-                  published_source=pub_source, api_key=api_key)
+    return Target(
+        label=spec.label or name,
+        base_url=base_url,
+        model=name,
+        root=served.root,
+        style=style,
+        style_source=source,
+        fim=fim,
+        published_key=pub_key,
+        published_source=pub_source,
+        api_key=api_key,
+    )
 
 
 def _unique_labels(targets: list[Target]) -> list[Target]:
@@ -248,7 +288,9 @@ def _unique_labels(targets: list[Target]) -> list[Target]:
     for t in targets:
         if counts[t.label] > 1:
             host = httpx.URL(t.base_url)
-            t = t.model_copy(update={"label": f"{t.label}@{host.host}:{host.port or ''}".rstrip(":")})
+            t = t.model_copy(
+                update={"label": f"{t.label}@{host.host}:{host.port or ''}".rstrip(":")}
+            )
         out.append(t)
     labels = [t.label for t in out]
     if len(set(labels)) != len(labels):
@@ -258,6 +300,7 @@ def _unique_labels(targets: list[Target]) -> list[Target]:
 
 
 # -- the eval runs ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -290,8 +333,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "model"
 
 
-def plan_phases(targets: Sequence[Target], settings: Settings, out_dir: Path
-                ) -> tuple[list[Phase], dict[tuple[str, str], str]]:
+def plan_phases(
+    targets: Sequence[Target], settings: Settings, out_dir: Path
+) -> tuple[list[Phase], dict[tuple[str, str], str]]:
     """The runs in order (target by target, benchmark by benchmark, greedy first), and the
     (label, benchmark) pairs left out with the reason."""
     phases: list[Phase] = []
@@ -299,41 +343,85 @@ def plan_phases(targets: Sequence[Target], settings: Settings, out_dir: Path
     for target in targets:
         for benchmark in settings.benchmarks:
             if is_infill(benchmark) and not target.fim:
-                skipped[(target.label, benchmark)] = "not FIM-capable (the endpoint reports no FIM template)"
+                skipped[(target.label, benchmark)] = (
+                    "not FIM-capable (the endpoint reports no FIM template)"
+                )
                 continue
             fmt = prompt_format_for(target.style, benchmark)
             folder = out_dir / RUNS_DIR / slug(target.label)
             if settings.greedy:
-                phases.append(Phase(target, benchmark, "greedy", folder / f"{benchmark}-greedy", fmt,
-                                    1, SamplingParams(temperature=0.0, top_p=1.0,
-                                                      max_tokens=settings.max_tokens,
-                                                      seed=settings.seed)))
+                phases.append(
+                    Phase(
+                        target,
+                        benchmark,
+                        "greedy",
+                        folder / f"{benchmark}-greedy",
+                        fmt,
+                        1,
+                        SamplingParams(
+                            temperature=0.0,
+                            top_p=1.0,
+                            max_tokens=settings.max_tokens,
+                            seed=settings.seed,
+                        ),
+                    )
+                )
             if settings.n > 0:
-                phases.append(Phase(
-                    target, benchmark, "sampled",
-                    folder / f"{benchmark}-t{settings.temperature:g}-p{settings.top_p:g}", fmt,
-                    settings.n, SamplingParams(temperature=settings.temperature,
-                                               top_p=settings.top_p,
-                                               max_tokens=settings.max_tokens, seed=settings.seed)))
+                phases.append(
+                    Phase(
+                        target,
+                        benchmark,
+                        "sampled",
+                        folder / f"{benchmark}-t{settings.temperature:g}-p{settings.top_p:g}",
+                        fmt,
+                        settings.n,
+                        SamplingParams(
+                            temperature=settings.temperature,
+                            top_p=settings.top_p,
+                            max_tokens=settings.max_tokens,
+                            seed=settings.seed,
+                        ),
+                    )
+                )
     return phases, skipped
 
 
-def eval_config(phase: Phase, settings: Settings, *, limit: int | None, data_dir: Path | None,
-                timeout_s: float, retries: int, progress: bool) -> EvalConfig:
+def eval_config(
+    phase: Phase,
+    settings: Settings,
+    *,
+    limit: int | None,
+    data_dir: Path | None,
+    timeout_s: float,
+    retries: int,
+    progress: bool,
+) -> EvalConfig:
     return EvalConfig(
-        benchmark=phase.benchmark, model=phase.target.model, endpoint=phase.target.base_url,
-        n=phase.n, sampling=phase.sampling, limit=limit, out_dir=phase.run_dir,
-        prompt_format=phase.prompt_format, stream=settings.stream,
-        concurrency=settings.concurrency, max_n_per_request=settings.max_n_per_request,
-        data_dir=data_dir, api_key=phase.target.api_key, timeout_s=timeout_s,
-        max_retries=retries, progress=progress,
+        benchmark=phase.benchmark,
+        model=phase.target.model,
+        endpoint=phase.target.base_url,
+        n=phase.n,
+        sampling=phase.sampling,
+        limit=limit,
+        out_dir=phase.run_dir,
+        prompt_format=phase.prompt_format,
+        stream=settings.stream,
+        concurrency=settings.concurrency,
+        max_n_per_request=settings.max_n_per_request,
+        data_dir=data_dir,
+        api_key=phase.target.api_key,
+        timeout_s=timeout_s,
+        max_retries=retries,
+        progress=progress,
     )
 
 
 # -- budgets ------------------------------------------------------------------------------------
 
-def task_cap(limit: int | None, max_candidates: int | None, settings_n: int, greedy: bool,
-             benchmarks: int) -> int | None:
+
+def task_cap(
+    limit: int | None, max_candidates: int | None, settings_n: int, greedy: bool, benchmarks: int
+) -> int | None:
     """Tasks per benchmark the budget allows: `--limit`, and `--max-candidates` spread over
     every benchmark's tasks (each costs n sampled + 1 greedy candidate per model)."""
     cap = limit
@@ -341,8 +429,10 @@ def task_cap(limit: int | None, max_candidates: int | None, settings_n: int, gre
         per_task = settings_n + (1 if greedy else 0)
         fits = max_candidates // (benchmarks * per_task)
         if fits < 1:
-            raise CliError(f"--max-candidates {max_candidates} does not cover one task of each "
-                           f"benchmark ({benchmarks} x {per_task} candidates per model)")
+            raise CliError(
+                f"--max-candidates {max_candidates} does not cover one task of each "
+                f"benchmark ({benchmarks} x {per_task} candidates per model)"
+            )
         cap = fits if cap is None else min(cap, fits)
     return cap
 
@@ -363,8 +453,9 @@ def round_limits(cap: int | None, largest: int, timed: bool) -> list[int | None]
     return limits
 
 
-def next_round_fits(last_s: float, last_new_tasks: int, next_new_tasks: int,
-                    remaining_s: float) -> bool:
+def next_round_fits(
+    last_s: float, last_new_tasks: int, next_new_tasks: int, remaining_s: float
+) -> bool:
     """Whether the next round should start: its cost, estimated from the last round's time per
     new task, fits in the time left."""
     if last_new_tasks <= 0:
@@ -395,9 +486,11 @@ def check_plan_file(out_dir: Path, targets: Sequence[Target]) -> None:
             raise CliError(f"{path}: not a bake-off plan file") from None
     for t in targets:
         if known.get(t.label, t.base_url) != t.base_url:
-            raise CliError(f"{out_dir} holds runs of {t.label!r} at {known[t.label]}, not "
-                           f"{t.base_url}; use another --out (compare the two with "
-                           "`codeserve bakeoff compare`)")
+            raise CliError(
+                f"{out_dir} holds runs of {t.label!r} at {known[t.label]}, not "
+                f"{t.base_url}; use another --out (compare the two with "
+                "`codeserve bakeoff compare`)"
+            )
         known[t.label] = t.base_url
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"endpoints": known}, indent=2) + "\n")

@@ -41,37 +41,83 @@ _EVALPLUS = "EvalPlus leaderboard (chat prompts)"
 _QWEN_REPORT = "Qwen2.5-Coder Technical Report (arXiv:2409.12186; EvalPlus prompts)"
 
 PUBLISHED: tuple[Published, ...] = (
-    Published("deepseek-coder-1.3b-base", "DeepSeek-Coder-1.3B base", "base",
-              {"humaneval": 34.8, "mbpp": 46.8}, "DeepSeek-Coder Evaluation READMEs",
-              r"deepseek-coder-1\.3b(?!.*instruct)",
-              {"mbpp": "3-shot prompt"}),
-    Published("deepseek-coder-1.3b-instruct", "DeepSeek-Coder-1.3B instruct", "instruct",
-              {"humaneval": 65.9, "humaneval+": 60.4, "mbpp": 65.3, "mbpp+": 54.8}, _EVALPLUS,
-              r"deepseek-coder-1\.3b.*instruct",
-              {"mbpp": "EvalPlus MBPP subset (378 tasks)"}),
-    Published("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct", "instruct",
-              {"humaneval": 61.6, "humaneval+": 57.3, "mbpp": 52.4}, _QWEN_REPORT,
-              r"qwen2\.?5-coder-0\.5b.*instruct",
-              {"mbpp": "EvalPlus MBPP subset (378 tasks)"}),
-    Published("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B base", "base",
-              {"humaneval": 43.9, "humaneval+": 36.6, "mbpp": 69.2, "mbpp+": 58.6}, _QWEN_REPORT,
-              r"qwen2\.?5-coder-1\.5b(?!.*instruct)",
-              {"mbpp": "EvalPlus MBPP subset (378 tasks)"}),
-    Published("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct", "instruct",
-              {"humaneval": 70.7, "humaneval+": 66.5, "mbpp": 69.2, "mbpp+": 59.4}, _QWEN_REPORT,
-              r"qwen2\.?5-coder-1\.5b.*instruct",
-              {"mbpp": "EvalPlus MBPP subset (378 tasks)"}),
-    Published("starcoder2-3b", "StarCoder2-3B", "base",
-              {"humaneval": 31.7, "humaneval+": 27.4}, "StarCoder2-3B model card / EvalPlus",
-              r"starcoder2-3b"),
-    Published("codegemma-2b", "CodeGemma-2B v1.1", "base",
-              {"humaneval": 37.8, "mbpp": 49.2}, "CodeGemma model card", r"codegemma-(1\.1-)?2b"),
-    Published("stable-code-3b", "stable-code-3b", "base",
-              {"humaneval": 29.3, "humaneval+": 25.6, "mbpp": 54.8, "mbpp+": 45.8},
-              "EvalPlus leaderboard",
-              r"stable-code-3b"),
-    Published("phi-1", "Phi-1", "base", {"humaneval": 50.6, "mbpp": 55.5},
-              "Textbooks Are All You Need (arXiv:2306.11644)", r"(^|[/_-])phi-1($|[^.\d])"),
+    Published(
+        "deepseek-coder-1.3b-base",
+        "DeepSeek-Coder-1.3B base",
+        "base",
+        {"humaneval": 34.8, "mbpp": 46.8},
+        "DeepSeek-Coder Evaluation READMEs",
+        r"deepseek-coder-1\.3b(?!.*instruct)",
+        {"mbpp": "3-shot prompt"},
+    ),
+    Published(
+        "deepseek-coder-1.3b-instruct",
+        "DeepSeek-Coder-1.3B instruct",
+        "instruct",
+        {"humaneval": 65.9, "humaneval+": 60.4, "mbpp": 65.3, "mbpp+": 54.8},
+        _EVALPLUS,
+        r"deepseek-coder-1\.3b.*instruct",
+        {"mbpp": "EvalPlus MBPP subset (378 tasks)"},
+    ),
+    Published(
+        "qwen2.5-coder-0.5b-instruct",
+        "Qwen2.5-Coder-0.5B-Instruct",
+        "instruct",
+        {"humaneval": 61.6, "humaneval+": 57.3, "mbpp": 52.4},
+        _QWEN_REPORT,
+        r"qwen2\.?5-coder-0\.5b.*instruct",
+        {"mbpp": "EvalPlus MBPP subset (378 tasks)"},
+    ),
+    Published(
+        "qwen2.5-coder-1.5b",
+        "Qwen2.5-Coder-1.5B base",
+        "base",
+        {"humaneval": 43.9, "humaneval+": 36.6, "mbpp": 69.2, "mbpp+": 58.6},
+        _QWEN_REPORT,
+        r"qwen2\.?5-coder-1\.5b(?!.*instruct)",
+        {"mbpp": "EvalPlus MBPP subset (378 tasks)"},
+    ),
+    Published(
+        "qwen2.5-coder-1.5b-instruct",
+        "Qwen2.5-Coder-1.5B-Instruct",
+        "instruct",
+        {"humaneval": 70.7, "humaneval+": 66.5, "mbpp": 69.2, "mbpp+": 59.4},
+        _QWEN_REPORT,
+        r"qwen2\.?5-coder-1\.5b.*instruct",
+        {"mbpp": "EvalPlus MBPP subset (378 tasks)"},
+    ),
+    Published(
+        "starcoder2-3b",
+        "StarCoder2-3B",
+        "base",
+        {"humaneval": 31.7, "humaneval+": 27.4},
+        "StarCoder2-3B model card / EvalPlus",
+        r"starcoder2-3b",
+    ),
+    Published(
+        "codegemma-2b",
+        "CodeGemma-2B v1.1",
+        "base",
+        {"humaneval": 37.8, "mbpp": 49.2},
+        "CodeGemma model card",
+        r"codegemma-(1\.1-)?2b",
+    ),
+    Published(
+        "stable-code-3b",
+        "stable-code-3b",
+        "base",
+        {"humaneval": 29.3, "humaneval+": 25.6, "mbpp": 54.8, "mbpp+": 45.8},
+        "EvalPlus leaderboard",
+        r"stable-code-3b",
+    ),
+    Published(
+        "phi-1",
+        "Phi-1",
+        "base",
+        {"humaneval": 50.6, "mbpp": 55.5},
+        "Textbooks Are All You Need (arXiv:2306.11644)",
+        r"(^|[/_-])phi-1($|[^.\d])",
+    ),
 )
 BY_KEY = {row.key: row for row in PUBLISHED}
 
@@ -104,8 +150,9 @@ class GapCheck:
     within_noise: bool  # the shortfall is under 2 standard errors: the slice cannot tell
 
 
-def check_gap(published_pct: float, ours: float, tasks: int,
-              threshold_pp: float = DEFAULT_GAP_PP) -> GapCheck:
+def check_gap(
+    published_pct: float, ours: float, tasks: int, threshold_pp: float = DEFAULT_GAP_PP
+) -> GapCheck:
     """`ours` is a fraction (0..1) over `tasks` tasks."""
     ours_pct = 100.0 * ours
     gap = ours_pct - published_pct
@@ -113,5 +160,11 @@ def check_gap(published_pct: float, ours: float, tasks: int,
     p = min(max(published_pct / 100.0, 0.0), 1.0)
     stderr = 100.0 * math.sqrt(p * (1 - p) / tasks) if tasks > 0 else math.inf
     flagged = -gap > threshold_pp
-    return GapCheck(published_pct=published_pct, ours_pct=ours_pct, gap_pp=gap, flagged=flagged,
-                    stderr_pp=stderr, within_noise=flagged and -gap < 2 * stderr)
+    return GapCheck(
+        published_pct=published_pct,
+        ours_pct=ours_pct,
+        gap_pp=gap,
+        flagged=flagged,
+        stderr_pp=stderr,
+        within_noise=flagged and -gap < 2 * stderr,
+    )

@@ -27,6 +27,7 @@ def write_reports(results: BakeoffResults, out_dir: Path) -> tuple[Path, Path]:
 
 # -- cells ------------------------------------------------------------------------------------------
 
+
 def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -59,26 +60,47 @@ def _ks(results: BakeoffResults) -> list[int]:
 def leaderboard_table(results: BakeoffResults, benchmark: str) -> Table:
     s = results.metadata.settings
     ks = _ks(results)
-    header = ["#", "model", "prompt", "pass@1 %", "published (gap pp)",
-              *(f"pass@{k} %" for k in ks), "cand/s", "tok/s", "TTFT p50/p99 ms",
-              f"time for {s.n or 1} s", "solved/min", "Pareto"]
+    header = [
+        "#",
+        "model",
+        "prompt",
+        "pass@1 %",
+        "published (gap pp)",
+        *(f"pass@{k} %" for k in ks),
+        "cand/s",
+        "tok/s",
+        "TTFT p50/p99 ms",
+        f"time for {s.n or 1} s",
+        "solved/min",
+        "Pareto",
+    ]
     rows = []
     rank = 0
     for row in results.rows:
         if row.benchmark != benchmark:
             continue
         if row.skipped:
-            rows.append(["", row.label, "-", *(["-"] * (len(header) - 4)), f"skipped: {row.skipped}"])
+            rows.append(
+                ["", row.label, "-", *(["-"] * (len(header) - 4)), f"skipped: {row.skipped}"]
+            )
             continue
         rank += 1
-        rows.append([
-            str(rank), row.label + ("" if row.complete else " (incomplete)"), row.prompt_format or "-",
-            _pct(row.pass_at_1), _published(row),
-            *(_pct(row.pass_at_k.get(f"pass@{k}")) for k in ks),
-            _num(row.candidates_per_s), _num(row.output_tokens_per_s, 0),
-            f"{_ms(row.ttft_p50_s)}/{_ms(row.ttft_p99_s)}", _num(row.time_for_k_s),
-            _num(row.solved_per_min), "★" if row.pareto else "",
-        ])
+        rows.append(
+            [
+                str(rank),
+                row.label + ("" if row.complete else " (incomplete)"),
+                row.prompt_format or "-",
+                _pct(row.pass_at_1),
+                _published(row),
+                *(_pct(row.pass_at_k.get(f"pass@{k}")) for k in ks),
+                _num(row.candidates_per_s),
+                _num(row.output_tokens_per_s, 0),
+                f"{_ms(row.ttft_p50_s)}/{_ms(row.ttft_p99_s)}",
+                _num(row.time_for_k_s),
+                _num(row.solved_per_min),
+                "★" if row.pareto else "",
+            ]
+        )
     return Table(_board_title(results, benchmark), header, rows)
 
 
@@ -93,11 +115,14 @@ def sampling_line(results: BakeoffResults) -> str:
     if s.greedy:
         parts.append("1 greedy candidate per task (pass@1, TTFT)")
     if s.n:
-        parts.append(f"{s.n} sampled at temperature {s.temperature:g}, top_p {s.top_p:g} "
-                     f"(pass@k, speed)")
-    load = (f"{s.concurrency} requests in flight, each for all of one task's candidates, "
-            f"{'streamed' if s.stream else 'not streamed'}, max_tokens {s.max_tokens}; "
-            "models measured one at a time")
+        parts.append(
+            f"{s.n} sampled at temperature {s.temperature:g}, top_p {s.top_p:g} (pass@k, speed)"
+        )
+    load = (
+        f"{s.concurrency} requests in flight, each for all of one task's candidates, "
+        f"{'streamed' if s.stream else 'not streamed'}, max_tokens {s.max_tokens}; "
+        "models measured one at a time"
+    )
     return "; ".join(parts) + ". Load: " + load + "."
 
 
@@ -108,20 +133,26 @@ def flagged_rows(results: BakeoffResults) -> list[Row]:
 def no_flag_line(results: BakeoffResults) -> str:
     checked = [r for r in results.rows if r.published is not None]
     if not checked:
-        return ("No model here has a published score on these benchmarks (see the table below; "
-                "--published MODEL=KEY holds a model against a row).")
-    return (f"No model is more than {results.metadata.settings.gap_threshold_pp:g} points below "
-            f"its published pass@1 ({len(checked)} model/benchmark pairs checked).")
+        return (
+            "No model here has a published score on these benchmarks (see the table below; "
+            "--published MODEL=KEY holds a model against a row)."
+        )
+    return (
+        f"No model is more than {results.metadata.settings.gap_threshold_pp:g} points below "
+        f"its published pass@1 ({len(checked)} model/benchmark pairs checked)."
+    )
 
 
 def setup_lines(row: Row) -> list[str]:
     """The gap and the per-task evidence, as plain lines."""
     check = row.published
     assert check is not None
-    lines = [f"{row.label} on {row.benchmark}: pass@1 {check.ours_pct:.1f}% vs published "
-             f"{check.published_pct:.1f}% ({check.model}, {check.source}): {check.gap_pp:+.1f} pp, "
-             "likely a setup problem (prompt format, stop sequences, chat template)"
-             + (f"; {check.note}" if check.note else "")]
+    lines = [
+        f"{row.label} on {row.benchmark}: pass@1 {check.ours_pct:.1f}% vs published "
+        f"{check.published_pct:.1f}% ({check.model}, {check.source}): {check.gap_pp:+.1f} pp, "
+        "likely a setup problem (prompt format, stop sequences, chat template)"
+        + (f"; {check.note}" if check.note else "")
+    ]
     ev = row.evidence
     if ev is not None and ev.failed:
         lines.append(f"  {ev.failed} of {ev.candidates} {ev.phase} candidates failed:")
@@ -134,9 +165,14 @@ def setup_lines(row: Row) -> list[str]:
 
 def published_table() -> Table:
     cols = list(COLUMNS)
-    return Table("Published pass@1 (greedy, %)", ["model", *(COLUMNS[c] for c in cols), "source"],
-                 [[row.model, *(_fmt_pub(row.scores.get(c)) for c in cols), row.source]
-                  for row in PUBLISHED])
+    return Table(
+        "Published pass@1 (greedy, %)",
+        ["model", *(COLUMNS[c] for c in cols), "source"],
+        [
+            [row.model, *(_fmt_pub(row.scores.get(c)) for c in cols), row.source]
+            for row in PUBLISHED
+        ],
+    )
 
 
 def _fmt_pub(value: float | None) -> str:
@@ -144,10 +180,32 @@ def _fmt_pub(value: float | None) -> str:
 
 
 def targets_table(results: BakeoffResults) -> Table:
-    return Table("Models", ["model", "endpoint", "served as", "checkpoint (root)", "prompt style",
-                            "why", "FIM", "published row"],
-                 [[t.label, t.base_url, t.model, t.root or "-", t.style, t.style_source,
-                   "yes" if t.fim else "no", t.published_key or "-"] for t in results.targets])
+    return Table(
+        "Models",
+        [
+            "model",
+            "endpoint",
+            "served as",
+            "checkpoint (root)",
+            "prompt style",
+            "why",
+            "FIM",
+            "published row",
+        ],
+        [
+            [
+                t.label,
+                t.base_url,
+                t.model,
+                t.root or "-",
+                t.style,
+                t.style_source,
+                "yes" if t.fim else "no",
+                t.published_key or "-",
+            ]
+            for t in results.targets
+        ],
+    )
 
 
 def runs_table(results: BakeoffResults) -> Table:
@@ -157,24 +215,51 @@ def runs_table(results: BakeoffResults) -> Table:
             if phase is None:
                 continue
             load = "/".join(f"{v:.1f}" for v in phase.load_1m) or "-"
-            rows.append([row.label, row.benchmark, phase.kind, phase.prompt_format,
-                         f"{phase.tasks} x {phase.n}", str(phase.candidates),
-                         f"{phase.requests} ({phase.failed_requests})", _num(phase.engine_s, 1),
-                         "-" if phase.output_tokens is None else str(phase.output_tokens), load,
-                         "yes" if phase.complete else f"no{': ' + phase.error if phase.error else ''}",
-                         phase.run_dir])
-    return Table("Runs (codeserve eval folders)",
-                 ["model", "benchmark", "phase", "format", "tasks x n", "candidates",
-                  "requests (failed)", "in flight s", "output tokens", "load 1m before/after",
-                  "complete", "folder"], rows)
+            rows.append(
+                [
+                    row.label,
+                    row.benchmark,
+                    phase.kind,
+                    phase.prompt_format,
+                    f"{phase.tasks} x {phase.n}",
+                    str(phase.candidates),
+                    f"{phase.requests} ({phase.failed_requests})",
+                    _num(phase.engine_s, 1),
+                    "-" if phase.output_tokens is None else str(phase.output_tokens),
+                    load,
+                    "yes" if phase.complete else f"no{': ' + phase.error if phase.error else ''}",
+                    phase.run_dir,
+                ]
+            )
+    return Table(
+        "Runs (codeserve eval folders)",
+        [
+            "model",
+            "benchmark",
+            "phase",
+            "format",
+            "tasks x n",
+            "candidates",
+            "requests (failed)",
+            "in flight s",
+            "output tokens",
+            "load 1m before/after",
+            "complete",
+            "folder",
+        ],
+        rows,
+    )
 
 
 def machine_line(results: BakeoffResults) -> str:
     m = results.metadata
-    load = "/".join("-" if v is None else f"{v:.1f}" for v in (m.machine.load_1m_start,
-                                                               m.machine.load_1m_end))
-    return (f"{m.machine.cpus} CPUs, {m.machine.platform}; 1-minute load at start/end {load}; "
-            f"wall time {m.wall_s:.0f} s; started {m.started_at}; codeserve {m.tool_version}")
+    load = "/".join(
+        "-" if v is None else f"{v:.1f}" for v in (m.machine.load_1m_start, m.machine.load_1m_end)
+    )
+    return (
+        f"{m.machine.cpus} CPUs, {m.machine.platform}; 1-minute load at start/end {load}; "
+        f"wall time {m.wall_s:.0f} s; started {m.started_at}; codeserve {m.tool_version}"
+    )
 
 
 def _definitions() -> list[str]:
@@ -183,6 +268,7 @@ def _definitions() -> list[str]:
 
 
 # -- console ----------------------------------------------------------------------------------------
+
 
 def render_console(results: BakeoffResults, out_dir: Path | None = None) -> str:
     lines = [sampling_line(results), ""]
@@ -193,7 +279,9 @@ def render_console(results: BakeoffResults, out_dir: Path | None = None) -> str:
             lines.append(f"Pareto front (pass@k vs candidates/s): {', '.join(front)}")
         lines.append("")
     for row in flagged_rows(results):
-        lines.extend(f"{FLAG} {line}" if i == 0 else line for i, line in enumerate(setup_lines(row)))
+        lines.extend(
+            f"{FLAG} {line}" if i == 0 else line for i, line in enumerate(setup_lines(row))
+        )
         lines.append("")
     if out_dir is not None:
         lines.append(f"bakeoff.json, {MARKDOWN_FILE} and {HTML_FILE} in {out_dir}")
@@ -211,9 +299,16 @@ def text_table(table: Table) -> list[str]:
 
 # -- markdown ---------------------------------------------------------------------------------------
 
+
 def render_markdown(results: BakeoffResults) -> str:
-    parts = ["# Bake-off leaderboard", "", sampling_line(results), "",
-             f"Machine: {machine_line(results)}.", ""]
+    parts = [
+        "# Bake-off leaderboard",
+        "",
+        sampling_line(results),
+        "",
+        f"Machine: {machine_line(results)}.",
+        "",
+    ]
     for benchmark in results.metadata.settings.benchmarks:
         table = leaderboard_table(results, benchmark)
         parts += [f"## {table.title}", "", *_md_table(table), ""]
@@ -268,25 +363,45 @@ def charts(results: BakeoffResults, benchmark: str) -> list[str]:
     s = results.metadata.settings
     # In the targets' order, so a model keeps its colour in every chart.
     order = {t.label: i for i, t in enumerate(results.targets)}
-    rows = sorted((r for r in results.rows if r.benchmark == benchmark and not r.skipped),
-                  key=lambda r: order.get(r.label, len(order)))
+    rows = sorted(
+        (r for r in results.rows if r.benchmark == benchmark and not r.skipped),
+        key=lambda r: order.get(r.label, len(order)),
+    )
     k = s.n if s.n else 1
-    points = [Point(r.label, r.candidates_per_s, _headline(r)) for r in rows
-              if r.candidates_per_s and _headline(r) is not None]
+    points = [
+        Point(r.label, r.candidates_per_s, _headline(r))
+        for r in rows
+        if r.candidates_per_s and _headline(r) is not None
+    ]
     scatter = scatter_chart(
-        f"{benchmark}: pass@{k} vs sampling speed", points,
+        f"{benchmark}: pass@{k} vs sampling speed",
+        points,
         f"candidates/s ({s.n or 1} per request, {s.concurrency} in flight)",
         f"pass@{k}" + (" (unbiased)" if s.n else " (greedy)"),
-        front=results.pareto.get(benchmark, []), y_percent=True)
+        front=results.pareto.get(benchmark, []),
+        y_percent=True,
+    )
     curves = [Series(r.label, [(float(kk), v) for kk, v in r.curve]) for r in rows]
     if any(series.points for series in curves):
-        curve = line_chart(f"{benchmark}: pass@k by k", curves,
-                           "k (candidates drawn per task)", "pass@k (unbiased)", y_percent=True,
-                           x_log=True, legend_below=True)
+        curve = line_chart(
+            f"{benchmark}: pass@k by k",
+            curves,
+            "k (candidates drawn per task)",
+            "pass@k (unbiased)",
+            y_percent=True,
+            x_log=True,
+            legend_below=True,
+        )
     else:
         greedy = [Series(r.label, [(1.0, r.pass_at_1)]) for r in rows if r.pass_at_1 is not None]
-        curve = line_chart(f"{benchmark}: pass@1 (greedy)", greedy, "k", "pass@k", y_percent=True,
-                           legend_below=True)
+        curve = line_chart(
+            f"{benchmark}: pass@1 (greedy)",
+            greedy,
+            "k",
+            "pass@k",
+            y_percent=True,
+            legend_below=True,
+        )
     return [scatter, curve]
 
 
@@ -298,9 +413,11 @@ def _headline(row: Row) -> float | None:
 
 def render_html(results: BakeoffResults) -> str:
     s = results.metadata.settings
-    body = ["<h1>Bake-off: which code model to deploy</h1>",
-            f"<p class='note'>{html.escape(sampling_line(results))}<br/>Machine: "
-            f"{html.escape(machine_line(results))}.</p>"]
+    body = [
+        "<h1>Bake-off: which code model to deploy</h1>",
+        f"<p class='note'>{html.escape(sampling_line(results))}<br/>Machine: "
+        f"{html.escape(machine_line(results))}.</p>",
+    ]
     for benchmark in s.benchmarks:
         table = leaderboard_table(results, benchmark)
         body.append(f"<h2>{html.escape(table.title)}</h2>")
@@ -315,17 +432,26 @@ def render_html(results: BakeoffResults) -> str:
         first, *rest = setup_lines(row)
         body.append(f"<p><span class='flag'>{FLAG}</span> {html.escape(first)}</p>")
         if rest:
-            body.append("<ul class='evidence'>" + "".join(
-                f"<li>{html.escape(line.strip())}</li>" for line in rest[1:]) + "</ul>")
-    body.append("<p class='note'>A gap over the threshold is flagged; ‘⚠?’ means the slice is "
-                "too small to tell it from noise (under two standard errors). Published MBPP "
-                "numbers are on other task sets than ours; see the notes.</p>")
+            body.append(
+                "<ul class='evidence'>"
+                + "".join(f"<li>{html.escape(line.strip())}</li>" for line in rest[1:])
+                + "</ul>"
+            )
+    body.append(
+        "<p class='note'>A gap over the threshold is flagged; ‘⚠?’ means the slice is "
+        "too small to tell it from noise (under two standard errors). Published MBPP "
+        "numbers are on other task sets than ours; see the notes.</p>"
+    )
     for table in (published_table(), targets_table(results), runs_table(results)):
         body += [f"<h2>{html.escape(table.title)}</h2>", _html_table(table)]
-    body += ["<h2>How each figure is measured</h2>",
-             f"<pre>{html.escape(chr(10).join(_definitions()))}</pre>"]
-    return ("<!doctype html><html><head><meta charset='utf-8'/><title>Bake-off</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    body += [
+        "<h2>How each figure is measured</h2>",
+        f"<pre>{html.escape(chr(10).join(_definitions()))}</pre>",
+    ]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'/><title>Bake-off</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 _NUMERIC = re.compile(r"[-+]?[\d.]+(/[-\d.]+)?( \([-+\d.]+( ⚠\??)?\))?|-|★|")
@@ -333,18 +459,25 @@ _NUMERIC = re.compile(r"[-+]?[\d.]+(/[-\d.]+)?( \([-+\d.]+( ⚠\??)?\))?|-|★|"
 
 def _td(cell: str) -> str:
     """Numbers right-aligned; text left-aligned, long text (sources, reasons) wrapped."""
-    cls = "" if _NUMERIC.fullmatch(cell) else (" class='text wrap'" if len(cell) > 40 else
-                                               " class='text'")
+    cls = (
+        ""
+        if _NUMERIC.fullmatch(cell)
+        else (" class='text wrap'" if len(cell) > 40 else " class='text'")
+    )
     return f"<td{cls}>{html.escape(cell)}</td>"
 
 
 def _html_table(table: Table, flagged_labels: set[str] | None = None) -> str:
-    out = ["<div class='scroll'><table><tr>"
-           + "".join(f"<th>{html.escape(c)}</th>" for c in table.header) + "</tr>"]
+    out = [
+        "<div class='scroll'><table><tr>"
+        + "".join(f"<th>{html.escape(c)}</th>" for c in table.header)
+        + "</tr>"
+    ]
     for row in table.rows:
         label = row[1] if len(row) > 1 else ""
-        cls = " class='flagged'" if flagged_labels and label.split(" (")[0] in flagged_labels else ""
+        cls = (
+            " class='flagged'" if flagged_labels and label.split(" (")[0] in flagged_labels else ""
+        )
         out.append(f"<tr{cls}>" + "".join(_td(c) for c in row) + "</tr>")
     out.append("</table></div>")
     return "".join(out)
-

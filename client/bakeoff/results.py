@@ -37,10 +37,14 @@ class Settings(BaseModel):
     top_p: float
     max_tokens: int
     seed: int | None = None
-    concurrency: int = Field(description="requests in flight, each asking for all of a task's candidates")
+    concurrency: int = Field(
+        description="requests in flight, each asking for all of a task's candidates"
+    )
     max_n_per_request: int | None = None
     stream: bool
-    task_cap: int | None = Field(None, description="tasks per benchmark from --limit / --max-candidates")
+    task_cap: int | None = Field(
+        None, description="tasks per benchmark from --limit / --max-candidates"
+    )
     time_budget_s: float | None = None
     max_candidates: int | None = None
     gap_threshold_pp: float
@@ -69,11 +73,13 @@ class PhaseSummary(BaseModel):
     ttft_p50_s: float | None = None
     ttft_p99_s: float | None = None
     e2e_p50_s: float | None = None
-    time_for_n_p50_s: float | None = Field(None, description="per task: first send to last "
-                                           "candidate of its n, median over tasks")
+    time_for_n_p50_s: float | None = Field(
+        None, description="per task: first send to last candidate of its n, median over tasks"
+    )
     time_for_n_p90_s: float | None = None
-    load_1m: list[float] = Field(default_factory=list, description="machine load before/after "
-                                 "the last session")
+    load_1m: list[float] = Field(
+        default_factory=list, description="machine load before/after the last session"
+    )
     error: str | None = None
 
 
@@ -119,8 +125,10 @@ class Row(BaseModel):
     sampled: PhaseSummary | None = None
     pass_at_1: float | None = Field(None, description="greedy pass@1 (sampled when no greedy run)")
     pass_at_1_from: PhaseKind | None = None
-    pass_at_k: dict[str, float] = Field(default_factory=dict, description="unbiased, from the "
-                                        "sampled candidates; only k every task has samples for")
+    pass_at_k: dict[str, float] = Field(
+        default_factory=dict,
+        description="unbiased, from the sampled candidates; only k every task has samples for",
+    )
     k: int | None = Field(None, description="the headline k: the sampled candidates per task")
     curve: list[tuple[int, float]] = Field(default_factory=list, description="(k, pass@k), k=1..n")
     speed_from: PhaseKind | None = None
@@ -130,8 +138,9 @@ class Row(BaseModel):
     ttft_p50_s: float | None = None
     ttft_p99_s: float | None = None
     time_for_k_s: float | None = None
-    solved_per_min: float | None = Field(None, description="pass@k x tasks / minutes in flight "
-                                         "of the phase that sampled them")
+    solved_per_min: float | None = Field(
+        None, description="pass@k x tasks / minutes in flight of the phase that sampled them"
+    )
     pareto: bool = False
     published: PublishedCheck | None = None
     evidence: Evidence | None = None

@@ -100,26 +100,43 @@ class BakeoffOutcome:
     errors: dict[str, str]
 
 
-async def run_bakeoff(config: BakeoffConfig, *, transport: httpx.AsyncBaseTransport | None = None,
-                      log: Log = stderr_log) -> BakeoffOutcome:
+async def run_bakeoff(
+    config: BakeoffConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    log: Log = stderr_log,
+) -> BakeoffOutcome:
     started, started_at, load_start = time.monotonic(), _now(), _load()
     settings = config.settings
     targets = await resolve_targets(
-        config.specs, styles=config.styles, published=config.published, api_key=config.api_key,
-        timeout_s=min(config.timeout_s, 30.0), transport=transport, warn=log, only=config.only)
+        config.specs,
+        styles=config.styles,
+        published=config.published,
+        api_key=config.api_key,
+        timeout_s=min(config.timeout_s, 30.0),
+        transport=transport,
+        warn=log,
+        only=config.only,
+    )
     sizes = {name: len(load_benchmark(name, config.data_dir)) for name in settings.benchmarks}
     check_plan_file(config.out_dir, targets)
     phases, skipped = plan_phases(targets, settings, config.out_dir)
     if not phases:
-        raise CliError("nothing to run: " + "; ".join(f"{label} {bench}: {why}"
-                                                     for (label, bench), why in skipped.items()))
+        raise CliError(
+            "nothing to run: "
+            + "; ".join(f"{label} {bench}: {why}" for (label, bench), why in skipped.items())
+        )
     for target in targets:
-        log(f"{target.label} at {target.base_url}: {target.style} prompts ({target.style_source})"
-            f"{', fills the middle' if target.fim else ''}")
+        log(
+            f"{target.label} at {target.base_url}: {target.style} prompts ({target.style_source})"
+            f"{', fills the middle' if target.fim else ''}"
+        )
     if settings.warmup:
         for target in targets:
             await _warm_up(target, phases, config, transport)
-    limits = round_limits(settings.task_cap, max(sizes.values()), settings.time_budget_s is not None)
+    limits = round_limits(
+        settings.task_cap, max(sizes.values()), settings.time_budget_s is not None
+    )
     deadline = None if settings.time_budget_s is None else started + settings.time_budget_s
     errors: dict[str, str] = {}
     loads: dict[Path, list[float]] = {}
@@ -131,13 +148,24 @@ async def run_bakeoff(config: BakeoffConfig, *, transport: httpx.AsyncBaseTransp
             if phase.name in errors:
                 continue
             tasks = min(limit or sizes[phase.benchmark], sizes[phase.benchmark])
-            log(f"[{index}/{len(phases)}] {phase.name}: {tasks} tasks x {phase.n}"
-                + (f" (round {number + 1}/{len(limits)})" if len(limits) > 1 else ""))
+            log(
+                f"[{index}/{len(phases)}] {phase.name}: {tasks} tasks x {phase.n}"
+                + (f" (round {number + 1}/{len(limits)})" if len(limits) > 1 else "")
+            )
             before = _load()
             try:
-                await run_eval(eval_config(phase, settings, limit=limit, data_dir=config.data_dir,
-                                           timeout_s=config.timeout_s, retries=config.retries,
-                                           progress=config.progress), transport=transport)
+                await run_eval(
+                    eval_config(
+                        phase,
+                        settings,
+                        limit=limit,
+                        data_dir=config.data_dir,
+                        timeout_s=config.timeout_s,
+                        retries=config.retries,
+                        progress=config.progress,
+                    ),
+                    transport=transport,
+                )
             except CliError as exc:
                 errors[phase.name] = " ".join(str(exc).split())
                 log(f"{phase.name} failed: {errors[phase.name]}")
@@ -147,23 +175,44 @@ async def run_bakeoff(config: BakeoffConfig, *, transport: httpx.AsyncBaseTransp
         done_limits.append(reached)
         if deadline is not None and number + 1 < len(limits):
             following = limits[number + 1] or max(sizes.values())
-            if not next_round_fits(time.monotonic() - round_started, reached - previous,
-                                   following - reached, deadline - time.monotonic()):
-                log(f"time budget: stopping after {reached} tasks per benchmark "
-                    f"(the next round, to {following}, would not fit)")
+            if not next_round_fits(
+                time.monotonic() - round_started,
+                reached - previous,
+                following - reached,
+                deadline - time.monotonic(),
+            ):
+                log(
+                    f"time budget: stopping after {reached} tasks per benchmark "
+                    f"(the next round, to {following}, would not fit)"
+                )
                 break
         previous = reached
     if len(errors) == len(phases):
         raise CliError(next(iter(errors.values())))
-    results = summarize(config.out_dir, targets, phases, skipped, settings, loads,
-                        data_dir=config.data_dir, started_at=started_at, wall_s=time.monotonic() - started,
-                        load_start=load_start, rounds=done_limits, errors=errors)
+    results = summarize(
+        config.out_dir,
+        targets,
+        phases,
+        skipped,
+        settings,
+        loads,
+        data_dir=config.data_dir,
+        started_at=started_at,
+        wall_s=time.monotonic() - started,
+        load_start=load_start,
+        rounds=done_limits,
+        errors=errors,
+    )
     write_outputs(config.out_dir, results)
     return BakeoffOutcome(results=results, out_dir=config.out_dir, errors=errors)
 
 
-async def _warm_up(target: Target, phases: Sequence[Phase], config: BakeoffConfig,
-                   transport: httpx.AsyncBaseTransport | None) -> None:
+async def _warm_up(
+    target: Target,
+    phases: Sequence[Phase],
+    config: BakeoffConfig,
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
     """One short request per model before anything is timed: a cold engine's first request
     (compilation, caches) would otherwise land in the first model's latency figures only."""
     phase = next((p for p in phases if p.target.label == target.label), None)
@@ -172,10 +221,16 @@ async def _warm_up(target: Target, phases: Sequence[Phase], config: BakeoffConfi
     try:
         benchmark = load_benchmark(phase.benchmark, config.data_dir)
         request = resolve_format(phase.prompt_format, benchmark, config.data_dir).build(
-            benchmark.tasks[0])
-        endpoint = EndpointConfig(base_url=target.base_url, model=target.model,
-                                  api_key=target.api_key, timeout_s=config.timeout_s,
-                                  max_retries=1, max_connections=1)
+            benchmark.tasks[0]
+        )
+        endpoint = EndpointConfig(
+            base_url=target.base_url,
+            model=target.model,
+            api_key=target.api_key,
+            timeout_s=config.timeout_s,
+            max_retries=1,
+            max_connections=1,
+        )
         async with EndpointClient(endpoint, transport=transport) as client:
             await client.complete(request, SamplingParams(max_tokens=8), 1)
     except CliError:
@@ -184,44 +239,84 @@ async def _warm_up(target: Target, phases: Sequence[Phase], config: BakeoffConfi
 
 # -- figures --------------------------------------------------------------------------------------
 
-def summarize(out_dir: Path, targets: Sequence[Target], phases: Sequence[Phase],
-              skipped: dict[tuple[str, str], str], settings: Settings,
-              loads: dict[Path, list[float]], *, data_dir: Path | None, started_at: str,
-              wall_s: float,
-              load_start: float | None, rounds: list[int], errors: dict[str, str]
-              ) -> BakeoffResults:
+
+def summarize(
+    out_dir: Path,
+    targets: Sequence[Target],
+    phases: Sequence[Phase],
+    skipped: dict[tuple[str, str], str],
+    settings: Settings,
+    loads: dict[Path, list[float]],
+    *,
+    data_dir: Path | None,
+    started_at: str,
+    wall_s: float,
+    load_start: float | None,
+    rounds: list[int],
+    errors: dict[str, str],
+) -> BakeoffResults:
     rows: list[Row] = []
     for target in targets:
         for benchmark in settings.benchmarks:
             if (target.label, benchmark) in skipped:
-                rows.append(Row(label=target.label, benchmark=benchmark, style=target.style,
-                                skipped=skipped[(target.label, benchmark)]))
+                rows.append(
+                    Row(
+                        label=target.label,
+                        benchmark=benchmark,
+                        style=target.style,
+                        skipped=skipped[(target.label, benchmark)],
+                    )
+                )
                 continue
-            mine = {p.kind: p for p in phases
-                    if p.target.label == target.label and p.benchmark == benchmark}
-            loaded = {kind: load_phase(out_dir, phase, loads.get(phase.run_dir),
-                                       errors.get(phase.name))
-                      for kind, phase in mine.items()}
+            mine = {
+                p.kind: p
+                for p in phases
+                if p.target.label == target.label and p.benchmark == benchmark
+            }
+            loaded = {
+                kind: load_phase(out_dir, phase, loads.get(phase.run_dir), errors.get(phase.name))
+                for kind, phase in mine.items()
+            }
             rows.append(build_row(target, benchmark, loaded, settings, data_dir))
     pareto: dict[str, list[str]] = {}
     for benchmark in settings.benchmarks:
-        points = {r.label: (r.candidates_per_s, headline(r)) for r in rows
-                  if r.benchmark == benchmark and r.candidates_per_s and headline(r) is not None}
+        points = {
+            r.label: (r.candidates_per_s, headline(r))
+            for r in rows
+            if r.benchmark == benchmark and r.candidates_per_s and headline(r) is not None
+        }
         front = pareto_front(points)  # type: ignore[arg-type]
         pareto[benchmark] = front
         for r in rows:
             if r.benchmark == benchmark:
                 r.pareto = r.label in front
-    rows.sort(key=lambda r: (settings.benchmarks.index(r.benchmark), r.skipped is not None,
-                             -(headline(r) or -1.0), -(r.candidates_per_s or 0.0), r.label))
+    rows.sort(
+        key=lambda r: (
+            settings.benchmarks.index(r.benchmark),
+            r.skipped is not None,
+            -(headline(r) or -1.0),
+            -(r.candidates_per_s or 0.0),
+            r.label,
+        )
+    )
     metadata = BakeoffMetadata(
-        tool_version=tool_version(), started_at=started_at, finished_at=_now(), wall_s=wall_s,
-        machine=Machine(cpus=os.cpu_count(), platform=platform.platform(),
-                        load_1m_start=load_start, load_1m_end=_load()),
-        settings=settings, rounds=rounds)
+        tool_version=tool_version(),
+        started_at=started_at,
+        finished_at=_now(),
+        wall_s=wall_s,
+        machine=Machine(
+            cpus=os.cpu_count(),
+            platform=platform.platform(),
+            load_1m_start=load_start,
+            load_1m_end=_load(),
+        ),
+        settings=settings,
+        rounds=rounds,
+    )
     complete = all(r.complete for r in rows if r.skipped is None)
-    return BakeoffResults(metadata=metadata, targets=list(targets), rows=rows, pareto=pareto,
-                          complete=complete)
+    return BakeoffResults(
+        metadata=metadata, targets=list(targets), rows=rows, pareto=pareto, complete=complete
+    )
 
 
 def headline(row: Row) -> float | None:
@@ -241,12 +336,20 @@ class LoadedPhase:
     records: list[EvalRecord] = field(default_factory=list)
 
 
-def load_phase(out_dir: Path, phase: Phase, load: list[float] | None,
-               error: str | None) -> LoadedPhase:
-    base = PhaseSummary(kind=phase.kind, run_dir=str(phase.run_dir.relative_to(out_dir)),
-                        prompt_format=phase.prompt_format or "default", n=phase.n,
-                        temperature=phase.sampling.temperature, tasks=0, complete=False,
-                        load_1m=load or [], error=error)
+def load_phase(
+    out_dir: Path, phase: Phase, load: list[float] | None, error: str | None
+) -> LoadedPhase:
+    base = PhaseSummary(
+        kind=phase.kind,
+        run_dir=str(phase.run_dir.relative_to(out_dir)),
+        prompt_format=phase.prompt_format or "default",
+        n=phase.n,
+        temperature=phase.sampling.temperature,
+        tasks=0,
+        complete=False,
+        load_1m=load or [],
+        error=error,
+    )
     if not (phase.run_dir / RESULTS_FILE).exists():
         return LoadedPhase(base, phase.run_dir)
     results = load_results(phase.run_dir / RESULTS_FILE)
@@ -254,28 +357,51 @@ def load_phase(out_dir: Path, phase: Phase, load: list[float] | None,
     records = [r for r in load_records(phase.run_dir / RECORDS_FILE) if r.task_id in wanted]
     p50, p90 = median_and_p90(time_for_candidates(records))
     tp, ttft = results.throughput, results.latency.ttft_s
-    summary = base.model_copy(update=dict(
-        prompt_format=results.metadata.identity.prompt_format, tasks=len(results.tasks),
-        complete=results.complete and error is None, missing_samples=missing(results),
-        pass_at_k=pass_at_ks(results.tasks, headline_ks(phase.n)),
-        candidates=tp.candidates, output_tokens=tp.output_tokens, requests=tp.requests,
-        failed_requests=tp.failed_requests, engine_s=tp.duration_s,
-        candidates_per_s=tp.candidates_per_s, output_tokens_per_s=tp.output_tokens_per_s,
-        ttft_p50_s=ttft.p50, ttft_p99_s=ttft.p99, e2e_p50_s=results.latency.e2e_s.p50,
-        time_for_n_p50_s=p50, time_for_n_p90_s=p90))
+    summary = base.model_copy(
+        update=dict(
+            prompt_format=results.metadata.identity.prompt_format,
+            tasks=len(results.tasks),
+            complete=results.complete and error is None,
+            missing_samples=missing(results),
+            pass_at_k=pass_at_ks(results.tasks, headline_ks(phase.n)),
+            candidates=tp.candidates,
+            output_tokens=tp.output_tokens,
+            requests=tp.requests,
+            failed_requests=tp.failed_requests,
+            engine_s=tp.duration_s,
+            candidates_per_s=tp.candidates_per_s,
+            output_tokens_per_s=tp.output_tokens_per_s,
+            ttft_p50_s=ttft.p50,
+            ttft_p99_s=ttft.p99,
+            e2e_p50_s=results.latency.e2e_s.p50,
+            time_for_n_p50_s=p50,
+            time_for_n_p90_s=p90,
+        )
+    )
     return LoadedPhase(summary, phase.run_dir, results, records)
 
 
-def build_row(target: Target, benchmark: str, phases: dict[str, LoadedPhase],
-              settings: Settings, data_dir: Path | None = None) -> Row:
+def build_row(
+    target: Target,
+    benchmark: str,
+    phases: dict[str, LoadedPhase],
+    settings: Settings,
+    data_dir: Path | None = None,
+) -> Row:
     greedy_run, sampled_run = phases.get("greedy"), phases.get("sampled")
     greedy = greedy_run.summary if greedy_run else None
     sampled = sampled_run.summary if sampled_run else None
     summaries = [p.summary for p in phases.values()]
-    row = Row(label=target.label, benchmark=benchmark, style=target.style, greedy=greedy,
-              sampled=sampled, prompt_format=summaries[0].prompt_format,
-              tasks=max(s.tasks for s in summaries),
-              complete=all(s.complete for s in summaries) and len({s.tasks for s in summaries}) == 1)
+    row = Row(
+        label=target.label,
+        benchmark=benchmark,
+        style=target.style,
+        greedy=greedy,
+        sampled=sampled,
+        prompt_format=summaries[0].prompt_format,
+        tasks=max(s.tasks for s in summaries),
+        complete=all(s.complete for s in summaries) and len({s.tasks for s in summaries}) == 1,
+    )
     if greedy is not None and "pass@1" in greedy.pass_at_k:
         row.pass_at_1, row.pass_at_1_from = greedy.pass_at_k["pass@1"], "greedy"
     elif sampled is not None and "pass@1" in sampled.pass_at_k:
@@ -302,14 +428,16 @@ def build_row(target: Target, benchmark: str, phases: dict[str, LoadedPhase],
         samples = load_samples(source.run_dir / SAMPLES_FILE)
         entry_points = None
         if source.summary.prompt_format == "chat":
-            entry_points = {t.task_id: t.entry_point
-                            for t in load_benchmark(benchmark, data_dir).tasks}
+            entry_points = {
+                t.task_id: t.entry_point for t in load_benchmark(benchmark, data_dir).tasks
+            }
         row.evidence = evidence(source.summary.kind, samples, source.records, entry_points)
     return row
 
 
-def published_check(target: Target, benchmark: str, row: Row, threshold: float
-                    ) -> PublishedCheck | None:
+def published_check(
+    target: Target, benchmark: str, row: Row, threshold: float
+) -> PublishedCheck | None:
     if target.published_key is None or row.pass_at_1 is None or not row.tasks:
         return None
     pub = BY_KEY[target.published_key]
@@ -324,10 +452,18 @@ def published_check(target: Target, benchmark: str, row: Row, threshold: float
         notes.append("ours is sampled pass@1, not greedy")
     if gap.within_noise:
         notes.append(f"a {row.tasks}-task slice: ±{gap.stderr_pp:.1f} pp standard error")
-    return PublishedCheck(key=pub.key, model=pub.model, source=pub.source,
-                          published_pct=gap.published_pct, ours_pct=gap.ours_pct, gap_pp=gap.gap_pp,
-                          flagged=gap.flagged, stderr_pp=gap.stderr_pp,
-                          within_noise=gap.within_noise, note="; ".join(notes))
+    return PublishedCheck(
+        key=pub.key,
+        model=pub.model,
+        source=pub.source,
+        published_pct=gap.published_pct,
+        ours_pct=gap.ours_pct,
+        gap_pp=gap.gap_pp,
+        flagged=gap.flagged,
+        stderr_pp=gap.stderr_pp,
+        within_noise=gap.within_noise,
+        note="; ".join(notes),
+    )
 
 
 def write_outputs(out_dir: Path, results: BakeoffResults) -> None:
@@ -335,7 +471,8 @@ def write_outputs(out_dir: Path, results: BakeoffResults) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BAKEOFF_FILE).write_bytes(
-        orjson.dumps(results.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n")
+        orjson.dumps(results.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
+    )
     write_reports(results, out_dir)
 
 

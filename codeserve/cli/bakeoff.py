@@ -33,59 +33,112 @@ def register(subparsers: Any) -> None:
         ),
     )
     target = flags.add_target_flags(
-        parser, model_help="a model to compare (repeat; default: every model the endpoints serve)",
-        timeout_s=600.0, repeatable=True)
-    target.add_argument("--targets", type=Path, metavar="FILE",
-                        help="YAML list of targets: {base_url, model, label?, format?, fim?, "
-                             "published?, api_key_env?} (instead of --base-url/--model)")
+        parser,
+        model_help="a model to compare (repeat; default: every model the endpoints serve)",
+        timeout_s=600.0,
+        repeatable=True,
+    )
+    target.add_argument(
+        "--targets",
+        type=Path,
+        metavar="FILE",
+        help="YAML list of targets: {base_url, model, label?, format?, fim?, "
+        "published?, api_key_env?} (instead of --base-url/--model)",
+    )
     bench = parser.add_argument_group("benchmarks and prompts")
-    bench.add_argument("--benchmark", "-b", action="append", metavar="NAME",
-                       help="repeat or comma-separate (default humaneval+,mbpp+); infilling "
-                            "sets (humaneval-infill-*) run for FIM-capable models only")
+    bench.add_argument(
+        "--benchmark",
+        "-b",
+        action="append",
+        metavar="NAME",
+        help="repeat or comma-separate (default humaneval+,mbpp+); infilling "
+        "sets (humaneval-infill-*) run for FIM-capable models only",
+    )
     flags.add_limit_flag(bench, help="only the first K tasks of each benchmark")
     flags.add_data_dir_flag(bench)
-    bench.add_argument("--format", dest="styles", action="append", default=[],
-                       metavar="[MODEL=]STYLE",
-                       help="prompt style: auto (default: chat for Instruct/chat names), base or "
-                            "chat; for every model or MODEL=STYLE for one (repeat)")
-    bench.add_argument("--published", dest="published", action="append", default=[],
-                       metavar="[MODEL=]KEY",
-                       help="which published row to hold a model against (default: matched by "
-                            "name), or none; see --list-published")
-    bench.add_argument("--list-published", action="store_true",
-                       help="print the published reference scores and exit")
-    bench.add_argument("--gap-threshold", type=float, default=5.0, metavar="PP",
-                       help="flag pass@1 more than PP points under the published one (default 5)")
+    bench.add_argument(
+        "--format",
+        dest="styles",
+        action="append",
+        default=[],
+        metavar="[MODEL=]STYLE",
+        help="prompt style: auto (default: chat for Instruct/chat names), base or "
+        "chat; for every model or MODEL=STYLE for one (repeat)",
+    )
+    bench.add_argument(
+        "--published",
+        dest="published",
+        action="append",
+        default=[],
+        metavar="[MODEL=]KEY",
+        help="which published row to hold a model against (default: matched by "
+        "name), or none; see --list-published",
+    )
+    bench.add_argument(
+        "--list-published",
+        action="store_true",
+        help="print the published reference scores and exit",
+    )
+    bench.add_argument(
+        "--gap-threshold",
+        type=float,
+        default=5.0,
+        metavar="PP",
+        help="flag pass@1 more than PP points under the published one (default 5)",
+    )
     sampling = parser.add_argument_group("sampling")
-    flags.add_candidates_flag(sampling, default=10,
-                              help="sampled candidates per task; 0: greedy only")
-    sampling.add_argument("--temperature", type=float, default=0.8,
-                          help="for the sampled candidates (default 0.8)")
+    flags.add_candidates_flag(
+        sampling, default=10, help="sampled candidates per task; 0: greedy only"
+    )
+    sampling.add_argument(
+        "--temperature", type=float, default=0.8, help="for the sampled candidates (default 0.8)"
+    )
     sampling.add_argument("--top-p", type=float, default=0.95, help="(default 0.95)")
     sampling.add_argument("--max-tokens", type=int, default=512, help="(default 512)")
     sampling.add_argument("--seed", type=int)
-    sampling.add_argument("--no-greedy", action="store_true",
-                          help="no greedy candidate (pass@1 then comes from the sampled ones)")
+    sampling.add_argument(
+        "--no-greedy",
+        action="store_true",
+        help="no greedy candidate (pass@1 then comes from the sampled ones)",
+    )
     budget = parser.add_argument_group("budget (the tasks every model gets)")
-    budget.add_argument("--time-budget", metavar="DURATION",
-                        help="e.g. 20m: run in rounds of 5, 10, 20... tasks while the next round "
-                             "is expected to fit")
-    budget.add_argument("--max-candidates", type=int, metavar="N",
-                        help="candidates per model over all benchmarks (sets the tasks each gets)")
+    budget.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="e.g. 20m: run in rounds of 5, 10, 20... tasks while the next round "
+        "is expected to fit",
+    )
+    budget.add_argument(
+        "--max-candidates",
+        type=int,
+        metavar="N",
+        help="candidates per model over all benchmarks (sets the tasks each gets)",
+    )
     client = parser.add_argument_group("load")
-    client.add_argument("--concurrency", type=int, default=4,
-                        help="requests in flight, each for one task's candidates (default 4)")
-    client.add_argument("--max-n-per-request", type=int,
-                        help="split a task's candidates into requests of at most this many")
-    client.add_argument("--retries", type=int, default=5,
-                        help="retries on 429/5xx/connection errors (default 5)")
+    client.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="requests in flight, each for one task's candidates (default 4)",
+    )
+    client.add_argument(
+        "--max-n-per-request",
+        type=int,
+        help="split a task's candidates into requests of at most this many",
+    )
+    client.add_argument(
+        "--retries", type=int, default=5, help="retries on 429/5xx/connection errors (default 5)"
+    )
     client.add_argument("--no-stream", action="store_true", help="do not stream (no TTFT)")
-    client.add_argument("--no-warmup", action="store_true",
-                        help="no untimed warm-up request per model")
+    client.add_argument(
+        "--no-warmup", action="store_true", help="no untimed warm-up request per model"
+    )
     output = flags.add_output_flags(
-        parser, default=Path("bakeoff-results"),
+        parser,
+        default=Path("bakeoff-results"),
         help="output folder: bakeoff.json, leaderboard.md, report.html, runs/ "
-             "(default bakeoff-results)")
+        "(default bakeoff-results)",
+    )
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
     flags.add_log_level_flag(parser)
     parser.set_defaults(func=run_command)
@@ -117,8 +170,11 @@ def run_command(args: argparse.Namespace) -> int:
     outcome = asyncio.run(run_bakeoff(config))
     sys.stdout.write(render_console(outcome.results, outcome.out_dir))
     if not outcome.results.complete or outcome.errors:
-        print("codeserve: warning: some runs are incomplete (see the Runs table); rerun the same "
-              "command to continue them", file=sys.stderr)
+        print(
+            "codeserve: warning: some runs are incomplete (see the Runs table); rerun the same "
+            "command to continue them",
+            file=sys.stderr,
+        )
         return EXIT_INCOMPLETE
     return 0
 
@@ -147,13 +203,15 @@ def build_config(args: argparse.Namespace) -> Any:
         only: list[str] = []
     else:
         if not urls:
-            raise CliError("--base-url is required (repeat it for several endpoints), "
-                           "or --targets FILE")
+            raise CliError(
+                "--base-url is required (repeat it for several endpoints), or --targets FILE"
+            )
         for url in urls:
             flags.base_url(url)
         if len(urls) == 1:
             specs = [TargetSpec(base_url=urls[0], model=m) for m in dict.fromkeys(models)] or [
-                TargetSpec(base_url=urls[0])]
+                TargetSpec(base_url=urls[0])
+            ]
             only = []
         else:
             specs = [TargetSpec(base_url=u) for u in dict.fromkeys(urls)]
@@ -165,9 +223,13 @@ def build_config(args: argparse.Namespace) -> Any:
         raise CliError(f"-n must be 0 (greedy only) or more, got {args.n}")
     if args.n == 0 and args.no_greedy:
         raise CliError("-n 0 with --no-greedy leaves nothing to sample")
-    for flag, value in (("--concurrency", args.concurrency), ("--max-tokens", args.max_tokens),
-                        ("--limit", args.limit), ("--max-n-per-request", args.max_n_per_request),
-                        ("--max-candidates", args.max_candidates)):
+    for flag, value in (
+        ("--concurrency", args.concurrency),
+        ("--max-tokens", args.max_tokens),
+        ("--limit", args.limit),
+        ("--max-n-per-request", args.max_n_per_request),
+        ("--max-candidates", args.max_candidates),
+    ):
         flags.positive(flag, value)
     if not (math.isfinite(args.temperature) and 0 <= args.temperature <= 2):
         raise CliError(f"--temperature must be between 0 and 2, got {args.temperature}")
@@ -182,18 +244,35 @@ def build_config(args: argparse.Namespace) -> Any:
     budget_s = parse_duration(args.time_budget) if args.time_budget is not None else None
     greedy = not args.no_greedy
     settings = Settings(
-        benchmarks=benchmarks, n=args.n, greedy=greedy, temperature=args.temperature,
-        top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
-        concurrency=args.concurrency, max_n_per_request=args.max_n_per_request,
+        benchmarks=benchmarks,
+        n=args.n,
+        greedy=greedy,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        max_n_per_request=args.max_n_per_request,
         stream=not args.no_stream,
         task_cap=task_cap(args.limit, args.max_candidates, args.n, greedy, len(benchmarks)),
-        time_budget_s=budget_s, max_candidates=args.max_candidates,
-        gap_threshold_pp=args.gap_threshold, warmup=not args.no_warmup)
+        time_budget_s=budget_s,
+        max_candidates=args.max_candidates,
+        gap_threshold_pp=args.gap_threshold,
+        warmup=not args.no_warmup,
+    )
     return BakeoffConfig(
-        specs=specs, settings=settings, out_dir=flags.out_dir(args.out), styles=styles,
-        published=published, data_dir=flags.data_dir(args.data_dir),
-        api_key=args.api_key or ApiKeySettings().api_key, timeout_s=args.timeout,
-        retries=args.retries, progress=not args.no_progress, only=only)
+        specs=specs,
+        settings=settings,
+        out_dir=flags.out_dir(args.out),
+        styles=styles,
+        published=published,
+        data_dir=flags.data_dir(args.data_dir),
+        api_key=args.api_key or ApiKeySettings().api_key,
+        timeout_s=args.timeout,
+        retries=args.retries,
+        progress=not args.no_progress,
+        only=only,
+    )
 
 
 def _benchmarks(values: list[str], known: list[str]) -> list[str]:
@@ -211,7 +290,8 @@ def _list_published() -> int:
 
     print(f"{'key':30} {'  '.join(f'{c:>10}' for c in COLUMNS.values())}  source")
     for row in PUBLISHED:
-        cells = "  ".join(f"{row.scores[c]:>10.1f}" if c in row.scores else f"{'-':>10}"
-                          for c in COLUMNS)
+        cells = "  ".join(
+            f"{row.scores[c]:>10.1f}" if c in row.scores else f"{'-':>10}" for c in COLUMNS
+        )
         print(f"{row.key:30} {cells}  {row.source}")
     return 0

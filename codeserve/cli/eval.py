@@ -26,16 +26,25 @@ def register(subparsers: Any) -> None:
             "`codeserve eval compare A B` shows two runs (results.json or --out folders) side by side."
         ),
     )
-    target = flags.add_target_flags(parser, model_help="model name sent in requests",
-                                    timeout_s=600.0)
+    target = flags.add_target_flags(
+        parser, model_help="model name sent in requests", timeout_s=600.0
+    )
     target.add_argument("--benchmark", "-b", help="humaneval, humaneval+, mbpp, mbpp+, ...")
-    target.add_argument("--format", dest="prompt_format", metavar="FORMAT",
-                        help="prompt format (default: the benchmark's base-model format; "
-                             "`chat` for instruct models); see --list-formats")
-    target.add_argument("--list-formats", action="store_true",
-                        help="print the prompt formats and exit")
-    target.add_argument("--oracle", action="store_true",
-                        help="score the canonical solutions instead of asking an endpoint")
+    target.add_argument(
+        "--format",
+        dest="prompt_format",
+        metavar="FORMAT",
+        help="prompt format (default: the benchmark's base-model format; "
+        "`chat` for instruct models); see --list-formats",
+    )
+    target.add_argument(
+        "--list-formats", action="store_true", help="print the prompt formats and exit"
+    )
+    target.add_argument(
+        "--oracle",
+        action="store_true",
+        help="score the canonical solutions instead of asking an endpoint",
+    )
     flags.add_limit_flag(target)
     flags.add_data_dir_flag(target)
     sampling = parser.add_argument_group("sampling")
@@ -47,13 +56,19 @@ def register(subparsers: Any) -> None:
     client = parser.add_argument_group("client")
     client.add_argument("--stream", action="store_true", help="stream responses (measures TTFT)")
     client.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    client.add_argument("--max-n-per-request", type=int,
-                        help="split n into requests of at most this many candidates")
-    client.add_argument("--retries", type=int, default=5,
-                        help="retries on 429/5xx/connection errors (default 5)")
+    client.add_argument(
+        "--max-n-per-request",
+        type=int,
+        help="split n into requests of at most this many candidates",
+    )
+    client.add_argument(
+        "--retries", type=int, default=5, help="retries on 429/5xx/connection errors (default 5)"
+    )
     output = flags.add_output_flags(
-        parser, help="output folder: results.json, samples.jsonl, report.md, report.html "
-                     "(default: eval-results/MODEL-BENCHMARK-FORMAT)")
+        parser,
+        help="output folder: results.json, samples.jsonl, report.md, report.html "
+        "(default: eval-results/MODEL-BENCHMARK-FORMAT)",
+    )
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     flags.add_log_level_flag(parser)
     parser.set_defaults(func=run_command)
@@ -84,15 +99,20 @@ def run_command(args: argparse.Namespace) -> int:
     outcome = asyncio.run(run_eval(config))
     results = outcome.results
     passk = ", ".join(f"{k} {100 * v:.1f}%" for k, v in results.pass_at_k.items()) or "no pass@k"
-    print(f"{results.metadata.dataset_name} {results.metadata.identity.model}: {passk} "
-          f"({results.metadata.tasks} tasks, n={results.metadata.n}); "
-          f"results in {outcome.out_dir / 'results.json'}")
+    print(
+        f"{results.metadata.dataset_name} {results.metadata.identity.model}: {passk} "
+        f"({results.metadata.tasks} tasks, n={results.metadata.n}); "
+        f"results in {outcome.out_dir / 'results.json'}"
+    )
     if not results.complete:
         missing = sum(results.missing_samples.values())
         first_error = next(iter(results.errors), "unknown")
-        print(f"codeserve: warning: {missing} samples missing after "
-              f"{results.throughput.failed_requests} failed requests (most common error: "
-              f"{first_error}); rerun the same command to fetch them", file=sys.stderr)
+        print(
+            f"codeserve: warning: {missing} samples missing after "
+            f"{results.throughput.failed_requests} failed requests (most common error: "
+            f"{first_error}); rerun the same command to fetch them",
+            file=sys.stderr,
+        )
         return EXIT_INCOMPLETE
     return 0
 
@@ -107,8 +127,9 @@ def build_config(args: argparse.Namespace) -> Any:
     if not args.benchmark:
         raise CliError("--benchmark is required (e.g. humaneval, mbpp)")
     if args.benchmark.lower() not in benchmark_names():
-        raise CliError(f"unknown benchmark {args.benchmark!r}; choose one of: "
-                       f"{', '.join(benchmark_names())}")
+        raise CliError(
+            f"unknown benchmark {args.benchmark!r}; choose one of: {', '.join(benchmark_names())}"
+        )
     if args.oracle:
         if args.prompt_format:
             raise CliError("--format does not apply to --oracle (it scores canonical solutions)")
@@ -133,15 +154,21 @@ def build_config(args: argparse.Namespace) -> Any:
         raise CliError(f"--retries must be >= 0, got {args.retries}")
     data_dir = flags.data_dir(args.data_dir)
     fmt_name = "oracle" if args.oracle else (args.prompt_format or "default")
-    out = flags.out_dir(args.out or Path("eval-results") / _slug(f"{model}-{args.benchmark}-{fmt_name}"))
+    out = flags.out_dir(
+        args.out or Path("eval-results") / _slug(f"{model}-{args.benchmark}-{fmt_name}")
+    )
     return EvalConfig(
         benchmark=args.benchmark,
         model=model,
         endpoint=url,
         oracle=args.oracle,
         n=args.n,
-        sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p,
-                                max_tokens=args.max_tokens, seed=args.seed),
+        sampling=SamplingParams(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        ),
         limit=args.limit,
         out_dir=out,
         prompt_format=args.prompt_format,

@@ -34,20 +34,28 @@ Group = Any  # an ArgumentParser or one of its argument groups
 
 
 def deprecated(old: str, new: str) -> None:
-    print(f"codeserve: warning: {old} is deprecated and goes in the next release; use {new}",
-          file=sys.stderr)
+    print(
+        f"codeserve: warning: {old} is deprecated and goes in the next release; use {new}",
+        file=sys.stderr,
+    )
 
 
 class _Alias(argparse.Action):
     """A hidden old spelling of a flag: stores into the new flag's dest, and says so."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                         **kwargs)
+        super().__init__(
+            option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs
+        )
         self.new = new
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         deprecated(option_string or self.option_strings[0], self.new)
         setattr(namespace, self.dest, values)
 
@@ -61,13 +69,19 @@ class _EndpointAlias(_Alias):
     """The old `--endpoint`: a URL under `eval` (now --base-url), completions|chat under
     `loadtest` (now --api). Either value works with either command that has the new flag."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, apis: Sequence[str] = (),
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, apis: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(option_strings, dest, new="--base-url", **kwargs)
         self.apis = tuple(apis)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         if values in self.apis:
             deprecated(f"--endpoint {values}", f"--api {values}")
             namespace.api = values
@@ -76,25 +90,43 @@ class _EndpointAlias(_Alias):
             namespace.base_url = values
 
 
-def add_target_flags(parser: argparse.ArgumentParser, *, model_help: str, timeout_s: float,
-                     apis: Sequence[str] = (), repeatable: bool = False) -> Group:
+def add_target_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    model_help: str,
+    timeout_s: float,
+    apis: Sequence[str] = (),
+    repeatable: bool = False,
+) -> Group:
     """--base-url, --model, --api-key, --timeout (and --api when the command can choose the
     completions or the chat API). Returns the group, for the command's own target flags.
     `repeatable`: --base-url and --model may be given several times (lists; no old spellings)."""
     group = parser.add_argument_group("target")
     many = {"action": "append"} if repeatable else {}
-    group.add_argument("--base-url", metavar="URL", **many,
-                       help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
-                            "(http://host:port means http://host:port/v1)"
-                            + ("; repeat for several endpoints" if repeatable else ""))
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        **many,
+        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
+        "(http://host:port means http://host:port/v1)"
+        + ("; repeat for several endpoints" if repeatable else ""),
+    )
     group.add_argument("--model", help=model_help, **many)
-    group.add_argument("--api-key", metavar="KEY",
-                       help="bearer token (default: $CODESERVE_API_KEY or $OPENAI_API_KEY)")
-    group.add_argument("--timeout", type=float, default=timeout_s,
-                       help=f"seconds per request (default {timeout_s:g})")
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="bearer token (default: $CODESERVE_API_KEY or $OPENAI_API_KEY)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout_s,
+        help=f"seconds per request (default {timeout_s:g})",
+    )
     if apis:
-        group.add_argument("--api", choices=apis, default=apis[0],
-                           help=f"which API to call (default {apis[0]})")
+        group.add_argument(
+            "--api", choices=apis, default=apis[0], help=f"which API to call (default {apis[0]})"
+        )
     if not repeatable:
         group.add_argument("--endpoint", dest="base_url", action=_EndpointAlias, apis=apis)
         add_alias(group, "--url", dest="base_url", new="--base-url")
@@ -103,28 +135,44 @@ def add_target_flags(parser: argparse.ArgumentParser, *, model_help: str, timeou
 
 def add_candidates_flag(group: Group, *, default: int, help: str) -> None:
     """-n (the old `--n` is a hidden alias)."""
-    group.add_argument("-n", type=int, default=default, metavar="N",
-                       help=f"{help} (default {default})")
+    group.add_argument(
+        "-n", type=int, default=default, metavar="N", help=f"{help} (default {default})"
+    )
     add_alias(group, "--n", dest="n", new="-n", type=int)
 
 
-def add_limit_flag(group: Group, *, default: int | None = None, help: str = "only the first K "
-                   "tasks", aliases: Sequence[str] = ()) -> None:
+def add_limit_flag(
+    group: Group,
+    *,
+    default: int | None = None,
+    help: str = "only the first K tasks",
+    aliases: Sequence[str] = (),
+) -> None:
     """--limit K (with hidden aliases, e.g. loadtest's old `--tasks`)."""
-    group.add_argument("--limit", type=int, default=default, metavar="K",
-                       help=help + (f" (default {default})" if default is not None else ""))
+    group.add_argument(
+        "--limit",
+        type=int,
+        default=default,
+        metavar="K",
+        help=help + (f" (default {default})" if default is not None else ""),
+    )
     for old in aliases:
         add_alias(group, old, dest="limit", new="--limit", type=int)
 
 
 def add_data_dir_flag(group: Group) -> None:
-    group.add_argument("--data-dir", type=Path, metavar="DIR",
-                       help="folder holding the benchmark files (default: the dataset cache, "
-                            "then downloads where a network allows)")
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder holding the benchmark files (default: the dataset cache, "
+        "then downloads where a network allows)",
+    )
 
 
-def add_output_flags(parser: argparse.ArgumentParser, *, help: str,
-                     default: Path | None = None) -> Group:
+def add_output_flags(
+    parser: argparse.ArgumentParser, *, help: str, default: Path | None = None
+) -> Group:
     """--out DIR: always a folder. Returns the group, for the command's own output flags."""
     group = parser.add_argument_group("output")
     group.add_argument("--out", type=Path, default=default, metavar="DIR", help=help)
@@ -132,8 +180,12 @@ def add_output_flags(parser: argparse.ArgumentParser, *, help: str,
 
 
 def add_log_level_flag(parser: argparse.ArgumentParser, *, default: str = "warning") -> None:
-    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS,
-                        help=f"log verbosity on stderr (default {default})")
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help=f"log verbosity on stderr (default {default})",
+    )
 
 
 def configure_logging(level: str) -> None:
@@ -148,6 +200,7 @@ def configure_logging(level: str) -> None:
 
 # -- checks after parsing: each failure is one CliError line -----------------------------------
 
+
 def base_url(url: str) -> str:
     """The normalized base URL (`http://host:port` gets `/v1`)."""
     import httpx
@@ -157,8 +210,9 @@ def base_url(url: str) -> str:
     try:
         return normalize_base_url(url)
     except (CliError, httpx.InvalidURL):
-        raise CliError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, "
-                       f"got {url!r}") from None
+        raise CliError(
+            f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}"
+        ) from None
 
 
 def positive(flag: str, value: int | None) -> None:

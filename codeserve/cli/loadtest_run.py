@@ -32,14 +32,28 @@ if TYPE_CHECKING:
 
 # The spec field each flag fills, so a validation error names the flag the user typed.
 _FLAG_OF_FIELD = {
-    "concurrency": "--concurrency", "rate": "--rate", "burstiness": "--burstiness",
-    "prompt_tokens": "--prompt-tokens", "suffix_tokens": "--suffix-tokens",
-    "fim_fraction": "--fim-fraction", "n": "-n", "max_tokens": "--max-tokens",
-    "min_tokens": "--min-tokens", "temperature": "--temperature", "max_tasks": "--limit",
-    "ttft_ms": "--slo-ttft-ms", "tpot_ms": "--slo-tpot-ms", "e2e_ms": "--slo-e2e-ms",
-    "attainment": "--slo-attainment", "duration_s": "--duration", "num_requests": "--requests",
-    "warmup_s": "--warmup", "warmup_requests": "--warmup-requests", "timeout_s": "--timeout",
-    "max_inflight": "--max-inflight", "score_fraction": "--score-fraction",
+    "concurrency": "--concurrency",
+    "rate": "--rate",
+    "burstiness": "--burstiness",
+    "prompt_tokens": "--prompt-tokens",
+    "suffix_tokens": "--suffix-tokens",
+    "fim_fraction": "--fim-fraction",
+    "n": "-n",
+    "max_tokens": "--max-tokens",
+    "min_tokens": "--min-tokens",
+    "temperature": "--temperature",
+    "max_tasks": "--limit",
+    "ttft_ms": "--slo-ttft-ms",
+    "tpot_ms": "--slo-tpot-ms",
+    "e2e_ms": "--slo-e2e-ms",
+    "attainment": "--slo-attainment",
+    "duration_s": "--duration",
+    "num_requests": "--requests",
+    "warmup_s": "--warmup",
+    "warmup_requests": "--warmup-requests",
+    "timeout_s": "--timeout",
+    "max_inflight": "--max-inflight",
+    "score_fraction": "--score-fraction",
     "users": "--concurrency",  # keystroke
 }
 
@@ -102,16 +116,20 @@ def write_outputs(result: LoadtestResult, json_path: Path | None, html_path: Pat
 
 def spec_from_args(args: argparse.Namespace, settings: ApiKeySettings) -> RunSpec:
     if not args.base_url:
-        raise CliError("--base-url is required (an OpenAI-compatible base URL such as "
-                       "http://127.0.0.1:8000/v1)")
+        raise CliError(
+            "--base-url is required (an OpenAI-compatible base URL such as "
+            "http://127.0.0.1:8000/v1)"
+        )
     if args.concurrency is None and args.rate is None and not args.sweep:
         raise CliError("choose the traffic: --concurrency N (closed loop) or --rate R (open loop)")
     if args.duration is None and args.requests is None:
         raise CliError("choose the length: --duration SECONDS or --requests N")
     base_url = flags.base_url(args.base_url)
     if args.workload != "synthetic" and args.workload.lower() not in benchmark_names():
-        raise CliError(f"unknown --workload {args.workload!r}; choose synthetic, keystroke or a "
-                       f"benchmark: {', '.join(benchmark_names())}")
+        raise CliError(
+            f"unknown --workload {args.workload!r}; choose synthetic, keystroke or a "
+            f"benchmark: {', '.join(benchmark_names())}"
+        )
     if args.fim_fraction > 0 and args.api == "chat":
         raise CliError("--fim-fraction needs --api completions (a chat request has no suffix)")
     if args.limit is not None and args.workload == "synthetic":
@@ -122,29 +140,54 @@ def spec_from_args(args: argparse.Namespace, settings: ApiKeySettings) -> RunSpe
         if args.concurrency is not None:
             arrival = ArrivalSpec(mode="closed", concurrency=args.concurrency)
         else:
-            arrival = ArrivalSpec(mode=args.arrival, rate=args.rate if args.rate is not None else args.sweep_start,
-                                  burstiness=args.burstiness)
+            arrival = ArrivalSpec(
+                mode=args.arrival,
+                rate=args.rate if args.rate is not None else args.sweep_start,
+                burstiness=args.burstiness,
+            )
         workload = WorkloadSpec(
-            source=args.workload, endpoint=args.api, prompt_tokens=args.prompt_tokens,
-            suffix_tokens=args.suffix_tokens, fim_fraction=args.fim_fraction, n=args.n,
-            max_tokens=args.max_tokens, min_tokens=args.min_tokens, ignore_eos=args.ignore_eos,
-            temperature=args.temperature, max_tasks=args.limit,
+            source=args.workload,
+            endpoint=args.api,
+            prompt_tokens=args.prompt_tokens,
+            suffix_tokens=args.suffix_tokens,
+            fim_fraction=args.fim_fraction,
+            n=args.n,
+            max_tokens=args.max_tokens,
+            min_tokens=args.min_tokens,
+            ignore_eos=args.ignore_eos,
+            temperature=args.temperature,
+            max_tasks=args.limit,
         )
-        slo = SloSpec(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, e2e_ms=args.slo_e2e_ms,
-                      attainment=args.slo_attainment)
+        slo = SloSpec(
+            ttft_ms=args.slo_ttft_ms,
+            tpot_ms=args.slo_tpot_ms,
+            e2e_ms=args.slo_e2e_ms,
+            attainment=args.slo_attainment,
+        )
         # Every flag is checked before the endpoint is asked anything, so the model may be
         # still unknown here (the first one /v1/models lists, filled in below).
         spec = RunSpec(
-            base_url=base_url, model=args.model or "", api_key=api_key, arrival=arrival,
-            workload=workload, slo=slo, duration_s=args.duration, num_requests=args.requests,
-            warmup_s=args.warmup, warmup_requests=args.warmup_requests, timeout_s=args.timeout,
-            max_inflight=args.max_inflight, score_fraction=args.score_fraction, seed=args.seed,
+            base_url=base_url,
+            model=args.model or "",
+            api_key=api_key,
+            arrival=arrival,
+            workload=workload,
+            slo=slo,
+            duration_s=args.duration,
+            num_requests=args.requests,
+            warmup_s=args.warmup,
+            warmup_requests=args.warmup_requests,
+            timeout_s=args.timeout,
+            max_inflight=args.max_inflight,
+            score_fraction=args.score_fraction,
+            seed=args.seed,
         )
     except ValidationError as exc:
         raise CliError(_flag_message(exc)) from None
     if args.sweep and not slo.any:  # checked again by the sweep; here before any request
-        raise CliError("--sweep needs an SLO to search for: --slo-ttft-ms, --slo-tpot-ms or "
-                       "--slo-e2e-ms")
+        raise CliError(
+            "--sweep needs an SLO to search for: --slo-ttft-ms, --slo-tpot-ms or --slo-e2e-ms"
+        )
     if args.model:
         check_model(base_url, args.model, api_key)
         return spec
@@ -164,7 +207,10 @@ async def _execute(spec: RunSpec, args: argparse.Namespace) -> LoadtestResult:
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(True)
-        print("loadtest: stopping; waiting for requests in flight (Ctrl-C again to abort)", file=sys.stderr)
+        print(
+            "loadtest: stopping; waiting for requests in flight (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
         for runner in current:
             runner.stop()
 
@@ -201,8 +247,10 @@ def run_command(args: argparse.Namespace, settings: ApiKeySettings) -> int:
     if summary.requests_ok == 0 and summary.errors:
         kind, count = max(summary.errors.items(), key=lambda item: item[1])
         example = summary.error_examples.get(kind, "")
-        raise CliError(f"no request succeeded ({count} x {kind}{': ' + example if example else ''})",
-                       exit_code=1)
+        raise CliError(
+            f"no request succeeded ({count} x {kind}{': ' + example if example else ''})",
+            exit_code=1,
+        )
     return 0
 
 
@@ -212,21 +260,30 @@ def run_keystroke_command(args: argparse.Namespace, settings: ApiKeySettings) ->
     from codeserve.loadtest.keystroke import KeystrokeSpec, render, run_keystroke
 
     if not args.base_url:
-        raise CliError("--base-url is required (an OpenAI-compatible base URL such as "
-                       "http://127.0.0.1:8000/v1)")
+        raise CliError(
+            "--base-url is required (an OpenAI-compatible base URL such as "
+            "http://127.0.0.1:8000/v1)"
+        )
     if args.rate is not None or args.requests is not None or args.sweep:
-        raise CliError("--workload keystroke runs --concurrency users for --duration seconds "
-                       "(no --rate, --requests or --sweep)")
+        raise CliError(
+            "--workload keystroke runs --concurrency users for --duration seconds "
+            "(no --rate, --requests or --sweep)"
+        )
     base, key = flags.base_url(args.base_url), args.api_key or settings.api_key
     flags.data_dir(args.data_dir)
     out = flags.out_dir(args.out) if args.out is not None else None
     try:
         spec = KeystrokeSpec(
-            base_url=base, model=args.model or "", api_key=key,
+            base_url=base,
+            model=args.model or "",
+            api_key=key,
             users=4 if args.concurrency is None else args.concurrency,
             duration_s=60.0 if args.duration is None else args.duration,
-            max_tokens=args.max_tokens, temperature=args.temperature, timeout_s=args.timeout,
-            seed=args.seed)
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            timeout_s=args.timeout,
+            seed=args.seed,
+        )
     except ValidationError as exc:
         raise CliError(_flag_message(exc)) from None
     if args.model:

@@ -42,8 +42,9 @@ async def _wait_ready(base: str, server_task: asyncio.Task[None], timeout_s: flo
     raise CliError(f"models not ready after {timeout_s:.0f}s; see the log above")
 
 
-async def _score(base: str, models: ModelsFile, out_dir: Path, limit: int, n: int,
-                 data_dir: Path | None) -> None:
+async def _score(
+    base: str, models: ModelsFile, out_dir: Path, limit: int, n: int, data_dir: Path | None
+) -> None:
     from codeserve.client.eval_run import EvalConfig, run_eval
     from codeserve.client.protocol import SamplingParams
     from codeserve.server.defaults import quickstart_eval
@@ -52,41 +53,67 @@ async def _score(base: str, models: ModelsFile, out_dir: Path, limit: int, n: in
     for spec in models.models:
         prompt_format, max_tokens = quickstart_eval(spec)  # chat for instruct models
         config = EvalConfig(
-            benchmark="humaneval", model=spec.name, endpoint=base + "/v1", n=n, limit=limit,
+            benchmark="humaneval",
+            model=spec.name,
+            endpoint=base + "/v1",
+            n=n,
+            limit=limit,
             sampling=SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens),
-            out_dir=out_dir / spec.name, stream=True, data_dir=data_dir,
+            out_dir=out_dir / spec.name,
+            stream=True,
+            data_dir=data_dir,
             prompt_format=prompt_format,
         )
         outcome = await run_eval(config)
         r = outcome.results
-        rows.append((spec.name, r.pass_at_k, r.throughput, r.latency.ttft_s.p50,
-                     outcome.out_dir))
-    print("\ncodeserve: HumanEval slice scored through the gateway "
-          f"({limit} tasks x {n} candidates per model)")
+        rows.append((spec.name, r.pass_at_k, r.throughput, r.latency.ttft_s.p50, outcome.out_dir))
+    print(
+        "\ncodeserve: HumanEval slice scored through the gateway "
+        f"({limit} tasks x {n} candidates per model)"
+    )
     for name, passk, throughput, ttft, path in rows:
         ks = "  ".join(f"{k} {v:.3f}" for k, v in passk.items()) or "pass@k n/a"
         cps = throughput.candidates_per_s
         speed = f"{cps:.1f} candidates/s" if cps else "candidates/s n/a"
         first = f"TTFT p50 {ttft * 1000:.0f} ms" if ttft is not None else "TTFT n/a"
-        failed = (f"  ({throughput.failed_requests} failed requests: see the report)"
-                  if throughput.failed_requests else "")
+        failed = (
+            f"  ({throughput.failed_requests} failed requests: see the report)"
+            if throughput.failed_requests
+            else ""
+        )
         print(f"  {name:<18} {ks}  {speed}  {first}  -> {path}{failed}")
 
 
-async def run_quickstart(settings: Settings, models: ModelsFile, *, limit: int, n: int,
-                         out_dir: Path, keep_serving: bool, data_dir: Path | None) -> int:
+async def run_quickstart(
+    settings: Settings,
+    models: ModelsFile,
+    *,
+    limit: int,
+    n: int,
+    out_dir: Path,
+    keep_serving: bool,
+    data_dir: Path | None,
+) -> int:
     app = create_app(settings, models)
     # As `codeserve serve`: the first Ctrl-C drains (readiness fails, new requests get 503,
     # those in flight finish within the grace period), a second one stops at once.
-    server = draining_server(app, app.state.drain, host=settings.host, port=settings.port,
-                             log_level="warning", access_log=False,
-                             grace_s=settings.shutdown_grace_s)
+    server = draining_server(
+        app,
+        app.state.drain,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        grace_s=settings.shutdown_grace_s,
+    )
     task = asyncio.create_task(server.serve())
     base = f"http://{settings.host}:{settings.port}"
     try:
         await _wait_ready(base, task, settings.startup_timeout_s)
-        print(f"codeserve: serving {', '.join(m.name for m in models.models)} at {base}/v1",
-              file=sys.stderr)
+        print(
+            f"codeserve: serving {', '.join(m.name for m in models.models)} at {base}/v1",
+            file=sys.stderr,
+        )
         await _score(base, models, out_dir, limit, n, data_dir)
         if keep_serving:
             print(f"\ncodeserve: still serving at {base}/v1 (Ctrl-C to stop)")
@@ -97,7 +124,24 @@ async def run_quickstart(settings: Settings, models: ModelsFile, *, limit: int, 
     return 0
 
 
-def quickstart(settings: Settings, models: ModelsFile, *, limit: int, n: int, out_dir: Path,
-               keep_serving: bool, data_dir: Path | None) -> int:
-    return asyncio.run(run_quickstart(settings, models, limit=limit, n=n, out_dir=out_dir,
-                                      keep_serving=keep_serving, data_dir=data_dir))
+def quickstart(
+    settings: Settings,
+    models: ModelsFile,
+    *,
+    limit: int,
+    n: int,
+    out_dir: Path,
+    keep_serving: bool,
+    data_dir: Path | None,
+) -> int:
+    return asyncio.run(
+        run_quickstart(
+            settings,
+            models,
+            limit=limit,
+            n=n,
+            out_dir=out_dir,
+            keep_serving=keep_serving,
+            data_dir=data_dir,
+        )
+    )

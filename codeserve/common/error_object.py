@@ -26,8 +26,9 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-def error_object(message: str, type_: str, *, param: str | None = None,
-                 code: str | int | None = None) -> dict[str, Any]:
+def error_object(
+    message: str, type_: str, *, param: str | None = None, code: str | int | None = None
+) -> dict[str, Any]:
     """The error object as a JSON-ready dict."""
     detail = ErrorDetail(message=message, type=type_, param=param, code=code)
     return ErrorResponse(error=detail).model_dump()

@@ -57,7 +57,8 @@ def error_location(error: Mapping[str, Any], drop: Collection[str] = ()) -> tupl
     union-member labels pydantic adds and without the parts in `drop` (a tagged union's tag
     values, FastAPI's "body")."""
     return tuple(
-        part for part in error.get("loc", ())
+        part
+        for part in error.get("loc", ())
         if not (isinstance(part, str) and (part in drop or _UNION_MEMBER.fullmatch(part)))
     )
 
@@ -73,7 +74,8 @@ def validation_message(exc: _HasErrors, drop: Collection[str] = ()) -> str:
     path = ".".join(map(str, where)) or "(top level)"
     # A union reports every member it tried; errors at or under the same path are one problem.
     others = {
-        loc for loc in (error_location(e, drop) for e in errors[1:])
+        loc
+        for loc in (error_location(e, drop) for e in errors[1:])
         if loc[: len(where)] != where and where[: len(loc)] != loc
     }
     more = f" (+{len(others)} more)" if others else ""

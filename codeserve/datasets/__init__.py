@@ -50,11 +50,16 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         sources.HUMANEVAL_PLUS, "v0.1.10", Family.PLUS, partial(loaders.plus_tasks, mbpp=False)
     ),
     "humaneval+mini": BenchmarkSpec(
-        sources.HUMANEVAL_PLUS_MINI, "v0.1.10-mini", Family.PLUS,
+        sources.HUMANEVAL_PLUS_MINI,
+        "v0.1.10-mini",
+        Family.PLUS,
         partial(loaders.plus_tasks, mbpp=False),
     ),
     "mbpp+": BenchmarkSpec(
-        sources.MBPP_PLUS, "v0.2.0", Family.PLUS, partial(loaders.plus_tasks, mbpp=True),
+        sources.MBPP_PLUS,
+        "v0.2.0",
+        Family.PLUS,
+        partial(loaders.plus_tasks, mbpp=True),
         completion_includes_prompt=False,
     ),
     "mbpp": BenchmarkSpec(
@@ -64,8 +69,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         sources.MBPP, "full", Family.MBPP, partial(loaders.mbpp_tasks, split="full"), False
     ),
     "mbpp-sanitized": BenchmarkSpec(
-        sources.MBPP_SANITIZED, "sanitized", Family.MBPP,
-        partial(loaders.mbpp_tasks, split="full"), False,
+        sources.MBPP_SANITIZED,
+        "sanitized",
+        Family.MBPP,
+        partial(loaders.mbpp_tasks, split="full"),
+        False,
     ),
     "humaneval-infill-single": BenchmarkSpec(
         sources.INFILL_SINGLE, "1.0", Family.INFILL, loaders.humaneval_tasks

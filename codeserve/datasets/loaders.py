@@ -54,7 +54,10 @@ def plus_tasks(path: Path, mbpp: bool) -> list[Task]:
         # Mbpp/793 stores an empty plus_input as {} rather than [].
         base, plus = (v if isinstance(v, list) else [] for v in (r["base_input"], r["plus_input"]))
         if mbpp:
-            base, plus = deserialize_inputs(r["task_id"], base), deserialize_inputs(r["task_id"], plus)
+            base, plus = (
+                deserialize_inputs(r["task_id"], base),
+                deserialize_inputs(r["task_id"], plus),
+            )
         tasks.append(
             Task(
                 task_id=r["task_id"],

@@ -53,9 +53,15 @@ class CallCase:
     evaluated in the program's globals after `setup`; the outputs of inputs in `truths` are
     only checked for their truth value (`assert f(x)`), so that is what is sent."""
 
-    def __init__(self, entry_point: str, inputs: list[list[Any]], setup: str = "",
-                 exprs: dict[int, str] | None = None, presence: bool = False,
-                 truths: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        entry_point: str,
+        inputs: list[list[Any]],
+        setup: str = "",
+        exprs: dict[int, str] | None = None,
+        presence: bool = False,
+        truths: frozenset[int] = frozenset(),
+    ) -> None:
         self.entry_point = entry_point
         self.inputs = inputs
         self.setup = setup
@@ -70,8 +76,9 @@ class CallCase:
     def __setstate__(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
         # Compiled once where it is loaded (the zygote), not in every candidate.
-        self.setup_code = compile(self.setup, "<setup>", "exec", dont_inherit=True) \
-            if self.setup else None
+        self.setup_code = (
+            compile(self.setup, "<setup>", "exec", dont_inherit=True) if self.setup else None
+        )
 
     def __eq__(self, other: object) -> bool:
         return type(other) is CallCase and self.__getstate__() == other.__getstate__()
@@ -94,8 +101,10 @@ def case_bytes(case: CallCase) -> bytes:
     """A CallCase sent inline with its jobs (plain data: codeserve.sandbox.values), for the
     zygote to load once (`case_from_bytes`) and keep while the task's candidates come: no
     bundle, and so no round trip that would stall the jobs queued for a worker."""
-    return values.encode((case.entry_point, case.inputs, case.setup, case.exprs, case.presence,
-                          case.truths), cap=values.MAX_BYTES)
+    return values.encode(
+        (case.entry_point, case.inputs, case.setup, case.exprs, case.presence, case.truths),
+        cap=values.MAX_BYTES,
+    )
 
 
 def case_from_bytes(data: bytes) -> CallCase:
@@ -180,8 +189,12 @@ class CallOutcome:
     process ended, as a verdict (status, detail) for the first input left unanswered. Parsed,
     and `ended` worked out, only when asked: most candidates are judged from `blob` alone."""
 
-    def __init__(self, blob: bytes, ended: tuple[str, str] | Callable[[], tuple[str, str]],
-                 input_timeout: bool = False) -> None:
+    def __init__(
+        self,
+        blob: bytes,
+        ended: tuple[str, str] | Callable[[], tuple[str, str]],
+        input_timeout: bool = False,
+    ) -> None:
         self.blob = blob
         self.input_timeout = input_timeout
         self._ended = ended
@@ -205,8 +218,9 @@ class CallOutcome:
     output = property(lambda self: self._get().output)
 
 
-def parse(blob: bytes, ended: tuple[str, str] | Callable[[], tuple[str, str]],
-          input_timeout: bool = False) -> CallOutcome:
+def parse(
+    blob: bytes, ended: tuple[str, str] | Callable[[], tuple[str, str]], input_timeout: bool = False
+) -> CallOutcome:
     """A call job's outcome from the bytes its process wrote and how it ended."""
     return CallOutcome(blob, ended, input_timeout)
 
@@ -242,7 +256,7 @@ def _parse(blob: bytes) -> _Parsed:
                 elif kind == "H" and size != 1 + 4 + 8 + 32:
                     malformed = "a digest record of the wrong size"
                 else:
-                    answers.append(Answer(kind, index, blob[body + 4:pos]))
+                    answers.append(Answer(kind, index, blob[body + 4 : pos]))
             elif kind == "O" and output is None:
                 output = _str(blob, body, pos)
             else:
@@ -291,4 +305,4 @@ class Writer:
         data, self.buffer = bytes(self.buffer), bytearray()
         view = memoryview(data)
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[os.write(self.fd, view) :]

@@ -54,9 +54,16 @@ class PlusCase:
     """Extra-input test data of one Plus task, as loaded by the worker from a bundle file.
     (A plain class pickled by its __dict__, as the dataclass it replaces: caches stay valid.)"""
 
-    def __init__(self, entry_point: str, inputs: list[list[Any]], base_count: int,
-                 atol: float = 0.0, oracle: str = "", expected: list[Any] | None = None,
-                 time_limits: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        entry_point: str,
+        inputs: list[list[Any]],
+        base_count: int,
+        atol: float = 0.0,
+        oracle: str = "",
+        expected: list[Any] | None = None,
+        time_limits: list[float] | None = None,
+    ) -> None:
         self.entry_point = entry_point
         self.inputs = inputs
         self.base_count = base_count  # the first `base_count` inputs are the original tests
@@ -210,8 +217,9 @@ def _compile_as(source: str, filename: str) -> CodeType:
     return compile(source, filename, "exec", dont_inherit=True, optimize=0)
 
 
-def _compile(source: str, tests: str, tests_code: CodeType | None,
-             program_code: bytes) -> list[CodeType]:
+def _compile(
+    source: str, tests: str, tests_code: CodeType | None, program_code: bytes
+) -> list[CodeType]:
     if program_code and (tests_code is not None or not tests):
         code = marshal.loads(program_code)  # compile_alone(source), run by the harness
         return [code] if tests_code is None else [code, tests_code]
@@ -232,8 +240,11 @@ def classify(exc: BaseException, source: str, where: str = "", tests: str = "") 
         return {"status": "failed", "detail": _short(prefix + msg)}
     name = type(exc).__name__
     msg = str(exc)
-    return {"status": "error", "error_type": name,
-            "detail": _short(f"{prefix}{name}: {msg}" if msg else prefix + name)}
+    return {
+        "status": "error",
+        "error_type": name,
+        "detail": _short(f"{prefix}{name}: {msg}" if msg else prefix + name),
+    }
 
 
 def _poly(xs: list[float], x: float) -> float:
@@ -243,15 +254,21 @@ def _poly(xs: list[float], x: float) -> float:
 def _is_floats(value: Any) -> bool:
     if isinstance(value, float):
         return True
-    return (isinstance(value, (list, tuple)) and bool(value)
-            and all(isinstance(v, float) for v in value))
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, float) for v in value)
+    )
 
 
 def _close(out: Any, exp: Any, atol: float) -> bool:
     # Element-wise |out - exp| <= atol + rtol*|exp| with numpy's default rtol, on nested sequences.
     if isinstance(exp, (list, tuple)):
-        return (isinstance(out, (list, tuple)) and len(out) == len(exp)
-                and all(_close(o, e, atol) for o, e in zip(out, exp)))
+        return (
+            isinstance(out, (list, tuple))
+            and len(out) == len(exp)
+            and all(_close(o, e, atol) for o, e in zip(out, exp))
+        )
     if isinstance(exp, (int, float)) and isinstance(out, (int, float)):
         return abs(out - exp) <= atol + 1e-7 * abs(exp)
     return bool(out == exp)
@@ -285,8 +302,9 @@ def _input_label(case: PlusCase, index: int) -> str:
     return f"plus input {index - case.base_count}"
 
 
-def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
-                inputs: range) -> tuple[dict[str, Any], bytes]:
+def _run_inputs(
+    fn: Any, case: PlusCase, source: str, truth: bool, inputs: range
+) -> tuple[dict[str, Any], bytes]:
     outputs: list[Any] = []
     times: list[float] = []
     signal.signal(signal.SIGALRM, _on_alarm)
@@ -308,7 +326,7 @@ def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
             elif not outputs_match(out, case.expected[i], case, args):  # type: ignore[index]
                 detail = f"{_input_label(case, i)}: wrong output {out!r:.120}"
                 return {"status": "failed", "input_index": i, "detail": _short(detail)}, b""
-        except BaseException as exc:  # noqa: BLE001 - candidate code may raise anything
+        except BaseException as exc:
             signal.setitimer(signal.ITIMER_REAL, 0)
             verdict = classify(exc, source, _input_label(case, i))
             verdict["input_index"] = i
@@ -320,7 +338,9 @@ def _run_inputs(fn: Any, case: PlusCase, source: str, truth: bool,
     return {"status": "passed"}, b""
 
 
-def _record(globals_: dict[str, Any], entry_point: str, checks: str) -> tuple[dict[str, Any], bytes]:
+def _record(
+    globals_: dict[str, Any], entry_point: str, checks: str
+) -> tuple[dict[str, Any], bytes]:
     """A "record" job (trusted code: a canonical solution and its task's checking code): run
     the checks with the entry point wrapped, and return every call the checks made of it (not
     its own recursive calls): the arguments (None when they are not plain data), the output
@@ -361,14 +381,20 @@ def _record(globals_: dict[str, Any], entry_point: str, checks: str) -> tuple[di
 
     globals_[entry_point] = recorder
     random.seed(0)
-    exec(_compile_as(checks, TESTS_FILENAME), globals_)  # noqa: S102 - trusted checks
+    exec(_compile_as(checks, TESTS_FILENAME), globals_)
     return {"status": "passed"}, pickle.dumps({"calls": recorded})
 
 
-def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter,
-            inputs: tuple[int, int] | None = None, tests: str = "",
-            tests_code: CodeType | None = None,
-            program_code: bytes = b"") -> tuple[dict[str, Any], bytes]:
+def execute(
+    kind: str,
+    source: str,
+    case: PlusCase | None,
+    capture: CappedWriter,
+    inputs: tuple[int, int] | None = None,
+    tests: str = "",
+    tests_code: CodeType | None = None,
+    program_code: bytes = b"",
+) -> tuple[dict[str, Any], bytes]:
     """Run one job in this (already sandboxed) process; never raises. The program is source +
     tests, where `tests_code` is `compile_tests(tests)` and `program_code` is
     `compile_alone(source)`, marshalled, when the caller has them. Output goes to
@@ -380,7 +406,7 @@ def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter
     globals_: dict[str, Any] = {}
     try:
         for code in _compile(source, tests, tests_code, program_code):
-            exec(code, globals_)  # noqa: S102 - this is the sandbox
+            exec(code, globals_)
         if kind == "exec":
             result: tuple[dict[str, Any], bytes] = ({"status": "passed"}, b"")
         elif kind == "record":
@@ -389,20 +415,33 @@ def execute(kind: str, source: str, case: PlusCase | None, capture: CappedWriter
             assert case is not None
             fn = globals_.get(case.entry_point)
             if not callable(fn):
-                result = ({"status": "error", "error_type": "NameError",
-                           "detail": f"the program defines no function {case.entry_point!r}"}, b"")
+                result = (
+                    {
+                        "status": "error",
+                        "error_type": "NameError",
+                        "detail": f"the program defines no function {case.entry_point!r}",
+                    },
+                    b"",
+                )
             else:
                 span = range(*inputs) if inputs else range(len(case.inputs))
                 result = _run_inputs(fn, case, source, kind == "truth", span)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         result = (classify(exc, source, tests=tests), b"")
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     return _with_output(*result, capture)
 
 
-def run_calls(source: str, program_code: bytes, case: Any, span: range, fd: int,
-              capture: CappedWriter, flush_each: bool) -> None:
+def run_calls(
+    source: str,
+    program_code: bytes,
+    case: Any,
+    span: range,
+    fd: int,
+    capture: CappedWriter,
+    flush_each: bool,
+) -> None:
     """A call job in this (already sandboxed) process: run the program and the task's set-up
     code, then the entry point on each input of `span` (a `calls.CallCase`), writing records to
     `fd` (see codeserve.sandbox.calls). Stops at the first input that raises or returns what
@@ -414,26 +453,26 @@ def run_calls(source: str, program_code: bytes, case: Any, span: range, fd: int,
     fn = None
     try:
         for code in _compile(source, "", None, program_code):
-            exec(code, globals_)  # noqa: S102 - this is the sandbox
+            exec(code, globals_)
         if case.setup_code is not None:
-            exec(case.setup_code, globals_)  # noqa: S102 - the task's own set-up (trusted)
+            exec(case.setup_code, globals_)
         fn = globals_.get(case.entry_point)
         if not callable(fn):
             fn = None
             out.add(call_record("missing", -1, case.entry_point, source))
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         out.add(call_record("program", -1, exc, source))
     if fn is not None:
         out.add(calls.READY)
         for i in span:
             try:
-                args = eval(case.exprs[i], globals_) if i in case.exprs else case.inputs[i]  # noqa: S307
+                args = eval(case.exprs[i], globals_) if i in case.exprs else case.inputs[i]
                 value = fn(*args)
                 record = calls.value_record(i, value, case.presence, i in case.truths)
             except values.Refused as exc:
                 out.add(call_record("refused", i, str(exc), source))
                 break
-            except BaseException as exc:  # noqa: BLE001 - candidate code may raise anything
+            except BaseException as exc:
                 out.add(call_record("raised", i, exc, source))
                 break
             out.add(record)
@@ -454,28 +493,39 @@ def call_record(what: str, index: int, value: Any, source: str | bytes) -> bytes
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         return calls.output_record(value.text())
     if what == "missing":
-        return calls.raised_record(None, "e", "NameError",
-                                   f"the program defines no function {value!r}")
+        return calls.raised_record(
+            None, "e", "NameError", f"the program defines no function {value!r}"
+        )
     if what == "refused":
         return calls.refused_record(index, str(value))
     if what == "encoding":
-        return calls.raised_record(index, calls.category_of(value), type(value).__name__,
-                                   f"serialising the output: {value!r}")
+        return calls.raised_record(
+            index,
+            calls.category_of(value),
+            type(value).__name__,
+            f"serialising the output: {value!r}",
+        )
     verdict = classify(value, source)
-    return calls.raised_record(None if what == "program" else index, calls.category_of(value),
-                               verdict.get("error_type"), verdict["detail"])
+    return calls.raised_record(
+        None if what == "program" else index,
+        calls.category_of(value),
+        verdict.get("error_type"),
+        verdict["detail"],
+    )
 
 
-def conclude(raised: BaseException | None, source: str, tests: str,
-             capture: CappedWriter) -> tuple[dict[str, Any], bytes]:
+def conclude(
+    raised: BaseException | None, source: str, tests: str, capture: CappedWriter
+) -> tuple[dict[str, Any], bytes]:
     """What `execute` returns for an "exec" job whose program and tests already ran (in the
     zygote's C loop: codeserve/sandbox/_zygote_loop.c, run_exec), given what they raised."""
     header = {"status": "passed"} if raised is None else classify(raised, source, tests=tests)
     return _with_output(header, b"", capture)
 
 
-def _with_output(header: dict[str, Any], blob: bytes,
-                 capture: CappedWriter) -> tuple[dict[str, Any], bytes]:
+def _with_output(
+    header: dict[str, Any], blob: bytes, capture: CappedWriter
+) -> tuple[dict[str, Any], bytes]:
     if capture.size:
         header["output"] = capture.text()
     return header, blob

@@ -58,13 +58,22 @@ def _candidate_uid(report: isolation.LayerReport, drop_uid: int) -> int | None:
     if isolation.reachable_by_others(sorted({sys.base_prefix, sys.prefix})):
         report.add("unprivileged candidate", True, f"uid {drop_uid}, no capabilities")
         return drop_uid
-    report.add("unprivileged candidate", False,
-               "uid 0 without capabilities: Python is not readable by other users")
+    report.add(
+        "unprivileged candidate",
+        False,
+        "uid 0 without capabilities: Python is not readable by other users",
+    )
     return None
 
 
-def exec_zygote(cfg: dict, report: isolation.LayerReport, cgroups: isolation.Cgroups,
-                scratch: str | None, exe_fd: int, root_fd: int) -> None:
+def exec_zygote(
+    cfg: dict,
+    report: isolation.LayerReport,
+    cgroups: isolation.Cgroups,
+    scratch: str | None,
+    exe_fd: int,
+    root_fd: int,
+) -> None:
     """Replace this process by the zygote. The exec goes through file descriptors opened before
     the filesystem was locked down, because a private /tmp may hide this interpreter and our
     sources (e.g. a checkout under /tmp); `-S` keeps site's imports out of the zygote's heap,
@@ -73,18 +82,36 @@ def exec_zygote(cfg: dict, report: isolation.LayerReport, cgroups: isolation.Cgr
     own_scratch = scratch is None
     scratch = scratch or tempfile.mkdtemp(prefix="codeserve-sandbox-")
     workdir = os.path.join(scratch, "work")
-    zygote_cfg = {**cfg, "layers": report.as_dicts(), "cgroups": cgroups.dirs, "uid": uid,
-                  "scratch": scratch, "own_scratch": own_scratch, "root_fd": root_fd}
-    boot = (f"import sys; sys.path[:0] = ['/proc/self/fd/{root_fd}']; "
-            f"sys.path += {site.getsitepackages()!r}; "
-            "from codeserve.sandbox.zygote import main; main()")
+    zygote_cfg = {
+        **cfg,
+        "layers": report.as_dicts(),
+        "cgroups": cgroups.dirs,
+        "uid": uid,
+        "scratch": scratch,
+        "own_scratch": own_scratch,
+        "root_fd": root_fd,
+    }
+    boot = (
+        f"import sys; sys.path[:0] = ['/proc/self/fd/{root_fd}']; "
+        f"sys.path += {site.getsitepackages()!r}; "
+        "from codeserve.sandbox.zygote import main; main()"
+    )
     # Candidates inherit this environment: nothing of the harness's, HOME = their own dir
     # (LD_BIND_NOW is for the zygote alone: see zygote.main).
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "LD_BIND_NOW": "1"}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "LD_BIND_NOW": "1",
+    }
     os.set_inheritable(root_fd, True)
-    os.execve(f"/proc/self/fd/{exe_fd}",
-              [sys.executable, "-I", "-S", "-c", boot, json.dumps(zygote_cfg)], env)
+    os.execve(
+        f"/proc/self/fd/{exe_fd}",
+        [sys.executable, "-I", "-S", "-c", boot, json.dumps(zygote_cfg)],
+        env,
+    )
 
 
 def main() -> int:
@@ -99,16 +126,23 @@ def main() -> int:
     report = isolation.LayerReport()
     report.add("process per candidate", True, "fork of a warm zygote; exec never in the harness")
     disabled = set(cfg["disable"])
-    cgroups = isolation.setup_cgroups(report, disabled, cfg["name"], cfg["max_pids"],
-                                      cfg["cgroup_memory_mb"])
+    cgroups = isolation.setup_cgroups(
+        report, disabled, cfg["name"], cfg["max_pids"], cfg["cgroup_memory_mb"]
+    )
     exe_fd = os.open(sys.executable, os.O_PATH)
     root_fd = os.open(ROOT, os.O_PATH | os.O_DIRECTORY)
     isolation.enter_namespaces(report, disabled)
     drop_uid = os.geteuid() == 0 and not report.active("user namespace")
     expose = sorted({sys.base_prefix, sys.prefix}) if drop_uid else None
     private_root = None if "private root" in disabled else python_dirs()
-    scratch = isolation.setup_filesystem(report, "read-only filesystem" not in disabled,
-                                         cfg["tmpfs_mb"], expose, private_root, cfg.get("mask"))
+    scratch = isolation.setup_filesystem(
+        report,
+        "read-only filesystem" not in disabled,
+        cfg["tmpfs_mb"],
+        expose,
+        private_root,
+        cfg.get("mask"),
+    )
     if report.active("pid namespace"):
         pid = os.fork()  # the first child becomes PID 1 of the new namespace
         if pid:
@@ -118,7 +152,8 @@ def main() -> int:
             _, status = os.waitpid(pid, 0)
             return os.waitstatus_to_exitcode(status) & 0xFF
         isolation.mount_proc(report) if report.active("mount namespace") else report.add(
-            "private /proc", False, "no mount namespace")
+            "private /proc", False, "no mount namespace"
+        )
     else:
         report.add("private /proc", False, "no PID namespace")
     exec_zygote(cfg, report, cgroups, scratch, exe_fd, root_fd)

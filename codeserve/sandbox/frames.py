@@ -32,16 +32,41 @@ def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
     return HEADER.pack(len(data), len(blob)) + data + blob
 
 
-def encode_request(header: dict[str, Any] | bytes | None, blob: bytes = b"", tests: bytes = b"",
-                   code: bytes = b"", program_code: bytes = b"", op: int = OP_CONTROL,
-                   timeout: float = 0.0, memory_mb: int = 0, cap: int = 0,
-                   limits: tuple[float, ...] = ()) -> bytes:
+def encode_request(
+    header: dict[str, Any] | bytes | None,
+    blob: bytes = b"",
+    tests: bytes = b"",
+    code: bytes = b"",
+    program_code: bytes = b"",
+    op: int = OP_CONTROL,
+    timeout: float = 0.0,
+    memory_mb: int = 0,
+    cap: int = 0,
+    limits: tuple[float, ...] = (),
+) -> bytes:
     """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default; a call
     job's header is bytes (see above)."""
     data = header if isinstance(header, bytes) else json.dumps(header).encode() if header else b""
-    return (REQUEST.pack(len(data), len(blob), len(tests), len(code), len(program_code), op,
-                         timeout, memory_mb, cap, len(limits))
-            + data + blob + tests + code + program_code + struct.pack(f">{len(limits)}d", *limits))
+    return (
+        REQUEST.pack(
+            len(data),
+            len(blob),
+            len(tests),
+            len(code),
+            len(program_code),
+            op,
+            timeout,
+            memory_mb,
+            cap,
+            len(limits),
+        )
+        + data
+        + blob
+        + tests
+        + code
+        + program_code
+        + struct.pack(f">{len(limits)}d", *limits)
+    )
 
 
 Request = tuple[int, float, int, int, Any, bytes, bytes, bytes, bytes, tuple[float, ...]]
@@ -61,8 +86,18 @@ def read_request(stream: BinaryIO) -> Request | None:
     # A call job's header is not JSON; a record job's holds checking code, which the zygote
     # leaves to the child to decode (so no copy of it stays in the zygote's memory).
     header = data if op in (OPS["call"], OPS["record"]) else json.loads(data) if data else {}
-    return (op, timeout, memory_mb, cap, header, blob, tests, code, program_code,
-            struct.unpack(f">{n_limits}d", limits))
+    return (
+        op,
+        timeout,
+        memory_mb,
+        cap,
+        header,
+        blob,
+        tests,
+        code,
+        program_code,
+        struct.unpack(f">{n_limits}d", limits),
+    )
 
 
 def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
@@ -74,8 +109,8 @@ def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
     end = HEADER.size + n_json + n_blob
     if len(buffer) < end:
         return None
-    header = json.loads(buffer[HEADER.size:HEADER.size + n_json])
-    blob = bytes(buffer[HEADER.size + n_json:end])
+    header = json.loads(buffer[HEADER.size : HEADER.size + n_json])
+    blob = bytes(buffer[HEADER.size + n_json : end])
     del buffer[:end]
     return header, blob
 
@@ -83,7 +118,7 @@ def take_frame(buffer: bytearray) -> tuple[dict[str, Any], bytes] | None:
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def parse_report(data: bytes, statuses: set[str]) -> tuple[dict[str, Any], bytes] | None:

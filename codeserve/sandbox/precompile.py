@@ -3,7 +3,8 @@ run this same interpreter).
 
 Compiling in a candidate's freshly forked process is dear: the compiler writes to dozens of
 the zygote's pages, each a copy-on-write fault (~2 us on a VM), so a HumanEval program's
-compile cost its process ~0.2 ms of its ~1.6 ms; here, in a warm process, it costs 45-80 us. Compiling runs none of the program's code: the untrusted part, running it, stays in
+compile cost its process ~0.2 ms of its ~1.6 ms; here, in a warm process, it costs 45-80 us.
+Compiling runs none of the program's code: the untrusted part, running it, stays in
 the sandbox. Whatever does not compile cleanly here (errors, warnings, __future__ imports,
 size) is left to the candidate's process, which compiles it as before, so verdicts and output
 are the same either way.
@@ -46,13 +47,18 @@ def program_code(program: str, tests: str, compiled_tests: bytes) -> bytes:
         warnings.simplefilter("always")
         try:
             code = compile_alone(program)
-        except Exception:  # noqa: BLE001 - e.g. MemoryError, RecursionError: its process says
+        except Exception:
             code = None
     ours = False
     for warning in caught:
         if warning.filename == FILENAME:
             ours = True
         else:  # another thread's, caught meanwhile: give it back to the filters it escaped
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno, source=warning.source)
+            warnings.warn_explicit(
+                warning.message,
+                warning.category,
+                warning.filename,
+                warning.lineno,
+                source=warning.source,
+            )
     return marshal.dumps(code) if code is not None and not ours else b""

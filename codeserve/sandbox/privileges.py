@@ -46,8 +46,15 @@ def prctl(option: int, arg: int) -> None:
         return
     import ctypes
 
-    check(libc().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0)))
+    check(
+        libc().prctl(
+            ctypes.c_int(option),
+            ctypes.c_ulong(arg),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        )
+    )
 
 
 def die_with_parent() -> None:
@@ -89,8 +96,11 @@ class PrivilegeDropper:
         # struct __user_cap_header_struct {u32 version; int pid}: _LINUX_CAPABILITY_VERSION_3
         self._header = (ctypes.c_uint32 * 2)(0x20080522, 0)
         self._data = (ctypes.c_uint32 * 6)()  # two zeroed {effective, permitted, inheritable}
-        self._args = (ctypes.c_long(SYS_CAPSET or -1), ctypes.byref(self._header),
-                      ctypes.byref(self._data))
+        self._args = (
+            ctypes.c_long(SYS_CAPSET or -1),
+            ctypes.byref(self._header),
+            ctypes.byref(self._data),
+        )
         self._syscall = libc().syscall
 
     def __call__(self) -> None:

@@ -35,8 +35,12 @@ MAX_NODES = 1 << 28
 # their encoding is streamed into the hash, never held.
 INLINE_MAX = 1 << 20
 
-_COLLECTIONS = (collections.Counter, collections.OrderedDict, collections.defaultdict,
-                collections.deque)
+_COLLECTIONS = (
+    collections.Counter,
+    collections.OrderedDict,
+    collections.defaultdict,
+    collections.deque,
+)
 if _native is not None:
     _native.set_types(*_COLLECTIONS)
 
@@ -52,8 +56,9 @@ def encode(value: Any, cap: int = INLINE_MAX << 4, max_nodes: int = MAX_NODES) -
     return out
 
 
-def encode_or_digest(value: Any, inline_max: int = INLINE_MAX, cap: int = MAX_BYTES,
-                     max_nodes: int = MAX_NODES) -> bytes | tuple[int, bytes]:
+def encode_or_digest(
+    value: Any, inline_max: int = INLINE_MAX, cap: int = MAX_BYTES, max_nodes: int = MAX_NODES
+) -> bytes | tuple[int, bytes]:
     """The encoding of `value`, or (its size, its SHA-256) when longer than `inline_max`.
     Refused (a ValueError) when the value is not plain data, nests deeper than MAX_DEPTH, or
     passes `cap` bytes or `max_nodes` parts."""
@@ -95,15 +100,20 @@ class _PyEncoder:
         self.out = bytearray()
         self.cap, self.max_nodes, self.nodes, self.depth = cap, max_nodes, 0, 0
         self.inline_max, self.flushed, self.hash = inline_max, 0, None
-        self.types = {collections.Counter: "C", collections.OrderedDict: "O",
-                      collections.defaultdict: "D", collections.deque: "Q"}
+        self.types = {
+            collections.Counter: "C",
+            collections.OrderedDict: "O",
+            collections.defaultdict: "D",
+            collections.deque: "Q",
+        }
 
     def run(self, value: Any) -> bytes | tuple[int, bytes]:
         try:
             self.value(value)
         except RecursionError:  # Python's own limit can come first (two frames a level)
-            raise Refused(f"output nested deeper than {MAX_DEPTH} levels (or containing "
-                          "itself)") from None
+            raise Refused(
+                f"output nested deeper than {MAX_DEPTH} levels (or containing itself)"
+            ) from None
         if self.hash is None:
             return bytes(self.out)
         self.hash.update(self.out)
@@ -163,25 +173,31 @@ class _PyEncoder:
         elif t.__module__ == "numpy" and not t.__flags__ & _HEAPTYPE and t.__name__ != "ndarray":
             item = v.item()
             if type(item) not in _SCALARS:
-                raise Refused(f"output of type numpy.{t.__name__} cannot be compared as plain "
-                              "data")
+                raise Refused(f"output of type numpy.{t.__name__} cannot be compared as plain data")
             self.value(item)
         else:
             base = next((b for b in t.__mro__[1:] if b in _BUILTINS), None)
             if base is not None:
-                raise Refused(f"output of type {t.__name__} (a subclass of {base.__name__}) "
-                              "cannot be compared safely: only plain data can")
-            raise Refused(f"output of type {t.__name__} cannot be compared safely: only plain "
-                          "data can (None, bool, int, float, complex, str, bytes and lists, "
-                          "tuples, dicts and sets of them)")
+                raise Refused(
+                    f"output of type {t.__name__} (a subclass of {base.__name__}) "
+                    "cannot be compared safely: only plain data can"
+                )
+            raise Refused(
+                f"output of type {t.__name__} cannot be compared safely: only plain "
+                "data can (None, bool, int, float, complex, str, bytes and lists, "
+                "tuples, dicts and sets of them)"
+            )
 
     def items(self, tag: str, v: Any, pairs: bool) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise Refused(f"output nested deeper than {MAX_DEPTH} levels (or containing itself)")
         if pairs:
-            entries = list(dict.items(v)) if type(v) is not collections.OrderedDict else \
-                [(k, dict.__getitem__(v, k)) for k in v]
+            entries = (
+                list(dict.items(v))
+                if type(v) is not collections.OrderedDict
+                else [(k, dict.__getitem__(v, k)) for k in v]
+            )
             self.tag_len(tag, len(entries))
             for key, item in entries:
                 self.value(key)
@@ -203,7 +219,7 @@ class _PyDecoder:
     def take(self, n: int) -> bytes:
         if n > self.end - self.pos:
             raise self.fail("truncated")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -236,8 +252,10 @@ class _PyDecoder:
             if tag == "a":
                 return bytearray(raw)
             text = raw.decode("ascii", "replace")
-            if not n or not all(c in "0123456789abcdefABCDEF" or (c == "-" and i == 0 and n > 1)
-                                for i, c in enumerate(text)):
+            if not n or not all(
+                c in "0123456789abcdefABCDEF" or (c == "-" and i == 0 and n > 1)
+                for i, c in enumerate(text)
+            ):
                 raise self.fail("bad int digits")
             return int(text, 16)
         if tag not in "ltezQdCOD":
@@ -254,12 +272,17 @@ class _PyDecoder:
                 for _ in range(n):
                     key = self.value()
                     items[key] = self.value()
-                out: Any = {"d": dict, "C": collections.Counter, "O": collections.OrderedDict,
-                            "D": lambda d: collections.defaultdict(None, d)}[tag](items)
+                out: Any = {
+                    "d": dict,
+                    "C": collections.Counter,
+                    "O": collections.OrderedDict,
+                    "D": lambda d: collections.defaultdict(None, d),
+                }[tag](items)
             else:
                 seq = [self.value() for _ in range(n)]
-                out = {"l": list, "t": tuple, "e": set, "z": frozenset,
-                       "Q": collections.deque}[tag](seq)
+                out = {"l": list, "t": tuple, "e": set, "z": frozenset, "Q": collections.deque}[
+                    tag
+                ](seq)
         except TypeError:
             raise self.fail("unhashable key or item") from None
         self.depth -= 1

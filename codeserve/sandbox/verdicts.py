@@ -20,8 +20,9 @@ Status = Literal["passed", "failed", "error", "timeout", "memory", "killed"]
 STATUSES = set(get_args(Status))
 
 
-def judge(wait_status: int, report: bytes, timed_out: bool,
-          oom_killed: Callable[[], bool]) -> tuple[dict[str, Any], bytes]:
+def judge(
+    wait_status: int, report: bytes, timed_out: bool, oom_killed: Callable[[], bool]
+) -> tuple[dict[str, Any], bytes]:
     """(verdict, payload). `wait_status` is waitpid's; `oom_killed()` says whether the memory
     cgroup killed a process since it was last asked (only candidates live in that cgroup)."""
     if timed_out:
@@ -51,5 +52,8 @@ def _ended(wait_status: int, oom_killed: Callable[[], bool]) -> dict[str, Any]:
             return {"status": "timeout", "detail": "CPU time limit exceeded"}
         return {"status": "killed", "detail": f"killed by {signal.Signals(sig).name}"}
     code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else wait_status
-    return {"status": "error", "error_type": "SystemExit",
-            "detail": f"the program exited (status {code}) before a verdict"}
+    return {
+        "status": "error",
+        "error_type": "SystemExit",
+        "detail": f"the program exited (status {code}) before a verdict",
+    }

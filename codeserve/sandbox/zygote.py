@@ -67,8 +67,10 @@ except ImportError:  # not built (no C compiler at install): the Python loop bel
 
 # Run in the zygote before freezing its heap: the first compile() builds the AST types and the
 # first exception the traceback machinery; done here, no candidate pays for them (~1 ms each).
-_WARM_UP = ("def f(xs):\n    return sorted(set(xs))[::-1]\n"
-            "assert f([3, 1, 3]) == [3, 1]\nassert f([]) == [1], 'warm-up'\n")
+_WARM_UP = (
+    "def f(xs):\n    return sorted(set(xs))[::-1]\n"
+    "assert f([3, 1, 3]) == [3, 1]\nassert f([]) == [1], 'warm-up'\n"
+)
 
 
 class Zygote:
@@ -126,14 +128,19 @@ class Zygote:
         except OSError:
             pass
         refused = privileges.forbid_new_privileges()
-        self.layers.append({"name": "no new privileges", "active": refused is None,
-                            "detail": refused or "empty capability bounding set, no_new_privs"})
+        self.layers.append(
+            {
+                "name": "no new privileges",
+                "active": refused is None,
+                "detail": refused or "empty capability bounding set, no_new_privs",
+            }
+        )
         if not self.native:  # the C loop drops them itself
             self.drop_privileges = privileges.PrivilegeDropper(self.uid)
         for name in self.cfg["preimport"]:
             try:
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - a missing optional module is fine
+            except Exception:
                 pass
         for _ in range(2):  # see _WARM_UP
             execute("exec", _WARM_UP, None, CappedWriter(self.cfg["output_cap"]))
@@ -152,23 +159,43 @@ class Zygote:
         sharing a uid with host processes could kill(-1) all of them; we fail closed."""
         if self.pid1 or self.cfg["allow_unsafe"]:
             return None
-        return ("no PID namespace, so candidates could signal every host process of their uid; "
-                "enable namespaces, or set CODESERVE_SANDBOX_ALLOW_UNSAFE=1 to run anyway")
+        return (
+            "no PID namespace, so candidates could signal every host process of their uid; "
+            "enable namespaces, or set CODESERVE_SANDBOX_ALLOW_UNSAFE=1 to run anyway"
+        )
 
     def serve(self, stdin: BinaryIO) -> None:
         refusal = self.refusal()
-        write_all(1, encode_frame({"ready": refusal is None, "refusal": refusal,
-                                   "pid1": self.pid1, "layers": self.layers,
-                                   "cgroups": self.cgroup_dirs,
-                                   "loop": "C" if self.native else "Python"}))
+        write_all(
+            1,
+            encode_frame(
+                {
+                    "ready": refusal is None,
+                    "refusal": refusal,
+                    "pid1": self.pid1,
+                    "layers": self.layers,
+                    "cgroups": self.cgroup_dirs,
+                    "loop": "C" if self.native else "Python",
+                }
+            ),
+        )
         if refusal:
             return
         if self.native:
             cfg = self.cfg
             child = _zygote_loop.serve(  # type: ignore[union-attr]
-                self, self.workdir, self.scratch, self.devnull,
-                -1 if self.uid is None else self.uid, cfg["memory_mb"], PASSED_REPORT,
-                cfg["file_size_mb"] << 20, cfg["open_files"], cfg["max_procs"], self.capture)
+                self,
+                self.workdir,
+                self.scratch,
+                self.devnull,
+                -1 if self.uid is None else self.uid,
+                cfg["memory_mb"],
+                PASSED_REPORT,
+                cfg["file_size_mb"] << 20,
+                cfg["open_files"],
+                cfg["max_procs"],
+                self.capture,
+            )
             if child is not None:  # in a forked candidate, set up by the C loop
                 self._candidate(*child)
         else:
@@ -185,8 +212,20 @@ class Zygote:
                 else:
                     loaded = self._cached(self.tests, bytes(tests), self.load_tests, code)
                 try:  # the program is only decoded in the child
-                    self._write_reply(*self.run(kind, blob, job, tests, loaded, program_code,
-                                                timeout, memory_mb, cap, limits))
+                    self._write_reply(
+                        *self.run(
+                            kind,
+                            blob,
+                            job,
+                            tests,
+                            loaded,
+                            program_code,
+                            timeout,
+                            memory_mb,
+                            cap,
+                            limits,
+                        )
+                    )
                 finally:  # no later candidate's fork inherits this one's program
                     for part in (job, blob, program_code):
                         if isinstance(part, bytearray):
@@ -241,7 +280,7 @@ class Zygote:
 
         try:
             self.bundles[key] = pickle.loads(blob)
-        except Exception as exc:  # noqa: BLE001 - its jobs will report the missing inputs
+        except Exception as exc:
             return {"status": "error", "detail": f"bundle {key} unreadable: {exc!r}"}
         self.vm_bytes = None
         gc.freeze()
@@ -273,9 +312,19 @@ class Zygote:
             return job
         return self.bundles[job["bundle"]] if kind not in ("exec", "call") else None
 
-    def run(self, kind: str, program: bytes | str, job: dict[str, Any], tests: bytes | str,
-            tests_code: CodeType | None, program_code: bytes, timeout: float, memory_mb: int,
-            cap: int, limits: tuple[float, ...] = ()) -> tuple[dict[str, Any], bytes]:
+    def run(
+        self,
+        kind: str,
+        program: bytes | str,
+        job: dict[str, Any],
+        tests: bytes | str,
+        tests_code: CodeType | None,
+        program_code: bytes,
+        timeout: float,
+        memory_mb: int,
+        cap: int,
+        limits: tuple[float, ...] = (),
+    ) -> tuple[dict[str, Any], bytes]:
         """The Python loop's job: fork, supervise, clean up (the C loop's steps). `job` holds
         what a Plus or call job adds: its bundle and inputs; `limits` a call job's per-input
         time limits."""
@@ -298,13 +347,24 @@ class Zygote:
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self._child(kind, program, job, case, wfd, rlimits, tests, tests_code, program_code,
-                        bool(limits))
+            self._child(
+                kind,
+                program,
+                job,
+                case,
+                wfd,
+                rlimits,
+                tests,
+                tests_code,
+                program_code,
+                bool(limits),
+            )
         os.close(wfd)
         status, data, timed_out, late = -1, bytearray(), True, False
         try:
-            status, data, timed_out, late = self._supervise(pid, rfd, started + timeout, cap,
-                                                            limits)
+            status, data, timed_out, late = self._supervise(
+                pid, rfd, started + timeout, cap, limits
+            )
         finally:
             os.close(rfd)
             if timed_out:  # otherwise _drain already did it
@@ -316,11 +376,16 @@ class Zygote:
             # with the in-process verdict mode); a call job's records never are.
             return {"status": "passed", "elapsed_s": elapsed}, b""
         # Anything else goes to the harness as it is, to be judged there (codeserve.sandbox.verdicts).
-        return {"wait_status": status, "timed_out": timed_out, "input_timeout": late,
-                "elapsed_s": elapsed}, bytes(data)
+        return {
+            "wait_status": status,
+            "timed_out": timed_out,
+            "input_timeout": late,
+            "elapsed_s": elapsed,
+        }, bytes(data)
 
-    def _supervise(self, pid: int, rfd: int, deadline: float, cap: int,
-                   limits: tuple[float, ...] = ()) -> tuple[int, bytearray, bool, bool]:
+    def _supervise(
+        self, pid: int, rfd: int, deadline: float, cap: int, limits: tuple[float, ...] = ()
+    ) -> tuple[int, bytearray, bool, bool]:
         """Wait for the child until `deadline`, reading its report. With per-input `limits`
         (a call job), input k must be answered within limits[k] of the record before it (see
         codeserve/sandbox/calls.py): the last return value says a child was killed for that."""
@@ -350,14 +415,17 @@ class Zygote:
                     if limits:
                         before = records
                         while len(data) - parsed >= 4:
-                            end = parsed + 4 + int.from_bytes(data[parsed:parsed + 4], "big")
+                            end = parsed + 4 + int.from_bytes(data[parsed : parsed + 4], "big")
                             if end > len(data):
                                 break
                             parsed, records = end, records + 1
                         if records != before:
                             k = records - 1  # records = "ready" + one per input answered
-                            due = min(deadline, time.monotonic() + limits[k]) \
-                                if k < len(limits) else deadline
+                            due = (
+                                min(deadline, time.monotonic() + limits[k])
+                                if k < len(limits)
+                                else deadline
+                            )
         finally:
             if rfd >= 0:
                 poller.unregister(rfd)
@@ -427,9 +495,19 @@ class Zygote:
         _empty(self.scratch)
 
     # -- the candidate's process -----------------------------------------------------------------
-    def _child(self, kind: str, program: bytes | str, job: dict[str, Any], case: Any,
-               wfd: int, limits: list[tuple[int, int, int]], tests: bytes | str,
-               tests_code: CodeType | None, program_code: bytes, timed: bool) -> None:
+    def _child(
+        self,
+        kind: str,
+        program: bytes | str,
+        job: dict[str, Any],
+        case: Any,
+        wfd: int,
+        limits: list[tuple[int, int, int]],
+        tests: bytes | str,
+        tests_code: CodeType | None,
+        program_code: bytes,
+        timed: bool,
+    ) -> None:
         """The Python loop's candidate: set up as the C loop's `setup_child`, then run."""
         program, tests = _text(program), _text(tests)
         if kind == "record":
@@ -454,24 +532,40 @@ class Zygote:
             self.drop_privileges()
             if kind == "call":
                 self._calls(wfd, program, job, program_code, timed, None, tests_code)
-            header, blob = execute(kind, program, case, self.capture,
-                                   job.get("inputs") if isinstance(job, dict) else None, tests,
-                                   tests_code, program_code)
-        except BaseException as exc:  # noqa: BLE001
+            header, blob = execute(
+                kind,
+                program,
+                case,
+                self.capture,
+                job.get("inputs") if isinstance(job, dict) else None,
+                tests,
+                tests_code,
+                program_code,
+            )
+        except BaseException as exc:
             if kind == "call":
                 self._calls(wfd, program, job, program_code, timed, f"{exc!r}", None)
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, blob)
 
-    def _candidate(self, wfd: int, op: int, extra: bytes | None, program: str, tests: str,
-                   tests_code: CodeType | None, program_code: bytes, failure: str | None,
-                   ran: tuple[BaseException | None] | None, timed: int = 0) -> None:
+    def _candidate(
+        self,
+        wfd: int,
+        op: int,
+        extra: bytes | None,
+        program: str,
+        tests: str,
+        tests_code: CodeType | None,
+        program_code: bytes,
+        failure: str | None,
+        ran: tuple[BaseException | None] | None,
+        timed: int = 0,
+    ) -> None:
         """A candidate forked and set up by the C loop (`failure`: why its setup failed;
         `extra`: a Plus or call job's JSON; `ran`: what its program raised, if the C loop ran
         it; `timed`: a call job's inputs have time limits)."""
         if KINDS.get(op) == "call":  # (one the C loop's run_calls could not take)
-            self._calls(wfd, program, extra or b"", program_code, bool(timed), failure,
-                        tests_code)
+            self._calls(wfd, program, extra or b"", program_code, bool(timed), failure, tests_code)
         try:
             if failure:
                 header, out = {"status": "error", "detail": failure}, b""
@@ -484,14 +578,30 @@ class Zygote:
                 except KeyError as exc:
                     header, out = _no_bundle(exc), b""
                 else:
-                    header, out = execute(kind, program, case, self.capture, job.get("inputs"),
-                                          tests, tests_code, program_code)
-        except BaseException as exc:  # noqa: BLE001
+                    header, out = execute(
+                        kind,
+                        program,
+                        case,
+                        self.capture,
+                        job.get("inputs"),
+                        tests,
+                        tests_code,
+                        program_code,
+                    )
+        except BaseException as exc:
             header, out = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, out)
 
-    def _calls(self, wfd: int, program: str, header: bytes, program_code: bytes, timed: bool,
-               failure: str | None, case: Any) -> None:
+    def _calls(
+        self,
+        wfd: int,
+        program: str,
+        header: bytes,
+        program_code: bytes,
+        timed: bool,
+        failure: str | None,
+        case: Any,
+    ) -> None:
         """A call job's candidate in Python (the C loop's run_calls does the same steps): its
         records go to the pipe (codeserve.sandbox.calls); never returns. `case` is its
         CallCase when it came inline, else it is the bundle its header names."""
@@ -504,11 +614,19 @@ class Zygote:
                 except (ValueError, KeyError) as exc:
                     failure = f"no test inputs: {exc!r}"
             if failure is not None:
-                os.write(wfd, calls.raised_record(None, "e", None, f"sandbox setup failed: {failure}"))
+                os.write(
+                    wfd, calls.raised_record(None, "e", None, f"sandbox setup failed: {failure}")
+                )
             else:
-                run_calls(program, program_code, case,
-                          span if span is not None else range(len(case.inputs)), wfd,
-                          self.capture, timed)
+                run_calls(
+                    program,
+                    program_code,
+                    case,
+                    span if span is not None else range(len(case.inputs)),
+                    wfd,
+                    self.capture,
+                    timed,
+                )
         finally:
             _exit(0)
 

@@ -46,20 +46,29 @@ def setup_code(benchmark: Benchmark, task: Task) -> str:
 class AssertOracle(Oracle):
     """Expected outputs of one assert-based benchmark (cached beside the Plus ones)."""
 
-    def __init__(self, benchmark: Benchmark, pool: SandboxPool,
-                 settings: PlusSettings | None = None) -> None:
+    def __init__(
+        self, benchmark: Benchmark, pool: SandboxPool, settings: PlusSettings | None = None
+    ) -> None:
         self.settings = settings or PlusSettings()
         super().__init__(benchmark, pool, self.settings.cache_dir)
 
     def compute(self) -> dict[str, TaskOracle]:
         jobs, checks = [], []
         for task in self.benchmark.tasks:
-            program, tests = build_parts(self.benchmark, task,
-                                         canonical_completion(self.benchmark, task))
+            program, tests = build_parts(
+                self.benchmark, task, canonical_completion(self.benchmark, task)
+            )
             checks.append(tests)
-            jobs.append(Job(kind="record", program=program, entry_point=task.entry_point,
-                            checks=tests, timeout=self.settings.truth_timeout_s,
-                            memory_mb=self.settings.memory_mb))
+            jobs.append(
+                Job(
+                    kind="record",
+                    program=program,
+                    entry_point=task.entry_point,
+                    checks=tests,
+                    timeout=self.settings.truth_timeout_s,
+                    memory_mb=self.settings.memory_mb,
+                )
+            )
         oracles = {}
         for task, tests, result in zip(self.benchmark.tasks, checks, self.run_all(jobs)):
             oracle = self._oracle(task, tests, result)
@@ -70,8 +79,9 @@ class AssertOracle(Oracle):
     def _oracle(self, task: Task, tests: str, result: RunResult) -> TaskOracle | None:
         tid = task.task_id
         if not result.passed:
-            self.failures[tid] = f"canonical solution {result.status} under its checks: " \
-                                 f"{result.detail}"
+            self.failures[tid] = (
+                f"canonical solution {result.status} under its checks: {result.detail}"
+            )
             return None
         try:
             recorded = load_outputs(result.payload)["calls"]
@@ -84,9 +94,11 @@ class AssertOracle(Oracle):
         for i, (args, out, line, _) in enumerate(recorded):
             if args is None:
                 if line not in sources:
-                    self.failures[tid] = (f"the call on line {line} of the checks passes "
-                                          "objects that are not plain data, from an expression "
-                                          "that cannot be re-run alone")
+                    self.failures[tid] = (
+                        f"the call on line {line} of the checks passes "
+                        "objects that are not plain data, from an expression "
+                        "that cannot be re-run alone"
+                    )
                     return None
                 exprs[i] = sources[line]
             mode = FIND_ZERO if find_zero else modes.get(line, Mode())
@@ -100,8 +112,17 @@ class AssertOracle(Oracle):
             expected.append(out)
             kinds.append(mode)
             lines.append(line)
-        return TaskOracle(tid, task.entry_point, inputs, len(inputs), expected, exprs=exprs,
-                          setup=setup_code(self.benchmark, task), modes=kinds, lines=lines)
+        return TaskOracle(
+            tid,
+            task.entry_point,
+            inputs,
+            len(inputs),
+            expected,
+            exprs=exprs,
+            setup=setup_code(self.benchmark, task),
+            modes=kinds,
+            lines=lines,
+        )
 
 
 def _check_params(tests: str) -> Iterator[str]:
@@ -125,12 +146,14 @@ def call_modes(tests: str, names: set[str]) -> tuple[dict[int, Mode], dict[int, 
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     found: dict[int, list[tuple[int, bool, Mode, str | None]]] = defaultdict(list)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
-                node.func.id in names:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
             mode, in_message = _mode_of(node, parents)
             source = None
-            if not node.keywords and not any(isinstance(a, ast.Starred) for a in node.args) \
-                    and _at_module_level(node, parents):
+            if (
+                not node.keywords
+                and not any(isinstance(a, ast.Starred) for a in node.args)
+                and _at_module_level(node, parents)
+            ):
                 source = "(" + "".join(ast.unparse(a) + ", " for a in node.args) + ")"
             span = (node.end_lineno or node.lineno) - node.lineno
             for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
@@ -149,8 +172,18 @@ def call_modes(tests: str, names: set[str]) -> tuple[dict[int, Mode], dict[int, 
 def _at_module_level(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     while node in parents:
         node = parents[node]
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
-                             ast.For, ast.While, ast.comprehension)):
+        if isinstance(
+            node,
+            (
+                ast.FunctionDef,
+                ast.AsyncFunctionDef,
+                ast.Lambda,
+                ast.ClassDef,
+                ast.For,
+                ast.While,
+                ast.comprehension,
+            ),
+        ):
             return False
     return True
 
@@ -167,42 +200,67 @@ def _mode_of(call: ast.Call, parents: dict[ast.AST, ast.AST]) -> tuple[Mode, boo
     statement = node if isinstance(node, ast.Assert) else None
     node, parent = call, parents.get(call)
     converted = None
-    if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and \
-            parent.func.id in _CONVERSIONS and parent.args == [node] and not parent.keywords:
+    if (
+        isinstance(parent, ast.Call)
+        and isinstance(parent.func, ast.Name)
+        and parent.func.id in _CONVERSIONS
+        and parent.args == [node]
+        and not parent.keywords
+    ):
         converted, node, parent = parent.func.id, parent, parents.get(parent)
     if statement is None:
         return Mode(), in_message
     if parent is statement and statement.test is node and converted is None:
         return Mode("truthy"), in_message
-    if isinstance(parent, ast.UnaryOp) and isinstance(parent.op, ast.Not) and \
-            statement.test is parent and converted is None:
+    if (
+        isinstance(parent, ast.UnaryOp)
+        and isinstance(parent.op, ast.Not)
+        and statement.test is parent
+        and converted is None
+    ):
         return Mode("falsy"), in_message
     if isinstance(parent, ast.Compare) and len(parent.ops) == 1 and statement.test is parent:
         op, other = parent.ops[0], parent.comparators[0]
         if isinstance(op, ast.Eq):
             return Mode(converted or "eq"), in_message
-        if isinstance(op, ast.Is) and parent.left is node and converted is None and \
-                isinstance(other, ast.Constant) and other.value in (True, False, None):
+        if (
+            isinstance(op, ast.Is)
+            and parent.left is node
+            and converted is None
+            and isinstance(other, ast.Constant)
+            and other.value in (True, False, None)
+        ):
             return Mode("is"), in_message
     if converted is None and isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Sub):
         wrapper = parents.get(parent)
         compare = parents.get(wrapper) if wrapper is not None else None
-        if isinstance(wrapper, ast.Call) and isinstance(wrapper.func, ast.Name) and \
-                wrapper.func.id == "abs" and wrapper.args == [parent] and \
-                isinstance(compare, ast.Compare) and compare.left is wrapper and \
-                len(compare.ops) == 1 and isinstance(compare.ops[0], (ast.Lt, ast.LtE)) and \
-                statement.test is compare:
+        if (
+            isinstance(wrapper, ast.Call)
+            and isinstance(wrapper.func, ast.Name)
+            and wrapper.func.id == "abs"
+            and wrapper.args == [parent]
+            and isinstance(compare, ast.Compare)
+            and compare.left is wrapper
+            and len(compare.ops) == 1
+            and isinstance(compare.ops[0], (ast.Lt, ast.LtE))
+            and statement.test is compare
+        ):
             tol = _number(compare.comparators[0])
             if tol is not None:
-                return Mode("close", tol=tol, strict=isinstance(compare.ops[0], ast.Lt)), \
-                    in_message
-    if converted is None and isinstance(parent, ast.Call) and statement.test is parent and \
-            ast.unparse(parent.func) in ("math.isclose", "isclose") and \
-            node in parent.args[:2] and len(parent.args) == 2:
+                return Mode("close", tol=tol, strict=isinstance(compare.ops[0], ast.Lt)), in_message
+    if (
+        converted is None
+        and isinstance(parent, ast.Call)
+        and statement.test is parent
+        and ast.unparse(parent.func) in ("math.isclose", "isclose")
+        and node in parent.args[:2]
+        and len(parent.args) == 2
+    ):
         options = {k.arg: _number(k.value) for k in parent.keywords}
         if set(options) <= {"rel_tol", "abs_tol"} and None not in options.values():
-            return Mode("isclose", tol=options.get("abs_tol") or 0.0,
-                        rel=options.get("rel_tol") or 1e-9), in_message
+            return Mode(
+                "isclose", tol=options.get("abs_tol") or 0.0, rel=options.get("rel_tol") or 1e-9
+            ), in_message
     return Mode(), in_message
 
 

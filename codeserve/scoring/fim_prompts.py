@@ -36,8 +36,9 @@ class FimFormat(PromptFormat):
         return FimFormat(single_line=benchmark.name == SINGLE_LINE_BENCHMARK)
 
     def build(self, task: Task) -> PromptRequest:
-        return PromptRequest(kind="completion", prompt=task.prompt, suffix=task.suffix,
-                             stop=list(self.stops))
+        return PromptRequest(
+            kind="completion", prompt=task.prompt, suffix=task.suffix, stop=list(self.stops)
+        )
 
     def to_completion(self, text: str, task: Task) -> str:
         if self.single_line:

@@ -29,15 +29,27 @@ from codeserve.sandbox.pool import Job, RunResult
 from codeserve.scoring.oracle import Mode, TaskOracle
 
 _PASSED = RunResult(status="passed")
-_COMPARE_ERRORS = (TypeError, ValueError, OverflowError, ZeroDivisionError, RecursionError,
-                   MemoryError, AttributeError, IndexError, KeyError)
+_COMPARE_ERRORS = (
+    TypeError,
+    ValueError,
+    OverflowError,
+    ZeroDivisionError,
+    RecursionError,
+    MemoryError,
+    AttributeError,
+    IndexError,
+    KeyError,
+)
 
 
 def judge(outcome: CallOutcome, job: Job, oracle: TaskOracle) -> RunResult:
     first, stop = job.inputs or (0, len(oracle.inputs))
     expected = oracle.records()[first:stop]
-    if all(expected) and outcome.blob.startswith(calls.READY) and \
-            outcome.blob == calls.READY + b"".join(expected):
+    if (
+        all(expected)
+        and outcome.blob.startswith(calls.READY)
+        and outcome.blob == calls.READY + b"".join(expected)
+    ):
         return _PASSED  # the common case: nothing to decode
     if outcome.failure is not None:
         category, error_type, detail = outcome.failure
@@ -50,44 +62,63 @@ def judge(outcome: CallOutcome, job: Job, oracle: TaskOracle) -> RunResult:
             return _unanswered(outcome, i, oracle.label(i) + ": ", outcome.output)
         answer = answers[k]
         if answer.index != i:
-            return _malformed(f"an answer for input {answer.index} where input {i} was due",
-                              outcome.output)
+            return _malformed(
+                f"an answer for input {answer.index} where input {i} was due", outcome.output
+            )
         verdict = _check(answer, i, oracle)
         if verdict is not None:
             return verdict.model_copy(update={"input_index": i, "output": outcome.output})
-    return _PASSED if outcome.output is None else RunResult(status="passed",
-                                                            output=outcome.output)
+    return _PASSED if outcome.output is None else RunResult(status="passed", output=outcome.output)
 
 
-def _raised(category: str, error_type: str | None, detail: str, output: str | None,
-            prefix: str = "") -> RunResult:
+def _raised(
+    category: str, error_type: str | None, detail: str, output: str | None, prefix: str = ""
+) -> RunResult:
     if category == "a":
-        return RunResult(status="failed", detail=prefix + (detail or "assertion failed"),
-                         output=output)
+        return RunResult(
+            status="failed", detail=prefix + (detail or "assertion failed"), output=output
+        )
     if category == "m":
         return RunResult(status="memory", detail=prefix + (detail or "MemoryError"), output=output)
     return RunResult(status="error", error_type=error_type, detail=prefix + detail, output=output)
 
 
-def _unanswered(outcome: CallOutcome, index: int | None, prefix: str,
-                output: str | None) -> RunResult:
+def _unanswered(
+    outcome: CallOutcome, index: int | None, prefix: str, output: str | None
+) -> RunResult:
     if outcome.malformed is not None:
         return _malformed(outcome.malformed, output)
     if outcome.input_timeout:
-        return RunResult(status="timeout", detail=prefix + "time limit exceeded",
-                         input_index=index, output=output)
+        return RunResult(
+            status="timeout",
+            detail=prefix + "time limit exceeded",
+            input_index=index,
+            output=output,
+        )
     status, detail = outcome.ended
     if status == "error":  # it exited: nothing raised, so nothing was said
-        return RunResult(status="error", error_type="SystemExit", input_index=index,
-                         detail=prefix + detail.replace("before a verdict",
-                                                        "before answering"), output=output)
-    return RunResult(status=status, detail=prefix + detail, input_index=index,  # type: ignore[arg-type]
-                     output=output)
+        return RunResult(
+            status="error",
+            error_type="SystemExit",
+            input_index=index,
+            detail=prefix + detail.replace("before a verdict", "before answering"),
+            output=output,
+        )
+    return RunResult(
+        status=status,
+        detail=prefix + detail,
+        input_index=index,  # type: ignore[arg-type]
+        output=output,
+    )
 
 
 def _malformed(why: str, output: str | None) -> RunResult:
-    return RunResult(status="error", error_type="MalformedReport", output=output,
-                     detail=f"the candidate's process wrote what is not an answer: {why}")
+    return RunResult(
+        status="error",
+        error_type="MalformedReport",
+        output=output,
+        detail=f"the candidate's process wrote what is not an answer: {why}",
+    )
 
 
 def _check(answer: Answer, index: int, oracle: TaskOracle) -> RunResult | None:
@@ -98,12 +129,18 @@ def _check(answer: Answer, index: int, oracle: TaskOracle) -> RunResult | None:
         return RunResult(status="failed", detail=f"{label}: {answer.detail}")
     exp = oracle.expected[index]
     expected_record = oracle.records()[index]
-    if answer.kind == "V" and expected_record and \
-            expected_record == calls.record(b"V" + index.to_bytes(4, "big") + answer.data):
+    if (
+        answer.kind == "V"
+        and expected_record
+        and expected_record == calls.record(b"V" + index.to_bytes(4, "big") + answer.data)
+    ):
         return None
     if answer.kind == "H" or isinstance(exp, Digest):
-        return None if _same_digest(answer, exp) else RunResult(
-            status="failed", detail=f"{label}: wrong output (too big to show)")
+        return (
+            None
+            if _same_digest(answer, exp)
+            else RunResult(status="failed", detail=f"{label}: wrong output (too big to show)")
+        )
     try:
         out = values.decode(answer.data)
     except ValueError as exc:

@@ -75,11 +75,22 @@ class TaskOracle:
     `time_limits` are per input (empty: the job's wall-clock limit alone); `lines` the line of
     the checks each input came from (assert-based), for verdict details."""
 
-    def __init__(self, task_id: str, entry_point: str, inputs: list[list[Any] | None],
-                 base_count: int, expected: list[Any], *, exprs: dict[int, str] | None = None,
-                 setup: str = "", atol: float = 0.0, oracle: str = "",
-                 modes: list[Mode] | None = None, time_limits: list[float] | None = None,
-                 lines: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        entry_point: str,
+        inputs: list[list[Any] | None],
+        base_count: int,
+        expected: list[Any],
+        *,
+        exprs: dict[int, str] | None = None,
+        setup: str = "",
+        atol: float = 0.0,
+        oracle: str = "",
+        modes: list[Mode] | None = None,
+        time_limits: list[float] | None = None,
+        lines: list[int] | None = None,
+    ) -> None:
         self.task_id = task_id
         self.entry_point = entry_point
         self.inputs = inputs
@@ -109,16 +120,27 @@ class TaskOracle:
 
     def call_case(self) -> CallCase:
         """What the workers get: the inputs only."""
-        return CallCase(self.entry_point, [a if a is not None else [] for a in self.inputs],
-                        self.setup, self.exprs, presence=self.oracle == "not_none",
-                        truths=self.truths())
+        return CallCase(
+            self.entry_point,
+            [a if a is not None else [] for a in self.inputs],
+            self.setup,
+            self.exprs,
+            presence=self.oracle == "not_none",
+            truths=self.truths(),
+        )
 
     def plus_case(self) -> PlusCase:
         """For the in-process verdict mode (HumanEval+/MBPP+): inputs and expected outputs,
         which that mode sends to the workers."""
-        return PlusCase(entry_point=self.entry_point, inputs=self.inputs, base_count=self.base_count,
-                        atol=self.atol, oracle=self.oracle, expected=self.expected,
-                        time_limits=self.time_limits)
+        return PlusCase(
+            entry_point=self.entry_point,
+            inputs=self.inputs,
+            base_count=self.base_count,
+            atol=self.atol,
+            oracle=self.oracle,
+            expected=self.expected,
+            time_limits=self.time_limits,
+        )
 
     def label(self, index: int) -> str:
         if self.lines is not None:
@@ -133,8 +155,9 @@ class TaskOracle:
         decides most candidates without decoding anything."""
         if self._records is None:
             truths = self.truths()
-            self._records = [_expected_record(i, exp, i in truths)
-                             for i, exp in enumerate(self.expected)]
+            self._records = [
+                _expected_record(i, exp, i in truths) for i, exp in enumerate(self.expected)
+            ]
         return self._records
 
 
@@ -203,12 +226,16 @@ class Oracle:
             if self._cases_path is None:
                 for folder in (self.cache_dir.expanduser(), None):
                     try:
-                        self._load_or_compute(folder or Path(tempfile.mkdtemp(
-                            prefix="codeserve-oracle-")))
+                        self._load_or_compute(
+                            folder or Path(tempfile.mkdtemp(prefix="codeserve-oracle-"))
+                        )
                         return
                     except OSError as exc:
-                        log.warning("cannot cache expected outputs in %s (%s); using a temp "
-                                    "dir", folder, exc)
+                        log.warning(
+                            "cannot cache expected outputs in %s (%s); using a temp dir",
+                            folder,
+                            exc,
+                        )
 
     def _load_or_compute(self, folder: Path) -> None:
         cases_path = folder / f"{self._stem()}.cases.pkl"
@@ -216,8 +243,9 @@ class Oracle:
         if not (meta_path.is_file() and cases_path.is_file()):
             oracles = self.compute()
             parts = {tid: self._parts_of(o) for tid, o in oracles.items()}
-            blobs = {tid: pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL)
-                     for tid, o in oracles.items()}
+            blobs = {
+                tid: pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL) for tid, o in oracles.items()
+            }
             offsets, pos = {}, 0
             for tid, blob in blobs.items():
                 offsets[tid] = (pos, len(blob))
@@ -227,8 +255,10 @@ class Oracle:
             atomic_write(json.dumps(meta).encode(), meta_path)
         meta = json.loads(meta_path.read_text())
         self.failures = meta["failures"]
-        self._parts = {tid: [Part(a, b, t, tuple(limits)) for a, b, t, limits in plan]
-                       for tid, plan in meta["parts"].items()}
+        self._parts = {
+            tid: [Part(a, b, t, tuple(limits)) for a, b, t, limits in plan]
+            for tid, plan in meta["parts"].items()
+        }
         self._offsets = {k: tuple(v) for k, v in meta["offsets"].items()}
         self._cases_path = cases_path
 
@@ -289,12 +319,16 @@ class Oracle:
 class OutputUnpickler(pickle.Unpickler):
     """Canonical outputs are plain data; refuse anything that would run code on load."""
 
-    _ALLOWED = {("builtins", n) for n in ("set", "frozenset", "complex", "bytearray", "slice",
-                                           "range")}
+    _ALLOWED = {
+        ("builtins", n) for n in ("set", "frozenset", "complex", "bytearray", "slice", "range")
+    }
     _ALLOWED |= {("collections", n) for n in ("OrderedDict", "defaultdict", "Counter", "deque")}
-    _ALLOWED |= {("decimal", "Decimal"), ("fractions", "Fraction"),
-                 ("codeserve.sandbox.candidate_exec", "Digest"),
-                 ("codeserve.sandbox.candidate_exec", "Opaque")}
+    _ALLOWED |= {
+        ("decimal", "Decimal"),
+        ("fractions", "Fraction"),
+        ("codeserve.sandbox.candidate_exec", "Digest"),
+        ("codeserve.sandbox.candidate_exec", "Opaque"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:

@@ -24,8 +24,16 @@ __all__ = ["PlusOracle", "PlusSettings", "load_outputs", "oracle_for"]
 
 # Tasks whose outputs cannot be compared directly (evalplus' special oracles).
 MBPP_NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
-MBPP_SET_EQ = {"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
-               "larg_nnum", "intersection_array", "find_dissimilar", "Diff"}
+MBPP_SET_EQ = {
+    "similar_elements",
+    "find_char_long",
+    "common_in_nested_lists",
+    "extract_singly",
+    "larg_nnum",
+    "intersection_array",
+    "find_dissimilar",
+    "Diff",
+}
 
 
 class PlusSettings(BaseSettings):
@@ -57,27 +65,37 @@ def oracle_for(benchmark: Benchmark, task: Task) -> str:
 class PlusOracle(Oracle):
     """Expected outputs and time limits of one Plus benchmark."""
 
-    def __init__(self, benchmark: Benchmark, pool: SandboxPool,
-                 settings: PlusSettings | None = None) -> None:
+    def __init__(
+        self, benchmark: Benchmark, pool: SandboxPool, settings: PlusSettings | None = None
+    ) -> None:
         self.settings = settings or PlusSettings()
         super().__init__(benchmark, pool, self.settings.cache_dir)
         self._times: dict[str, list[float]] = {}  # canonical seconds per input, while computing
 
     def compute(self) -> dict[str, TaskOracle]:
-        cases = {t.task_id: PlusCase(entry_point=t.entry_point,
-                                     inputs=t.base_inputs + t.plus_inputs,
-                                     base_count=len(t.base_inputs), atol=t.atol,
-                                     oracle=oracle_for(self.benchmark, t))
-                 for t in self.benchmark.tasks}
+        cases = {
+            t.task_id: PlusCase(
+                entry_point=t.entry_point,
+                inputs=t.base_inputs + t.plus_inputs,
+                base_count=len(t.base_inputs),
+                atol=t.atol,
+                oracle=oracle_for(self.benchmark, t),
+            )
+            for t in self.benchmark.tasks
+        }
         keys = {tid: f"{self._stem()}-inputs:{tid}" for tid in cases}
         for tid, key in keys.items():
             self.pool.register_bundle(
-                key, lambda c=cases[tid]: pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL))
+                key, lambda c=cases[tid]: pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
+            )
         jobs = [
-            Job(kind="truth", program=build_program(
-                self.benchmark, t, canonical_completion(self.benchmark, t)),
-                timeout=self.settings.truth_timeout_s, bundle=keys[t.task_id],
-                memory_mb=self.settings.memory_mb)
+            Job(
+                kind="truth",
+                program=build_program(self.benchmark, t, canonical_completion(self.benchmark, t)),
+                timeout=self.settings.truth_timeout_s,
+                bundle=keys[t.task_id],
+                memory_mb=self.settings.memory_mb,
+            )
             for t in self.benchmark.tasks
         ]
         try:
@@ -108,10 +126,16 @@ class PlusOracle(Oracle):
                 return None
         s = self.settings
         self._times[task_id] = truth["times"]
-        return TaskOracle(task_id, case.entry_point, case.inputs, case.base_count,
-                          truth["outputs"], atol=case.atol, oracle=case.oracle,
-                          time_limits=[max(s.min_time_limit_s, s.time_limit_factor * t)
-                                       for t in truth["times"]])
+        return TaskOracle(
+            task_id,
+            case.entry_point,
+            case.inputs,
+            case.base_count,
+            truth["outputs"],
+            atol=case.atol,
+            oracle=case.oracle,
+            time_limits=[max(s.min_time_limit_s, s.time_limit_factor * t) for t in truth["times"]],
+        )
 
     def plan(self, oracle: TaskOracle) -> list[tuple[int, int, float]]:
         """Split a task whose canonical run is slow into parts of about `part_s` canonical

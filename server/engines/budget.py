@@ -41,18 +41,23 @@ class RequestBudget:
     def expired(self) -> str:
         """Which limit ran out and how to raise it, for the error the client gets."""
         if self.stream:
-            return (f"the engine for model {self.model!r} sent nothing for {self.idle_s:g} s "
-                    "(a stuck stream); raise `timeouts.idle_s` of the model in the models file "
-                    "or CODESERVE_READ_TIMEOUT_S")
-        return (f"the engine for model {self.model!r} did not finish within "
-                f"{self.deadline_s:.0f} s: `timeouts.idle_s` {self.idle_s:g} s plus "
-                f"{self.output_tokens} output tokens at `timeouts.min_tokens_per_s` "
-                f"{self.min_tokens_per_s:g}; raise them in the models file (or "
-                "CODESERVE_READ_TIMEOUT_S / CODESERVE_MIN_TOKENS_PER_S), or stream the request")
+            return (
+                f"the engine for model {self.model!r} sent nothing for {self.idle_s:g} s "
+                "(a stuck stream); raise `timeouts.idle_s` of the model in the models file "
+                "or CODESERVE_READ_TIMEOUT_S"
+            )
+        return (
+            f"the engine for model {self.model!r} did not finish within "
+            f"{self.deadline_s:.0f} s: `timeouts.idle_s` {self.idle_s:g} s plus "
+            f"{self.output_tokens} output tokens at `timeouts.min_tokens_per_s` "
+            f"{self.min_tokens_per_s:g}; raise them in the models file (or "
+            "CODESERVE_READ_TIMEOUT_S / CODESERVE_MIN_TOKENS_PER_S), or stream the request"
+        )
 
 
-def budget_for(spec: ModelSpec, settings: Settings, *, stream: bool, max_tokens: int,
-               candidates: int) -> RequestBudget:
+def budget_for(
+    spec: ModelSpec, settings: Settings, *, stream: bool, max_tokens: int, candidates: int
+) -> RequestBudget:
     """The budget of one request of `candidates` sequences of up to `max_tokens` tokens each."""
     return RequestBudget(
         model=spec.name,

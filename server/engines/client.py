@@ -25,8 +25,12 @@ from codeserve.server.errors import (
 JSON_HEADERS = {"Content-Type": "application/json"}
 # Statuses an engine may return that are the client's fault and keep their meaning through us.
 _RELAYED_CLIENT_ERRORS = {400, 413, 422, 429}
-_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
-                   aiohttp.ClientOSError, aiohttp.ConnectionTimeoutError)
+_CONNECT_ERRORS = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+    aiohttp.ConnectionTimeoutError,
+)
 
 
 def engine_socket_factory(user_timeout_s: float) -> Callable[[Any], socket.socket]:
@@ -41,21 +45,27 @@ def engine_socket_factory(user_timeout_s: float) -> Callable[[Any], socket.socke
         sock = socket.socket(family=family, type=type_, proto=proto)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                            int(user_timeout_s * 1000))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout_s * 1000))
         return sock
 
     return make
 
 
 def new_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
-    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s,
-                                    sock_read=read_timeout_s)
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=10,
-                                     socket_factory=engine_socket_factory(connect_timeout_s))
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s)
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        keepalive_timeout=30,
+        ttl_dns_cache=10,
+        socket_factory=engine_socket_factory(connect_timeout_s),
+    )
     # auto_decompress off: engines don't compress and the bytes are relayed as they come.
-    return aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
-                                 skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    )
 
 
 async def raise_for_engine_error(resp: aiohttp.ClientResponse, model: str) -> None:
@@ -89,12 +99,30 @@ class EngineCall:
     fails alone, and the health checks (which tell busy from hung) decide about the replica.
     """
 
-    __slots__ = ("session", "pool", "url_path", "payload", "model", "headers", "replica",
-                 "response", "budget", "timeout")
+    __slots__ = (
+        "session",
+        "pool",
+        "url_path",
+        "payload",
+        "model",
+        "headers",
+        "replica",
+        "response",
+        "budget",
+        "timeout",
+    )
 
-    def __init__(self, session: aiohttp.ClientSession, pool: ReplicaPool, url_path: str,
-                 payload: bytes, model: str, budget: RequestBudget, connect_timeout_s: float,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        pool: ReplicaPool,
+        url_path: str,
+        payload: bytes,
+        model: str,
+        budget: RequestBudget,
+        connect_timeout_s: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.session = session
         self.pool = pool
         self.url_path = url_path
@@ -118,7 +146,9 @@ class EngineCall:
             replica.in_flight += 1
             try:
                 self.response = await self.session.post(
-                    replica.url + self.url_path, data=self.payload, headers=self.headers,
+                    replica.url + self.url_path,
+                    data=self.payload,
+                    headers=self.headers,
                     timeout=self.timeout,
                 )
             except BaseException as exc:
@@ -142,8 +172,12 @@ class EngineCall:
             f"model {self.model!r} has no engine ready", headers={"Retry-After": "5"}
         )
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self.response is not None:
             # Closing (not releasing) an unfinished response drops the connection, which is how
             # the engine learns the client went away and aborts the generation.

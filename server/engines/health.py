@@ -41,20 +41,23 @@ class ModelEntry:
 async def probe(session: aiohttp.ClientSession, url: str, timeout_s: float) -> bool:
     """True when the server at `url` answers /health with 200 within the timeout."""
     try:
-        async with session.get(url + "/health",
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.get(
+            url + "/health", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             await resp.read()
             return resp.status == 200
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
         return False
 
 
-async def fetch_max_model_len(session: aiohttp.ClientSession, url: str, model: str,
-                              timeout_s: float) -> int | None:
+async def fetch_max_model_len(
+    session: aiohttp.ClientSession, url: str, model: str, timeout_s: float
+) -> int | None:
     """vLLM reports each model's context length in /v1/models; other servers may not."""
     try:
-        async with session.get(url + "/v1/models",
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.get(
+            url + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             data = orjson.loads(await resp.read())
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError):
         return None
@@ -65,13 +68,15 @@ async def fetch_max_model_len(session: aiohttp.ClientSession, url: str, model: s
     return None
 
 
-async def fetch_generated_tokens(session: aiohttp.ClientSession, url: str,
-                                 timeout_s: float) -> float | None:
+async def fetch_generated_tokens(
+    session: aiohttp.ClientSession, url: str, timeout_s: float
+) -> float | None:
     """The engine's output token counter (vLLM's `vllm:generation_tokens_total`, summed over
     its label sets), or None when /metrics does not answer in time or lacks it."""
     try:
-        async with session.get(url + "/metrics",
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.get(
+            url + "/metrics", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             if resp.status != 200:
                 return None
             text = (await resp.read()).decode("utf-8", "replace")
@@ -91,8 +96,13 @@ async def fetch_generated_tokens(session: aiohttp.ClientSession, url: str,
 class EngineRunner:
     """Base of the per-model background task that keeps an engine's state current."""
 
-    def __init__(self, entry: ModelEntry, session: aiohttp.ClientSession, settings: Settings,
-                 metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        entry: ModelEntry,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        metrics: GatewayMetrics,
+    ) -> None:
         self.entry = entry
         self.session = session
         self.settings = settings
@@ -117,15 +127,21 @@ class EngineRunner:
             replica.healthy = True
             if self.entry.max_model_len is None:
                 self.entry.max_model_len = self.entry.spec.max_model_len or (
-                    await fetch_max_model_len(self.session, replica.url,
-                                              self.entry.spec.upstream_model_name,
-                                              self.settings.health_timeout_s)
+                    await fetch_max_model_len(
+                        self.session,
+                        replica.url,
+                        self.entry.spec.upstream_model_name,
+                        self.settings.health_timeout_s,
+                    )
                 )
         elif replica.healthy and progressing:
             replica.busy = True
             replica.health_failures = 0
-            log.info("[%s] %s answered its health check late while generating: busy",
-                     self.entry.name, replica.url)
+            log.info(
+                "[%s] %s answered its health check late while generating: busy",
+                self.entry.name,
+                replica.url,
+            )
         else:
             replica.health_failures += 1
             if replica.health_failures >= self.settings.health_failures_to_eject:
@@ -138,16 +154,20 @@ class EngineRunner:
     async def making_progress(self, replica: Replica) -> bool:
         """Whether the replica generated tokens since the last look: its vLLM metrics' output
         token counter grew (engines run elsewhere; managed engines are judged locally)."""
-        tokens = await fetch_generated_tokens(self.session, replica.url,
-                                              self.settings.health_timeout_s)
-        grew = tokens is not None and replica.tokens_seen is not None and (
-            tokens > replica.tokens_seen)
+        tokens = await fetch_generated_tokens(
+            self.session, replica.url, self.settings.health_timeout_s
+        )
+        grew = (
+            tokens is not None
+            and replica.tokens_seen is not None
+            and (tokens > replica.tokens_seen)
+        )
         if tokens is not None:
             replica.tokens_seen = tokens
         return grew
 
     def state_from_replicas(self) -> ModelState:
-        """"ready" while a replica answers its probes; "busy" while the only ones left in
+        """ "ready" while a replica answers its probes; "busy" while the only ones left in
         rotation are generating but late to answer; "failed" when none is."""
         replicas = [r for r in self.entry.pool.replicas if r.healthy]
         if any(not r.busy for r in replicas):

@@ -77,12 +77,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def vllm_command(model: str, served_name: str, engine: ManagedEngine, port: int) -> list[str]:
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model,
-        "--served-model-name", served_name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--dtype", engine.dtype,
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        engine.dtype,
         "--disable-uvicorn-access-log",
     ]
     if engine.max_model_len:
@@ -123,13 +130,23 @@ class ManagedRunner(EngineRunner):
                 backoff, restarts = self.settings.restart_backoff_initial_s, 0
             restarts += 1
             if restarts > self.settings.max_restarts:
-                log.error("[%s] engine %s; giving up after %d restarts; its last lines:\n%s",
-                          self.entry.name, outcome, restarts - 1, "\n".join(self._tail))
+                log.error(
+                    "[%s] engine %s; giving up after %d restarts; its last lines:\n%s",
+                    self.entry.name,
+                    outcome,
+                    restarts - 1,
+                    "\n".join(self._tail),
+                )
                 self.set_state("failed")
                 return
             self.metrics.engine_restarts.labels(self.entry.name).inc()
-            log.warning("[%s] engine %s; restarting in %.1fs; its last lines:\n%s",
-                        self.entry.name, outcome, backoff, "\n".join(self._tail))
+            log.warning(
+                "[%s] engine %s; restarting in %.1fs; its last lines:\n%s",
+                self.entry.name,
+                outcome,
+                backoff,
+                "\n".join(self._tail),
+            )
             self.set_state("restarting")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.restart_backoff_max_s)
@@ -138,8 +155,13 @@ class ManagedRunner(EngineRunner):
         """Start the engine, serve until it dies or hangs; returns why it ended."""
         port = self.engine.port or free_port()
         url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "codeserve.server.engines.launcher", "--",
-               *vllm_command(self.entry.spec.model, self.entry.spec.name, self.engine, port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "codeserve.server.engines.launcher",
+            "--",
+            *vllm_command(self.entry.spec.model, self.entry.spec.name, self.engine, port),
+        ]
         env = {**os.environ, **self.engine.env}
         if self.entry.state != "restarting":
             self.set_state("starting")
@@ -147,8 +169,11 @@ class ManagedRunner(EngineRunner):
         self._cpu_seen = None
         log.info("[%s] starting engine on %s", self.entry.name, url)
         self.process = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=env,
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
         )
         pump = asyncio.create_task(self._pump_logs(self.process))
         try:

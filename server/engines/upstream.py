@@ -24,8 +24,9 @@ class UpstreamRunner(EngineRunner):
         pool = self.entry.pool
         urls = [str(u).rstrip("/") for u in engine.urls]
         if engine.discover:
-            self.refresher = ReplicaRefresher(urls, self._replicas_changed,
-                                              interval_s=engine.discover_interval_s)
+            self.refresher = ReplicaRefresher(
+                urls, self._replicas_changed, interval_s=engine.discover_interval_s
+            )
             await self.refresher.refresh()
             self.refresher.start()
         else:

@@ -57,8 +57,9 @@ def convert(gguf: Path, out: Path) -> dict[str, Any]:
     stage("reading the tokenizer from the GGUF")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     stage("dequantizing the weights (about a minute)")
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -81,14 +82,18 @@ def convert(gguf: Path, out: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m codeserve.server.model_sources.convert GGUF OUT_DIR",
-              file=sys.stderr)
+        print(
+            "usage: python -m codeserve.server.model_sources.convert GGUF OUT_DIR", file=sys.stderr
+        )
         return 2
     try:
         facts = convert(Path(argv[0]), Path(argv[1]))
     except ImportError as exc:
-        print(f"converting a GGUF needs transformers, gguf and accelerate (the cpu or gpu "
-              f"extra): {exc}", file=sys.stderr)
+        print(
+            f"converting a GGUF needs transformers, gguf and accelerate (the cpu or gpu "
+            f"extra): {exc}",
+            file=sys.stderr,
+        )
         return 1
     except Exception as exc:  # the parent shows this line; the traceback is in the log
         import traceback

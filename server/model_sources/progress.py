@@ -34,8 +34,10 @@ class Progress:
         rate = f"{self.done_bytes / elapsed / 1e6:,.0f} MB/s"
         if self.total:
             pct = 100 * self.done_bytes / self.total
-            return (f"{PREFIX} {self.label}: {pct:5.1f}% of {_size(self.total)} "
-                    f"({rate}, {elapsed:.0f} s)")
+            return (
+                f"{PREFIX} {self.label}: {pct:5.1f}% of {_size(self.total)} "
+                f"({rate}, {elapsed:.0f} s)"
+            )
         return f"{PREFIX} {self.label}: {_size(self.done_bytes)} ({rate}, {elapsed:.0f} s)"
 
     def update(self, n: int) -> None:

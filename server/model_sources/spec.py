@@ -42,8 +42,10 @@ class GgufSource(BaseModel):
             if not PINNED.match(requirement):
                 raise ValueError(f"{requirement!r}: pin each part as name==version")
         if self.pypi and self.sha256 is None:
-            raise ValueError("`sha256` is required for package parts: they are someone else's "
-                             "upload, and only the checksum says they hold the model")
+            raise ValueError(
+                "`sha256` is required for package parts: they are someone else's "
+                "upload, and only the checksum says they hold the model"
+            )
         return self
 
     def summary(self) -> str:

@@ -30,8 +30,12 @@ def check(source: GgufSource, path: Path, actual_sha256: str) -> None:
     """Raise ModelSourceError unless `path` is the file `source` pins."""
     what = source.summary()
     if source.size is not None and path.stat().st_size != source.size:
-        raise ModelSourceError(f"checksum failure: {what} is {path.stat().st_size:,} bytes, "
-                               f"expected {source.size:,}; refusing to use it")
+        raise ModelSourceError(
+            f"checksum failure: {what} is {path.stat().st_size:,} bytes, "
+            f"expected {source.size:,}; refusing to use it"
+        )
     if source.sha256 is not None and actual_sha256 != source.sha256:
-        raise ModelSourceError(f"checksum failure: {what} has sha256 {actual_sha256}, expected "
-                               f"{source.sha256}; refusing to use it")
+        raise ModelSourceError(
+            f"checksum failure: {what} has sha256 {actual_sha256}, expected "
+            f"{source.sha256}; refusing to use it"
+        )

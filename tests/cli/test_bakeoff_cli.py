@@ -58,8 +58,12 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path, mock_url: str,
-    argv: list[str], message: str
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    data_dir: Path,
+    mock_url: str,
+    argv: list[str],
+    message: str,
 ) -> None:
     bad_yaml = tmp_path / "targets.yaml"
     bad_yaml.write_text("targets:\n  - model: m\n")
@@ -73,19 +77,46 @@ def test_bad_input_is_one_line_and_exit_2(
     assert err.startswith("codeserve: error: ") and message in err and err.count("\n") == 1
 
 
-def test_killed_bakeoff_resumes_without_repeating_saved_samples(tmp_path: Path, data_dir: Path) -> None:
+def test_killed_bakeoff_resumes_without_repeating_saved_samples(
+    tmp_path: Path, data_dir: Path
+) -> None:
     """A real `codeserve bakeoff` process killed while it samples; the rerun asks only for the
     candidates not saved, and the leaderboard covers every task."""
     out = tmp_path / "bo"
     greedy = out / "runs" / "mock-model" / "humaneval+-greedy" / "records.jsonl"
     sampled = out / "runs" / "mock-model" / "humaneval+-t0.8-p0.95" / "records.jsonl"
-    with MockServerProcess(MockConfig(model_name="mock-model", ttft_ms=20, itl_ms=30,
-                                      output_tokens=8)) as url:
-        argv = [sys.executable, "-m", "codeserve.cli.main", "bakeoff", "--base-url", url,
-                "-b", "humaneval+", "--limit", "8", "-n", "3", "--concurrency", "1",
-                "--no-warmup", "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+    with MockServerProcess(
+        MockConfig(model_name="mock-model", ttft_ms=20, itl_ms=30, output_tokens=8)
+    ) as url:
+        argv = [
+            sys.executable,
+            "-m",
+            "codeserve.cli.main",
+            "bakeoff",
+            "--base-url",
+            url,
+            "-b",
+            "humaneval+",
+            "--limit",
+            "8",
+            "-n",
+            "3",
+            "--concurrency",
+            "1",
+            "--no-warmup",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and (
@@ -116,15 +147,30 @@ def test_killed_bakeoff_resumes_without_repeating_saved_samples(tmp_path: Path, 
     assert "== humaneval+ (8 tasks) ==" in rerun.stdout and "mock-model" in rerun.stdout
 
 
-def test_compare_two_bakeoffs(capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path,
-                              mock_url: str) -> None:
-    common = ["bakeoff", "--base-url", mock_url, "-b", "humaneval", "--limit", "2", "-n", "2",
-              "--data-dir", str(data_dir), "--no-progress", "--no-warmup"]
+def test_compare_two_bakeoffs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path, mock_url: str
+) -> None:
+    common = [
+        "bakeoff",
+        "--base-url",
+        mock_url,
+        "-b",
+        "humaneval",
+        "--limit",
+        "2",
+        "-n",
+        "2",
+        "--data-dir",
+        str(data_dir),
+        "--no-progress",
+        "--no-warmup",
+    ]
     code, out, _ = run_cli(capsys, *common, "--out", str(tmp_path / "a"))
     assert code == 0 and "== humaneval (2 tasks) ==" in out
     assert run_cli(capsys, *common, "--concurrency", "1", "--out", str(tmp_path / "b"))[0] == 0
-    code, out, err = run_cli(capsys, "bakeoff", "compare", str(tmp_path / "a"),
-                             str(tmp_path / "b" / "bakeoff.json"))
+    code, out, err = run_cli(
+        capsys, "bakeoff", "compare", str(tmp_path / "a"), str(tmp_path / "b" / "bakeoff.json")
+    )
     assert code == 0, err
     assert "concurrency" in out and "differs" in out
     assert "== humaneval (2 vs 2 tasks): A -> B ==" in out

@@ -37,14 +37,30 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["eval", "--oracle", "-b", "humaneval", "-n", "0"], "-n must be a positive integer"),
         (["eval", "--oracle", "-b", "humaneval", "--temperature", "nan"], "--temperature"),
         (["eval", "--oracle", "-b", "humaneval", "--format", "chat"], "--format does not apply"),
-        (["eval", "--base-url", "http://127.0.0.1:9", "--model", "m", "-b", "humaneval",
-          "--format", "mbpp-3shot"], "does not apply to benchmark 'humaneval'"),
+        (
+            [
+                "eval",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--model",
+                "m",
+                "-b",
+                "humaneval",
+                "--format",
+                "mbpp-3shot",
+            ],
+            "does not apply to benchmark 'humaneval'",
+        ),
         (["eval", "--oracle", "-b", "humaneval", "--data-dir", "/nonexistent"], "not a directory"),
         (["eval", "compare", "/nonexistent/a.json", "/nonexistent/b.json"], "no such file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path, argv: list[str], message: str
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    data_dir: Path,
+    argv: list[str],
+    message: str,
 ) -> None:
     if "compare" not in argv:
         argv = [*argv, "--out", str(tmp_path / "o")]
@@ -55,33 +71,82 @@ def test_bad_input_is_one_line_and_exit_2(
     assert err.startswith("codeserve: error: ") and message in err and err.count("\n") == 1
 
 
-def test_unreachable_endpoint_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                          data_dir: Path) -> None:
-    code, _, err = run_cli(capsys, "eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
-                           "-b", "humaneval", "--data-dir", str(data_dir), "--out", str(tmp_path))
+def test_unreachable_endpoint_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path
+) -> None:
+    code, _, err = run_cli(
+        capsys,
+        "eval",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+        "-b",
+        "humaneval",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path),
+    )
     assert code == 2 and "cannot reach http://127.0.0.1:9/v1/models" in err and err.count("\n") == 1
 
 
-def test_oracle_run_then_compare(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                 data_dir: Path) -> None:
+def test_oracle_run_then_compare(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path
+) -> None:
     for bench in ("humaneval", "mbpp"):
-        code, out, _ = run_cli(capsys, "eval", "--oracle", "-b", bench, "--limit", "3",
-                               "--data-dir", str(data_dir), "--out", str(tmp_path / bench),
-                               "--no-progress")
+        code, out, _ = run_cli(
+            capsys,
+            "eval",
+            "--oracle",
+            "-b",
+            bench,
+            "--limit",
+            "3",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / bench),
+            "--no-progress",
+        )
         assert code == 0 and "pass@1 100.0%" in out
-    code, out, _ = run_cli(capsys, "eval", "compare", str(tmp_path / "humaneval" / "results.json"),
-                           str(tmp_path / "mbpp"))  # a results.json or the --out folder
+    code, out, _ = run_cli(
+        capsys,
+        "eval",
+        "compare",
+        str(tmp_path / "humaneval" / "results.json"),
+        str(tmp_path / "mbpp"),
+    )  # a results.json or the --out folder
     assert code == 0 and "humaneval 1.0" in out and "mbpp test" in out and "differs" in out
 
 
 def test_run_against_a_mock_endpoint_with_progress_and_key(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CODESERVE_API_KEY", "sk-test")
     with MockServerThread(MockConfig(output_tokens=3)) as url:
-        code, out, err = run_cli(capsys, "eval", "--base-url", url, "--model", "mock-model",
-                                 "-b", "mbpp", "--limit", "2", "-n", "2", "--stream",
-                                 "--data-dir", str(data_dir), "--out", str(tmp_path))
+        code, out, err = run_cli(
+            capsys,
+            "eval",
+            "--base-url",
+            url,
+            "--model",
+            "mock-model",
+            "-b",
+            "mbpp",
+            "--limit",
+            "2",
+            "-n",
+            "2",
+            "--stream",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path),
+        )
     assert code == 0 and "mbpp mock-model: pass@1 0.0%" in out
     assert "4/4" in err  # the tqdm bar on stderr
     results = json.loads((tmp_path / "results.json").read_text())
@@ -94,11 +159,36 @@ def test_killed_run_resumes_without_repeating_saved_samples(tmp_path: Path, data
     out = tmp_path / "run"
     records = out / "records.jsonl"
     with MockServerProcess(MockConfig(ttft_ms=20, itl_ms=30, output_tokens=10)) as url:
-        argv = [sys.executable, "-m", "codeserve.cli.main", "eval", "--base-url", url, "--model", "mock-model",
-                "-b", "humaneval", "--limit", "12", "-n", "2", "--concurrency", "2",
-                "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "codeserve.cli.main",
+            "eval",
+            "--base-url",
+            url,
+            "--model",
+            "mock-model",
+            "-b",
+            "humaneval",
+            "--limit",
+            "12",
+            "-n",
+            "2",
+            "--concurrency",
+            "2",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and (

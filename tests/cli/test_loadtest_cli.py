@@ -39,8 +39,21 @@ def test_run_writes_results_and_report_into_out_and_compare_flags_regressions(
     mock_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fast, slow = tmp_path / "fast", tmp_path / "slow"
-    common = ["loadtest", "--base-url", mock_url + "/v1", "--requests", "12", "-n", "2",
-              "--max-tokens", "5", "--fim-fraction", "0.5", "--slo-ttft-ms", "1000"]
+    common = [
+        "loadtest",
+        "--base-url",
+        mock_url + "/v1",
+        "--requests",
+        "12",
+        "-n",
+        "2",
+        "--max-tokens",
+        "5",
+        "--fim-fraction",
+        "0.5",
+        "--slo-ttft-ms",
+        "1000",
+    ]
     assert main([*common, "--rate", "40", "--out", str(fast), "--save-records"]) == 0
     captured = capsys.readouterr()
     printed = captured.out
@@ -60,7 +73,10 @@ def test_run_writes_results_and_report_into_out_and_compare_flags_regressions(
         httpx.post(mock_url + "/mock/config", json={"ttft_ms": 10}).raise_for_status()
     capsys.readouterr()
     # compare and report take the --out folder or its results.json
-    assert main(["loadtest", "compare", str(fast), str(fast / "results.json"), "--threshold", "5"]) == 0
+    assert (
+        main(["loadtest", "compare", str(fast), str(fast / "results.json"), "--threshold", "5"])
+        == 0
+    )
     assert main(["loadtest", "compare", str(fast), str(slow), "--threshold", "5"]) == 1
     out = capsys.readouterr().out
     assert "worse" in out and "fast" in out and "slow" in out
@@ -71,9 +87,29 @@ def test_run_writes_results_and_report_into_out_and_compare_flags_regressions(
 
 def test_sweep_report_has_the_latency_vs_rate_plot(mock_url: str, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    assert main(["loadtest", "--base-url", mock_url + "/v1", "--model", "mock-model", "--sweep",
-                 "--sweep-start", "20", "--sweep-runs", "2", "--duration", "0.3",
-                 "--slo-e2e-ms", "500", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "loadtest",
+                "--base-url",
+                mock_url + "/v1",
+                "--model",
+                "mock-model",
+                "--sweep",
+                "--sweep-start",
+                "20",
+                "--sweep-runs",
+                "2",
+                "--duration",
+                "0.3",
+                "--slo-e2e-ms",
+                "500",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = LoadtestResult.model_validate_json((out / "results.json").read_text())
     assert result.sweep is not None and [p.rate for p in result.sweep.points] == [20, 40]
     assert result.sweep.best_rate == 40
@@ -86,16 +122,50 @@ def test_sweep_report_has_the_latency_vs_rate_plot(mock_url: str, tmp_path: Path
         (["--rate", "5", "--requests", "3"], "--base-url is required"),
         (["--base-url", "U", "--requests", "3"], "choose the traffic"),
         (["--base-url", "U", "--rate", "5"], "choose the length"),
-        (["--base-url", "U", "--model", "m", "--rate", "3", "--requests", "3"], "--base-url must be an http(s) URL"),
+        (
+            ["--base-url", "U", "--model", "m", "--rate", "3", "--requests", "3"],
+            "--base-url must be an http(s) URL",
+        ),
         (["--base-url", "http://h/v1", "--model", "m", "--rate", "0", "--requests", "3"], "rate"),
-        (["--base-url", "http://h/v1", "--model", "m", "--rate", "5", "--requests", "3", "-n", "101"], "n:"),
-        (["--base-url", "http://h/v1", "--model", "m", "--rate", "5", "--requests", "3", "--sweep"],
-         "--sweep needs an SLO"),
-        (["--base-url", "http://127.0.0.1:9/v1", "--rate", "5", "--requests", "3"], "cannot list models"),
+        (
+            [
+                "--base-url",
+                "http://h/v1",
+                "--model",
+                "m",
+                "--rate",
+                "5",
+                "--requests",
+                "3",
+                "-n",
+                "101",
+            ],
+            "n:",
+        ),
+        (
+            [
+                "--base-url",
+                "http://h/v1",
+                "--model",
+                "m",
+                "--rate",
+                "5",
+                "--requests",
+                "3",
+                "--sweep",
+            ],
+            "--sweep needs an SLO",
+        ),
+        (
+            ["--base-url", "http://127.0.0.1:9/v1", "--rate", "5", "--requests", "3"],
+            "cannot list models",
+        ),
         (["compare", "/nonexistent.json", "/nonexistent.json"], "no such results file"),
     ],
 )
-def test_bad_input_is_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["loadtest", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("codeserve: error:") and "\n" not in err and message in err

@@ -18,16 +18,30 @@ def write_samples(path: Path, data_dir: Path, n_tasks: int = 4) -> None:
 
 
 def score(samples: Path, data_dir: Path, *extra: str) -> int:
-    return main(["score", str(samples), "--benchmark", "humaneval", "--data-dir", str(data_dir),
-                 "--workers", "1", *extra])
+    return main(
+        [
+            "score",
+            str(samples),
+            "--benchmark",
+            "humaneval",
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            "1",
+            *extra,
+        ]
+    )
 
 
-def test_scores_and_writes_verdicts_and_passk(tmp_path: Path, data_dir: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_scores_and_writes_verdicts_and_passk(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     samples = tmp_path / "samples.jsonl"
     write_samples(samples, data_dir)
     assert score(samples, data_dir, "-k", "1,2,10") == 0
-    rows = [json.loads(line) for line in (tmp_path / "samples_results.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "samples_results.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 8 and {r["sample_index"] for r in rows} == set(range(8))
     assert sum(r["passed"] for r in rows) == 4
     summary = json.loads((tmp_path / "samples_results.passk.json").read_text())
@@ -37,7 +51,9 @@ def test_scores_and_writes_verdicts_and_passk(tmp_path: Path, data_dir: Path,
     assert "sandbox isolation:" in out.err
 
 
-def test_out_is_a_folder(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_is_a_folder(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     samples = tmp_path / "samples.jsonl"
     write_samples(samples, data_dir, n_tasks=2)
     assert score(samples, data_dir, "--out", str(tmp_path / "run")) == 0
@@ -46,8 +62,9 @@ def test_out_is_a_folder(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureF
     assert "deprecated" not in capsys.readouterr().err
 
 
-def test_resumes_after_an_interruption(tmp_path: Path, data_dir: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_resumes_after_an_interruption(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     samples = tmp_path / "s.jsonl"
     write_samples(samples, data_dir)
     results = tmp_path / "r.jsonl"  # the old `--out FILE.jsonl`, still accepted
@@ -63,8 +80,9 @@ def test_resumes_after_an_interruption(tmp_path: Path, data_dir: Path,
     assert json.loads((tmp_path / "r.passk.json").read_text())["pass_at_k"]["pass@1"] == 0.5
 
 
-def test_results_of_other_samples_are_not_mixed_in(tmp_path: Path, data_dir: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_results_of_other_samples_are_not_mixed_in(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     samples = tmp_path / "s.jsonl"
     write_samples(samples, data_dir)
     assert score(samples, data_dir) == 0
@@ -75,13 +93,17 @@ def test_results_of_other_samples_are_not_mixed_in(tmp_path: Path, data_dir: Pat
     assert "different samples" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content,message", [
-    ('{"task_id": "HumanEval/0"}\n', "s.jsonl:1: not a sample"),
-    ("not json\n", "s.jsonl:1: not a sample"),
-    ('{"task_id": "HumanEval/9999", "completion": ""}\n', "not in benchmark humaneval"),
-])
-def test_bad_samples_get_one_line_errors(tmp_path: Path, data_dir: Path, content: str,
-                                         message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"task_id": "HumanEval/0"}\n', "s.jsonl:1: not a sample"),
+        ("not json\n", "s.jsonl:1: not a sample"),
+        ('{"task_id": "HumanEval/9999", "completion": ""}\n', "not in benchmark humaneval"),
+    ],
+)
+def test_bad_samples_get_one_line_errors(
+    tmp_path: Path, data_dir: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     samples = tmp_path / "s.jsonl"
     samples.write_text(content)
     assert score(samples, data_dir) == 2

@@ -34,8 +34,10 @@ from codeserve.common.errors import CliError
 
 
 def tasks(*counts: tuple[int, int]) -> list[TaskResult]:
-    return [TaskResult(task_id=f"T/{i}", samples=n, correct=c, pass_at_k={})
-            for i, (n, c) in enumerate(counts)]
+    return [
+        TaskResult(task_id=f"T/{i}", samples=n, correct=c, pass_at_k={})
+        for i, (n, c) in enumerate(counts)
+    ]
 
 
 def test_unbiased_pass_at_k_by_hand() -> None:
@@ -66,13 +68,22 @@ def test_solved_per_minute_is_expected_solved_tasks_over_minutes_in_flight() -> 
 
 
 def record(task: str, session: str, sent: float, latency: float, n: int = 2) -> EvalRecord:
-    return EvalRecord(task_id=task, session=session, n=n, texts=["x"] * n, completions=["x"] * n,
-                      sent_at=sent, latency_s=latency, status=200)
+    return EvalRecord(
+        task_id=task,
+        session=session,
+        n=n,
+        texts=["x"] * n,
+        completions=["x"] * n,
+        sent_at=sent,
+        latency_s=latency,
+        status=200,
+    )
 
 
 def test_time_for_candidates_spans_a_tasks_requests_and_skips_the_gap_between_sessions() -> None:
     records = [
-        record("A", "s1", 100.0, 2.0), record("A", "s1", 101.0, 3.0),  # 100 -> 104: 4 s
+        record("A", "s1", 100.0, 2.0),
+        record("A", "s1", 101.0, 3.0),  # 100 -> 104: 4 s
         record("B", "s1", 100.0, 1.0),  # 1 s, then killed; the rerun adds 2 s an hour later
         record("B", "s2", 3700.0, 2.0),
         EvalRecord(task_id="C", session="s1", n=2, sent_at=100.0, latency_s=9.0, error="boom"),
@@ -81,8 +92,13 @@ def test_time_for_candidates_spans_a_tasks_requests_and_skips_the_gap_between_se
 
 
 def test_pareto_front_keeps_models_nothing_beats_on_both_axes() -> None:
-    points = {"fast": (100.0, 0.2), "good": (10.0, 0.6), "both-worse": (9.0, 0.5),
-              "middle": (50.0, 0.4), "tie-slower": (50.0, 0.3)}
+    points = {
+        "fast": (100.0, 0.2),
+        "good": (10.0, 0.6),
+        "both-worse": (9.0, 0.5),
+        "middle": (50.0, 0.4),
+        "tie-slower": (50.0, 0.3),
+    }
     assert pareto_front(points) == ["good", "middle", "fast"]
     assert pareto_front({"a": (1.0, 0.5), "b": (1.0, 0.5)}) == ["a", "b"]  # equal: neither beats
 
@@ -116,7 +132,9 @@ def test_prompt_style_is_detected_from_the_name() -> None:
     assert detect_style("qwen-demo", "/tmp/qwen-demo")[0] == "base"
     assert detect_style("deepseek-coder-1.3b-base", None)[0] == "base"
     assert parse_assignments(["chat", "m=base"], "--format", ["auto", "base", "chat"]) == {
-        None: "chat", "m": "base"}
+        None: "chat",
+        "m": "base",
+    }
     with pytest.raises(CliError, match="--format 'x'"):
         parse_assignments(["x"], "--format", ["auto", "base", "chat"])
 
@@ -144,12 +162,18 @@ def test_failure_causes() -> None:
         return ScoredSample(task_id="T", completion=completion, passed=False, result=result)
 
     assert categorize(sample(" \n", "failed: wrong output None"), "stop") == "empty answer"
-    assert categorize(sample("def g(): pass", "failed: wrong output None"), "stop",
-                      "f") == "no function defined"
-    assert categorize(sample("def f(:", "error: SyntaxError: invalid"), "length") == "cut at max_tokens"
+    assert (
+        categorize(sample("def g(): pass", "failed: wrong output None"), "stop", "f")
+        == "no function defined"
+    )
+    assert (
+        categorize(sample("def f(:", "error: SyntaxError: invalid"), "length")
+        == "cut at max_tokens"
+    )
     assert categorize(sample("def f(:", "error: SyntaxError: invalid"), "stop") == "syntax error"
     assert categorize(sample("x", "error: base input 0: NameError: name 'h'"), "stop").startswith(
-        "NameError")
+        "NameError"
+    )
     assert categorize(sample("x", "timeout: time limit exceeded"), "stop") == "timeout"
     assert categorize(sample("x", "failed: base input 0: wrong output 0"), "stop") == "wrong answer"
     assert categorize(sample("x", "error: ZeroDivisionError"), "stop") == "runtime error"
@@ -158,21 +182,39 @@ def test_failure_causes() -> None:
 async def test_targets_file_labels_styles_and_published_choices(tmp_path: Path) -> None:
 
     def served(request: httpx.Request) -> httpx.Response:
-        card = {"id": "coder", "root": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "fim_template": "qwen2.5-coder"}
+        card = {
+            "id": "coder",
+            "root": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            "fim_template": "qwen2.5-coder",
+        }
         return httpx.Response(200, json={"object": "list", "data": [card]})
 
     path = tmp_path / "targets.yaml"
-    path.write_text("targets:\n"
-                    "  - {base_url: 'http://a:8000', model: coder}\n"
-                    "  - {base_url: 'http://b:8000/v1', model: coder, format: base, published: none}\n")
-    targets = await resolve_targets(load_targets_file(path), styles={}, published={},
-                                    api_key=None, transport=httpx.MockTransport(served))
+    path.write_text(
+        "targets:\n"
+        "  - {base_url: 'http://a:8000', model: coder}\n"
+        "  - {base_url: 'http://b:8000/v1', model: coder, format: base, published: none}\n"
+    )
+    targets = await resolve_targets(
+        load_targets_file(path),
+        styles={},
+        published={},
+        api_key=None,
+        transport=httpx.MockTransport(served),
+    )
     a, b = targets
     assert (a.label, a.base_url, b.label) == ("coder@a:8000", "http://a:8000/v1", "coder@b:8000")
     assert a.style == "chat" and a.style_source.startswith("auto") and a.fim
-    assert a.published_key == "qwen2.5-coder-1.5b-instruct" and a.published_source == "matched by name"
+    assert (
+        a.published_key == "qwen2.5-coder-1.5b-instruct" and a.published_source == "matched by name"
+    )
     assert (b.style, b.style_source, b.published_key) == ("base", "targets file", None)
     # --format MODEL=STYLE beats the file's format and --format for every model.
-    again = await resolve_targets(load_targets_file(path), styles={None: "base", "coder": "chat"},
-                                  published={}, api_key=None, transport=httpx.MockTransport(served))
+    again = await resolve_targets(
+        load_targets_file(path),
+        styles={None: "base", "coder": "chat"},
+        published={},
+        api_key=None,
+        transport=httpx.MockTransport(served),
+    )
     assert [t.style for t in again] == ["chat", "chat"]

@@ -19,9 +19,14 @@ def _groups(root: ET.Element, kind: str) -> list[ET.Element]:
 
 
 def test_scatter_names_every_point_and_marks_the_pareto_front() -> None:
-    svg = scatter_chart("humaneval+: pass@10 vs sampling speed",
-                        [Point("fast", 40.0, 0.2), Point("good", 5.0, 0.6), Point("meh", 4.0, 0.1)],
-                        "candidates/s", "pass@10", front=["good", "fast"], y_percent=True)
+    svg = scatter_chart(
+        "humaneval+: pass@10 vs sampling speed",
+        [Point("fast", 40.0, 0.2), Point("good", 5.0, 0.6), Point("meh", 4.0, 0.1)],
+        "candidates/s",
+        "pass@10",
+        front=["good", "fast"],
+        y_percent=True,
+    )
     assert svg.startswith("<svg ")
     root = ET.fromstring(svg)
     texts = _texts(root)
@@ -34,9 +39,20 @@ def test_scatter_names_every_point_and_marks_the_pareto_front() -> None:
 
 
 def test_a_log_k_axis_has_plain_ticks_and_the_legend_below_hides_no_line() -> None:
-    root = ET.fromstring(line_chart("pass@k by k", [Series("a", [(1, 0.1), (10, 0.4), (50, 0.6)]),
-                                                    Series("b", [(1, 0.2), (10, 0.3), (50, 0.35)])],
-                                    "k", "pass@k", y_percent=True, x_log=True, legend_below=True))
+    root = ET.fromstring(
+        line_chart(
+            "pass@k by k",
+            [
+                Series("a", [(1, 0.1), (10, 0.4), (50, 0.6)]),
+                Series("b", [(1, 0.2), (10, 0.3), (50, 0.35)]),
+            ],
+            "k",
+            "pass@k",
+            y_percent=True,
+            x_log=True,
+            legend_below=True,
+        )
+    )
     texts = _texts(root)
     assert {"1", "10", "50", "a", "b"} <= texts and "$\\mathdefault{10^{1}}$" not in texts
     assert len(_groups(root, "line")) == 2

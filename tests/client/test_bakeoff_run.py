@@ -22,8 +22,18 @@ from codeserve.loadtest.mock_server import MockServer
 
 def settings(**overrides: object) -> Settings:
     values: dict[str, object] = dict(
-        benchmarks=["humaneval+"], n=4, greedy=True, temperature=0.8, top_p=0.95, max_tokens=64,
-        concurrency=2, stream=False, task_cap=3, gap_threshold_pp=5.0, warmup=False)
+        benchmarks=["humaneval+"],
+        n=4,
+        greedy=True,
+        temperature=0.8,
+        top_p=0.95,
+        max_tokens=64,
+        concurrency=2,
+        stream=False,
+        task_cap=3,
+        gap_threshold_pp=5.0,
+        warmup=False,
+    )
     values.update(overrides)
     return Settings.model_validate(values)
 
@@ -60,8 +70,18 @@ class FakeChatEndpoint:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/models"):
-            return httpx.Response(200, json={"object": "list", "data": [
-                {"id": "qwen2.5-coder-0.5b-instruct", "root": "Qwen/Qwen2.5-Coder-0.5B-Instruct"}]})
+            return httpx.Response(
+                200,
+                json={
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "qwen2.5-coder-0.5b-instruct",
+                            "root": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+                        }
+                    ],
+                },
+            )
         body = json.loads(request.content)
         self.requests.append(body)
         question = body["messages"][0]["content"]
@@ -70,19 +90,38 @@ class FakeChatEndpoint:
         right = (1 if index == 0 else 0) if body["temperature"] == 0 else self.correct[index]
         good = f"```python\n{task.prompt}{task.canonical_solution}\n```"
         bad = f"```python\ndef {task.entry_point}(*args):\n    return None\n```"
-        choices = [{"index": i, "message": {"role": "assistant", "content": good if i < right else bad},
-                    "finish_reason": "stop"} for i in range(n)]
-        return httpx.Response(200, json={"id": "x", "object": "chat.completion", "created": 0,
-                                         "model": body["model"], "choices": choices,
-                                         "usage": {"prompt_tokens": 10, "completion_tokens": 7 * n}})
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": good if i < right else bad},
+                "finish_reason": "stop",
+            }
+            for i in range(n)
+        ]
+        return httpx.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": choices,
+                "usage": {"prompt_tokens": 10, "completion_tokens": 7 * n},
+            },
+        )
 
 
 async def test_pass_at_k_speed_and_solved_per_minute_match_the_hand_worked_numbers(
     tmp_path: Path, data_dir: Path
 ) -> None:
     fake = FakeChatEndpoint(data_dir, correct=[3, 1, 0])
-    config = BakeoffConfig(specs=[TargetSpec(base_url="http://fake:1/v1")], settings=settings(),
-                           out_dir=tmp_path / "bo", data_dir=data_dir, progress=False)
+    config = BakeoffConfig(
+        specs=[TargetSpec(base_url="http://fake:1/v1")],
+        settings=settings(),
+        out_dir=tmp_path / "bo",
+        data_dir=data_dir,
+        progress=False,
+    )
     outcome = await run_bakeoff(config, transport=httpx.MockTransport(fake), log=quiet)
     results = outcome.results
     row = only(results, "qwen2.5-coder-0.5b-instruct", "humaneval+")
@@ -92,8 +131,12 @@ async def test_pass_at_k_speed_and_solved_per_minute_match_the_hand_worked_numbe
     # Sampled, n=4, c = 3, 1, 0: pass@1 = (3/4 + 1/4 + 0)/3; pass@4 = (1 + 1 + 0)/3.
     assert row.pass_at_k == {"pass@1": pytest.approx(1 / 3), "pass@4": pytest.approx(2 / 3)}
     # pass@2: (1 + (1 - C(3,2)/C(4,2)) + 0)/3; pass@3: (1 + (1 - C(3,3)/C(4,3)) + 0)/3.
-    assert row.curve == [(1, pytest.approx(1 / 3)), (2, pytest.approx(0.5)),
-                         (3, pytest.approx(1.75 / 3)), (4, pytest.approx(2 / 3))]
+    assert row.curve == [
+        (1, pytest.approx(1 / 3)),
+        (2, pytest.approx(0.5)),
+        (3, pytest.approx(1.75 / 3)),
+        (4, pytest.approx(2 / 3)),
+    ]
     # Speed, from the sampled run's records on disk.
     sampled_dir = outcome.out_dir / row.sampled.run_dir  # type: ignore[union-attr]
     busy = in_flight_s(sampled_dir)
@@ -109,15 +152,20 @@ async def test_pass_at_k_speed_and_solved_per_minute_match_the_hand_worked_numbe
     assert check.flagged and check.within_noise
     assert row.evidence is not None and row.evidence.phase == "greedy"
     assert row.evidence.categories == {"wrong answer": 2}
-    assert [e.task_id for e in row.evidence.examples["wrong answer"]] == ["HumanEval/1", "HumanEval/2"]
+    assert [e.task_id for e in row.evidence.examples["wrong answer"]] == [
+        "HumanEval/1",
+        "HumanEval/2",
+    ]
     # Same prompts for both phases; one request per task and phase (n in one request).
     assert len(fake.requests) == 6 and {r["n"] for r in fake.requests} == {1, 4}
     # The files.
-    saved = BakeoffResults.model_validate(orjson.loads((outcome.out_dir / "bakeoff.json").read_bytes()))
+    saved = BakeoffResults.model_validate(
+        orjson.loads((outcome.out_dir / "bakeoff.json").read_bytes())
+    )
     assert saved == results and "api_key" not in (outcome.out_dir / "bakeoff.json").read_text()
     page = (outcome.out_dir / "report.html").read_text()
     assert page.count("<svg") == 2 and "pass@4 vs sampling speed" in page and "⚠" in page
-    assert "src=\"http" not in page and "<link" not in page  # one self-contained file
+    assert 'src="http' not in page and "<link" not in page  # one self-contained file
     board = (outcome.out_dir / "leaderboard.md").read_text()
     assert "| 1 | qwen2.5-coder-0.5b-instruct | chat | 33.3 | 57.3 (-24.0 ⚠?)" in board
     assert "wrong answer: 2 (e.g. HumanEval/1, HumanEval/2" in board
@@ -136,12 +184,23 @@ async def test_two_endpoints_same_load_speed_ttft_pareto_and_infill_only_for_fim
     async with MockServer(fast) as fast_url, MockServer(slow) as slow_url:
         config = BakeoffConfig(
             specs=[TargetSpec(base_url=fast_url), TargetSpec(base_url=slow_url)],
-            settings=settings(benchmarks=["humaneval+", "humaneval-infill-single"], n=3,
-                              task_cap=2, stream=True, warmup=True),
-            out_dir=tmp_path / "bo", data_dir=data_dir, progress=False)
+            settings=settings(
+                benchmarks=["humaneval+", "humaneval-infill-single"],
+                n=3,
+                task_cap=2,
+                stream=True,
+                warmup=True,
+            ),
+            out_dir=tmp_path / "bo",
+            data_dir=data_dir,
+            progress=False,
+        )
         outcome = await run_bakeoff(config, log=quiet)
     results = outcome.results
-    fast_row, slow_row = only(results, "mock-fast", "humaneval+"), only(results, "mock-slow", "humaneval+")
+    fast_row, slow_row = (
+        only(results, "mock-fast", "humaneval+"),
+        only(results, "mock-slow", "humaneval+"),
+    )
     for row in (fast_row, slow_row):
         assert row.style == "base" and row.prompt_format == "humaneval" and row.complete
         assert row.pass_at_1 == 0 and row.pass_at_k == {"pass@1": 0.0, "pass@3": 0.0}
@@ -152,22 +211,35 @@ async def test_two_endpoints_same_load_speed_ttft_pareto_and_infill_only_for_fim
     assert (slow_row.ttft_p50_s or 0) >= 0.06 > (fast_row.ttft_p50_s or 1)
     assert (fast_row.candidates_per_s or 0) > (slow_row.candidates_per_s or 0)
     assert results.pareto["humaneval+"] == ["mock-fast"] and fast_row.pareto and not slow_row.pareto
-    assert [r.label for r in results.rows if r.benchmark == "humaneval+"] == ["mock-fast", "mock-slow"]
+    assert [r.label for r in results.rows if r.benchmark == "humaneval+"] == [
+        "mock-fast",
+        "mock-slow",
+    ]
     for label in ("mock-fast", "mock-slow"):
         assert only(results, label, "humaneval-infill-single").skipped.startswith("not FIM-capable")  # type: ignore[union-attr]
     assert results.metadata.settings.concurrency == 2 and results.complete
-    runs = sorted(p.relative_to(outcome.out_dir).as_posix()
-                  for p in (outcome.out_dir / "runs").glob("*/*"))
-    assert runs == ["runs/mock-fast/humaneval+-greedy", "runs/mock-fast/humaneval+-t0.8-p0.95",
-                    "runs/mock-slow/humaneval+-greedy", "runs/mock-slow/humaneval+-t0.8-p0.95"]
+    runs = sorted(
+        p.relative_to(outcome.out_dir).as_posix() for p in (outcome.out_dir / "runs").glob("*/*")
+    )
+    assert runs == [
+        "runs/mock-fast/humaneval+-greedy",
+        "runs/mock-fast/humaneval+-t0.8-p0.95",
+        "runs/mock-slow/humaneval+-greedy",
+        "runs/mock-slow/humaneval+-t0.8-p0.95",
+    ]
 
 
-async def test_a_time_budget_stops_every_model_at_the_same_round(tmp_path: Path, data_dir: Path) -> None:
+async def test_a_time_budget_stops_every_model_at_the_same_round(
+    tmp_path: Path, data_dir: Path
+) -> None:
     async with MockServer(MockConfig(model_name="mock-a", output_tokens=2)) as url:
         config = BakeoffConfig(
             specs=[TargetSpec(base_url=url)],
             settings=settings(n=1, greedy=False, task_cap=None, time_budget_s=0.001),
-            out_dir=tmp_path / "bo", data_dir=data_dir, progress=False)
+            out_dir=tmp_path / "bo",
+            data_dir=data_dir,
+            progress=False,
+        )
         outcome = await run_bakeoff(config, log=quiet)
     assert outcome.results.metadata.rounds == [5]
     (row,) = outcome.results.rows

@@ -36,7 +36,9 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def scripted(responses: list[Callable[[httpx.Request], httpx.Response]]) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+def scripted(
+    responses: list[Callable[[httpx.Request], httpx.Response]],
+) -> tuple[httpx.MockTransport, list[httpx.Request]]:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -47,13 +49,23 @@ def scripted(responses: list[Callable[[httpx.Request], httpx.Response]]) -> tupl
 
 
 def ok_body(n: int) -> Callable[[httpx.Request], httpx.Response]:
-    return lambda _: httpx.Response(200, json={
-        "choices": [{"index": i, "text": f"c{i}", "finish_reason": "stop"} for i in reversed(range(n))],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n},
-    })
+    return lambda _: httpx.Response(
+        200,
+        json={
+            "choices": [
+                {"index": i, "text": f"c{i}", "finish_reason": "stop"} for i in reversed(range(n))
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n},
+        },
+    )
 
 
-def status(code: int, message: str = "boom", headers: dict[str, str] | None = None, param: str | None = None) -> Callable[[httpx.Request], httpx.Response]:
+def status(
+    code: int,
+    message: str = "boom",
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> Callable[[httpx.Request], httpx.Response]:
     body = {"error": {"message": message, "type": "x", "param": param, "code": None}}
     return lambda _: httpx.Response(code, json=body, headers=headers or {})
 
@@ -84,7 +96,9 @@ async def test_server_errors_are_retried_until_success_then_counted() -> None:
         async with EndpointClient(config, sleep=sleeps) as client:
             [gen] = await client.complete(PROMPT, PARAMS, 1)
     assert gen.ok and gen.attempts == 3
-    assert len(sleeps.waits) == 2 and 0.05 <= sleeps.waits[0] <= 0.1 and 0.1 <= sleeps.waits[1] <= 0.2
+    assert (
+        len(sleeps.waits) == 2 and 0.05 <= sleeps.waits[0] <= 0.1 and 0.1 <= sleeps.waits[1] <= 0.2
+    )
 
 
 async def test_retry_after_is_honoured_and_retries_give_up() -> None:
@@ -100,7 +114,9 @@ async def test_retry_after_is_honoured_and_retries_give_up() -> None:
 async def test_an_error_after_keepalive_whitespace_is_retried() -> None:
     """A gateway that kept a long answer alive sent 200 first; its later error is the body."""
     late_error = lambda _: httpx.Response(  # noqa: E731
-        200, content=b"   " + b'{"error": {"message": "engine timed out", "type": "upstream_error"}}')
+        200,
+        content=b"   " + b'{"error": {"message": "engine timed out", "type": "upstream_error"}}',
+    )
     transport, seen = scripted([late_error, ok_body(1)])
     sleeps = Sleeps()
     config = EndpointConfig(base_url="http://127.0.0.1:9", model="m")
@@ -111,7 +127,9 @@ async def test_an_error_after_keepalive_whitespace_is_retried() -> None:
 
 async def test_client_errors_are_not_retried() -> None:
     transport, seen = scripted([status(400, "prompt is too long"), ok_body(1)])
-    async with EndpointClient(EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport) as client:
+    async with EndpointClient(
+        EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport
+    ) as client:
         gens = await client.complete(PROMPT, PARAMS, 1)
     assert len(seen) == 1 and [g.error for g in gens] == ["HTTP 400: prompt is too long"]
 
@@ -127,8 +145,11 @@ async def test_connection_errors_are_retried() -> None:
         return ok_body(2)(request)
 
     sleeps = Sleeps()
-    async with EndpointClient(EndpointConfig(base_url="http://127.0.0.1:9", model="m"),
-                              transport=httpx.MockTransport(flaky), sleep=sleeps) as client:
+    async with EndpointClient(
+        EndpointConfig(base_url="http://127.0.0.1:9", model="m"),
+        transport=httpx.MockTransport(flaky),
+        sleep=sleeps,
+    ) as client:
         [gen] = await client.complete(PROMPT, PARAMS, 2)
     assert gen.ok and gen.attempts == 2 and gen.texts == ["c0", "c1"] and len(sleeps.waits) == 1
 
@@ -142,13 +163,23 @@ async def test_request_body_carries_sampling_stop_and_key() -> None:
     body = httpx.Response(200, content=request.content).json()
     assert str(request.url) == "http://127.0.0.1:9/v1/completions"
     assert request.headers["authorization"] == "Bearer sk-1"
-    assert body == {"model": "m", "n": 1, "temperature": 0.2, "top_p": 1.0, "max_tokens": 8,
-                    "stop": ["\ndef"], "prompt": "def f():\n", "suffix": "\n    return x"}
+    assert body == {
+        "model": "m",
+        "n": 1,
+        "temperature": 0.2,
+        "top_p": 1.0,
+        "max_tokens": 8,
+        "stop": ["\ndef"],
+        "prompt": "def f():\n",
+        "suffix": "\n    return x",
+    }
 
 
 async def test_at_most_four_stop_sequences_are_sent() -> None:
     transport, seen = scripted([ok_body(1)])
-    async with EndpointClient(EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport) as client:
+    async with EndpointClient(
+        EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport
+    ) as client:
         await client.complete(PROMPT.model_copy(update={"stop": list("abcdefg")}), PARAMS, 1)
     assert httpx.Response(200, content=seen[0].content).json()["stop"] == ["a", "b", "c", "d"]
 
@@ -156,7 +187,9 @@ async def test_at_most_four_stop_sequences_are_sent() -> None:
 @pytest.mark.parametrize("code", [401, 404])
 async def test_auth_and_unknown_model_end_the_run(code: int) -> None:
     transport, _ = scripted([status(code, "nope")])
-    async with EndpointClient(EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport) as client:
+    async with EndpointClient(
+        EndpointConfig(base_url="http://127.0.0.1:9", model="m"), transport=transport
+    ) as client:
         with pytest.raises(FatalEndpointError, match=f"HTTP {code}: nope"):
             await client.complete(PROMPT, PARAMS, 1)
 
@@ -168,7 +201,9 @@ async def test_check_model_names_the_served_models_and_unreachable_hosts() -> No
                 await client.check_model()
         async with EndpointClient(EndpointConfig(base_url=url, model="served-one")) as client:
             await client.check_model()
-    async with EndpointClient(EndpointConfig(base_url=url, model="m", connect_timeout_s=1)) as client:
+    async with EndpointClient(
+        EndpointConfig(base_url=url, model="m", connect_timeout_s=1)
+    ) as client:
         with pytest.raises(FatalEndpointError, match="cannot reach"):
             await client.check_model()
 

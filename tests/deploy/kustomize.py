@@ -22,13 +22,33 @@ import yaml
 Obj = dict[str, Any]
 
 KINDS = {"Kustomization", "Component"}
-SUPPORTED = {"apiVersion", "kind", "resources", "components", "namespace", "images",
-             "configMapGenerator", "patches"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                  "PriorityClass", "StorageClass"}
+SUPPORTED = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "components",
+    "namespace",
+    "images",
+    "configMapGenerator",
+    "patches",
+}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "StorageClass",
+}
 # Patch-merge keys of the list fields deploy/k8s patches (from the Kubernetes API types).
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "imagePullSecrets": "name"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "imagePullSecrets": "name",
+}
 
 
 class Unsupported(Exception):
@@ -90,7 +110,8 @@ def _targets(objs: list[Obj], patch: Obj, target: Obj | None) -> list[Obj]:
     if unknown:
         raise Unsupported(f"patch target fields {sorted(unknown)}")
     found = [
-        o for o in objs
+        o
+        for o in objs
         if ("kind" not in target or o["kind"] == target["kind"])
         and ("name" not in target or o["metadata"]["name"] == target["name"])
         and ("labelSelector" not in target or _labels_match(o, target["labelSelector"]))
@@ -105,8 +126,11 @@ def _apply_patches(objs: list[Obj], root: Path, patches: list[Obj]) -> list[Obj]
         extra = set(entry) - {"path", "patch", "target"}
         if extra:
             raise Unsupported(f"patch fields {sorted(extra)}")
-        body = load_docs(root / entry["path"]) if "path" in entry else list(
-            yaml.safe_load_all(entry["patch"]))
+        body = (
+            load_docs(root / entry["path"])
+            if "path" in entry
+            else list(yaml.safe_load_all(entry["patch"]))
+        )
         if len(body) != 1:
             raise Unsupported("a patch must hold exactly one document")
         patch = body[0]
@@ -174,8 +198,9 @@ def _generate_configmaps(root: Path, generators: list[Obj]) -> tuple[list[Obj], 
         digest = hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:10]
         name = f"{gen['name']}-{digest}"
         renamed[gen["name"]] = name
-        made.append({"apiVersion": "v1", "kind": "ConfigMap",
-                     "metadata": {"name": name}, "data": data})
+        made.append(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+        )
     return made, renamed
 
 
@@ -199,8 +224,9 @@ def _rename_configmap_refs(objs: list[Obj], renamed: dict[str, str]) -> None:
                 fix(env_from.get("configMapRef"))
 
 
-def render(directory: Path, *, expect: str = "Kustomization",
-           inherited: list[Obj] | None = None) -> list[Obj]:
+def render(
+    directory: Path, *, expect: str = "Kustomization", inherited: list[Obj] | None = None
+) -> list[Obj]:
     """The objects the kustomization in `directory` produces. A Component is rendered on top of
     the objects its parent gathered so far (`inherited`): it adds its resources, then its
     transformations apply to everything."""

@@ -77,8 +77,21 @@ class NetworkLab:
         address = f"{self.subnet}.{len(self.addresses) + 1}"
         port = f"p-{host}"[:15]
         self._add_namespace(ns)
-        _ip("link", "add", "name", HOST_IFACE, "netns", ns, "type", "veth",
-            "peer", "name", port, "netns", self.switch)
+        _ip(
+            "link",
+            "add",
+            "name",
+            HOST_IFACE,
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.switch,
+        )
         _ip("-n", self.switch, "link", "set", port, "master", "br0")
         _ip("-n", self.switch, "link", "set", port, "up")
         _ip("-n", ns, "addr", "add", f"{address}/24", "dev", HOST_IFACE)
@@ -104,11 +117,18 @@ class NetworkLab:
     def command(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
 
-    def popen(self, host: str, argv: list[str], *, log: IO[bytes], cwd: Path,
-              env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def popen(
+        self, host: str, argv: list[str], *, log: IO[bytes], cwd: Path, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         # `ip netns exec` execs the command, so the Popen pid is the server itself.
-        proc = subprocess.Popen(self.command(host, *argv), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        proc = subprocess.Popen(
+            self.command(host, *argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+        )
         self.processes.append(proc)
         return proc
 

@@ -101,8 +101,9 @@ def test_prometheus_scrapes_gateway_and_engines_by_model_name(compose: dict[str,
     config = yaml.safe_load(mounted["/etc/prometheus/prometheus.yml"].read_text())
     gateway = compose["services"]["gateway"]
     models = load_models_file(
-        dict((t, s) for s, t in _bind_mounts(gateway))[gateway["environment"]
-                                                       ["CODESERVE_MODELS_FILE"]]
+        dict((t, s) for s, t in _bind_mounts(gateway))[
+            gateway["environment"]["CODESERVE_MODELS_FILE"]
+        ]
     )
     model_of = {urlsplit(str(u)).hostname: m.name for m in models.models for u in m.engine.urls}
     scraped: dict[str, dict[str, str]] = {}

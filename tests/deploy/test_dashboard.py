@@ -22,10 +22,27 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "codeserve.json"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 
 # Sample names a metric family exports, by type (prometheus_client's exposition).
-SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
-            "summary": ("", "_sum", "_count")}
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-                "unless", "bool", "offset", "inf", "nan"}
+SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 # What the issue asks the dashboard to show, per model.
 REQUIRED = {
     "codeserve_requests_total",  # requests/s and errors
@@ -73,8 +90,11 @@ def vllm_series() -> set[str]:
             if not isinstance(node, ast.Call) or not (kind := _metric_kind(node)):
                 continue
             for kw in node.keywords:
-                if (kw.arg == "name" and isinstance(kw.value, ast.Constant)
-                        and str(kw.value.value).startswith("vllm:")):
+                if (
+                    kw.arg == "name"
+                    and isinstance(kw.value, ast.Constant)
+                    and str(kw.value.value).startswith("vllm:")
+                ):
                     base = str(kw.value.value).removesuffix("_total")
                     names |= {base + suffix for suffix in SUFFIXES[kind]}
     return names
@@ -89,9 +109,9 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
         word = match.group(0)
-        if expr[match.end():].lstrip().startswith("("):
+        if expr[match.end() :].lstrip().startswith("("):
             continue  # a function
-        if word.lower() in PROMQL_WORDS or expr[match.start() - 1: match.start()] == "$":
+        if word.lower() in PROMQL_WORDS or expr[match.start() - 1 : match.start()] == "$":
             continue
         names.add(word)
     return names
@@ -113,8 +133,10 @@ def _queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.95, sum by (model, le) (rate(vllm:x_bucket{model=~"$model", '
-            'a="b{c}"}[$__rate_interval]))) / on (model) group_left (state) codeserve_y == 1')
+    expr = (
+        'histogram_quantile(0.95, sum by (model, le) (rate(vllm:x_bucket{model=~"$model", '
+        'a="b{c}"}[$__rate_interval]))) / on (model) group_left (state) codeserve_y == 1'
+    )
     assert metric_names(expr) == {"vllm:x_bucket", "codeserve_y"}
 
 
@@ -156,11 +178,17 @@ def test_every_queried_metric_is_exported(dashboard: dict[str, Any]) -> None:
 def test_exported_name_sources_are_real() -> None:
     """Guards the two name lists themselves, so an empty or wrong list cannot pass every query."""
     gateway = gateway_series()
-    assert {"codeserve_requests_total", "codeserve_engine_state",
-            "codeserve_time_to_first_token_seconds_bucket"} <= gateway
+    assert {
+        "codeserve_requests_total",
+        "codeserve_engine_state",
+        "codeserve_time_to_first_token_seconds_bucket",
+    } <= gateway
     vllm = vllm_series()
-    assert {"vllm:num_requests_waiting", "vllm:generation_tokens_total",
-            "vllm:e2e_request_latency_seconds_bucket"} <= vllm
+    assert {
+        "vllm:num_requests_waiting",
+        "vllm:generation_tokens_total",
+        "vllm:e2e_request_latency_seconds_bucket",
+    } <= vllm
     assert "vllm:generation_tokens" not in vllm, "counters are exported with _total"
 
 

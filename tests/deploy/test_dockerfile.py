@@ -157,8 +157,11 @@ def test_each_target_is_installed_by_install_sh(stages: dict[str, Stage], target
     assert match, f"{target}: not installed through scripts/install.sh"
     flags = match.group(1).split()
     assert TARGETS[target] in flags and "--no-dev" in flags
-    accepted = set(re.findall(r"^\s*(--[\w-]+)\)", (REPO / "scripts/install.sh").read_text(),
-                              flags=re.MULTILINE))
+    accepted = set(
+        re.findall(
+            r"^\s*(--[\w-]+)\)", (REPO / "scripts/install.sh").read_text(), flags=re.MULTILINE
+        )
+    )
     assert set(flags) <= accepted, f"install.sh does not accept {set(flags) - accepted}"
 
 
@@ -210,7 +213,7 @@ def test_copied_sources_exist_and_pass_dockerignore(stages: dict[str, Stage]) ->
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.send_response(self.status if self.path == "/health" else 404)
         self.end_headers()
 

@@ -31,9 +31,13 @@ def _render_overlay(name: str) -> list[Obj]:
 
 def _render_with(tmp_path: Path, components: list[str]) -> list[Obj]:
     """Base plus components, as an overlay a user would write (for the HPA alternative)."""
-    kust = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "namespace": NAMESPACE, "resources": [str(K8S / "base")],
-            "components": [str(K8S / "components" / c) for c in components]}
+    kust = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": NAMESPACE,
+        "resources": [str(K8S / "base")],
+        "components": [str(K8S / "components" / c) for c in components],
+    }
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kust))
     return render(tmp_path)
 
@@ -53,8 +57,11 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def _engines(objs: list[Obj]) -> list[Obj]:
-    return [d for d in _of(objs, "Deployment")
-            if d["metadata"]["labels"].get("app.kubernetes.io/component") == "engine"]
+    return [
+        d
+        for d in _of(objs, "Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "engine"
+    ]
 
 
 def _gateway(objs: list[Obj]) -> Obj:
@@ -89,10 +96,12 @@ def _models(objs: list[Obj]) -> tuple[Obj, object]:
     gateway = _gateway(objs)
     env = {e["name"]: e.get("value") for e in _container(gateway)["env"]}
     path = Path(env["CODESERVE_MODELS_FILE"])
-    mount = next(m for m in _container(gateway)["volumeMounts"]
-                 if m["mountPath"] == str(path.parent))
-    volume = next(v for v in gateway["spec"]["template"]["spec"]["volumes"]
-                  if v["name"] == mount["name"])
+    mount = next(
+        m for m in _container(gateway)["volumeMounts"] if m["mountPath"] == str(path.parent)
+    )
+    volume = next(
+        v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    )
     configmap = _named(objs, "ConfigMap", volume["configMap"]["name"])
     text = configmap["data"][path.name]
     return configmap, parse_models_file(text, f"ConfigMap {configmap['metadata']['name']}")
@@ -115,8 +124,10 @@ def test_every_object_validates_against_kubernetes_schemas(
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']} invalid for "
-                            f"Kubernetes {version}: {exc.message} at {list(exc.path)}")
+                pytest.fail(
+                    f"{name}: {obj['kind']}/{obj['metadata']['name']} invalid for "
+                    f"Kubernetes {version}: {exc.message} at {list(exc.path)}"
+                )
         checked += 1
     assert checked >= 8
 
@@ -278,8 +289,11 @@ def _check_scaled_object(obj: Obj, objs: list[Obj]) -> None:
 def _check_service_monitor(obj: Obj, objs: list[Obj]) -> None:
     """Required `selector` and `endpoints`; every endpoint port exists on a selected Service."""
     spec = obj["spec"]
-    services = [s for s in _of(objs, "Service")
-                if _selects(spec["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+    services = [
+        s
+        for s in _of(objs, "Service")
+        if _selects(spec["selector"]["matchLabels"], s["metadata"].get("labels", {}))
+    ]
     assert services, f"ServiceMonitor {obj['metadata']['name']} selects no Service"
     assert spec["endpoints"]
     for endpoint in spec["endpoints"]:

@@ -45,7 +45,10 @@ def lab() -> Iterator[NetworkLab]:
 def _run_in(lab: NetworkLab, host: str, *args: str, timeout: float = 90) -> dict:
     done = subprocess.run(
         lab.command(host, sys.executable, "-m", "tests.deploy.traffic", *args),
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert done.returncode == 0, f"traffic {args} in {host} failed: {done.stderr[-2000:]}"
     return json.loads(done.stdout)
@@ -61,12 +64,29 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     gateway = lab.add_host("gw")
 
     for name, address in replicas.items():
-        lab.popen(name, [sys.executable, "-m", "codeserve.loadtest.mock_server", "--host", address,
-                         "--port", str(PORT), "--ttft-ms", "20", "--itl-ms", "5"],
-                  log=(logs / f"{name}.log").open("wb"), cwd=REPO, env=env)
+        lab.popen(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "codeserve.loadtest.mock_server",
+                "--host",
+                address,
+                "--port",
+                str(PORT),
+                "--ttft-ms",
+                "20",
+                "--itl-ms",
+                "5",
+            ],
+            log=(logs / f"{name}.log").open("wb"),
+            cwd=REPO,
+            env=env,
+        )
     for name, address in replicas.items():
-        assert _run_in(lab, "gw", "wait", f"http://{address}:{PORT}/health",
-                       "--timeout", "30")["ok"], (logs / f"{name}.log").read_text()
+        assert _run_in(lab, "gw", "wait", f"http://{address}:{PORT}/health", "--timeout", "30")[
+            "ok"
+        ], (logs / f"{name}.log").read_text()
 
     # The discovered model starts with one replica behind the name.
     lab.set_hosts("gw", {ENGINES_NAME: [replicas["r1"]]})
@@ -95,24 +115,52 @@ def stack(lab: NetworkLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         CODESERVE_EJECT_SECONDS="2",
     )
     log = logs / "gateway.log"
-    lab.popen("gw", [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file", str(models),
-                     "--host", gateway, "--port", str(GATEWAY_PORT)],
-              log=log.open("wb"), cwd=REPO, env=gateway_env)
+    lab.popen(
+        "gw",
+        [
+            sys.executable,
+            "-m",
+            "codeserve.cli.main",
+            "serve",
+            "--models-file",
+            str(models),
+            "--host",
+            gateway,
+            "--port",
+            str(GATEWAY_PORT),
+        ],
+        log=log.open("wb"),
+        cwd=REPO,
+        env=gateway_env,
+    )
     base = f"http://{gateway}:{GATEWAY_PORT}"
     ready = _run_in(lab, "gw", "wait", f"{base}/ready", "--timeout", "60")
     assert ready["ok"], f"gateway not ready: {ready}\n{log.read_text()[-3000:]}"
     return {"base": base, "log": str(log), **replicas}
 
 
-def _batch(lab: NetworkLab, stack: dict[str, str], model: str = MODEL,
-           counted: tuple[str, ...] = REPLICAS) -> dict:
+def _batch(
+    lab: NetworkLab, stack: dict[str, str], model: str = MODEL, counted: tuple[str, ...] = REPLICAS
+) -> dict:
     """BATCH completions through the gateway, with how many requests each `counted` replica
     received meanwhile (asked from the gateway's host, so only replicas it can reach)."""
     stats = [arg for r in counted for arg in ("--stats", f"http://{stack[r]}:{PORT}/mock/stats")]
-    result = _run_in(lab, "gw", "complete", stack["base"], "--model", model,
-                     "--requests", str(BATCH), "--concurrency", "8", *stats)
-    result["received"] = {r: result["received"][f"http://{stack[r]}:{PORT}/mock/stats"]
-                          for r in counted}
+    result = _run_in(
+        lab,
+        "gw",
+        "complete",
+        stack["base"],
+        "--model",
+        model,
+        "--requests",
+        str(BATCH),
+        "--concurrency",
+        "8",
+        *stats,
+    )
+    result["received"] = {
+        r: result["received"][f"http://{stack[r]}:{PORT}/mock/stats"] for r in counted
+    }
     return result
 
 
@@ -137,8 +185,9 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.3)
 
 
-def _spread(lab: NetworkLab, stack: dict[str, str], model: str = MODEL,
-            counted: tuple[str, ...] = REPLICAS) -> dict[str, int]:
+def _spread(
+    lab: NetworkLab, stack: dict[str, str], model: str = MODEL, counted: tuple[str, ...] = REPLICAS
+) -> dict[str, int]:
     """Send one batch (all must succeed); how many requests each replica received."""
     result = _batch(lab, stack, model, counted)
     assert _all_ok(result), result
@@ -186,9 +235,7 @@ def test_discovered_replicas_follow_the_name_without_restart(
 
 # Last in the module: requests it strands on the cut link may still reach r1 (TCP retransmits)
 # after the link is back, which would skew the counts of any test after it.
-def test_requests_sent_right_after_a_cut_fail_over(
-    lab: NetworkLab, stack: dict[str, str]
-) -> None:
+def test_requests_sent_right_after_a_cut_fail_over(lab: NetworkLab, stack: dict[str, str]) -> None:
     base = stack["base"]
     spread = _spread(lab, stack)  # both replicas now hold pooled connections
     assert spread["r1"] > 0 and spread["r2"] > 0, f"traffic not spread: {spread}"
@@ -197,8 +244,11 @@ def test_requests_sent_right_after_a_cut_fail_over(
         result = _batch(lab, stack, counted=("r2",))  # before any health check could notice
     finally:
         lab.set_link("r1", up=True)
-        _wait_for(lambda: _replica_healthy(lab, base, f"http://{stack['r1']}:{PORT}") is True,
-                  15, "r1 healthy again")
+        _wait_for(
+            lambda: _replica_healthy(lab, base, f"http://{stack['r1']}:{PORT}") is True,
+            15,
+            "r1 healthy again",
+        )
     failed = [s for s in result["statuses"] if s != 200]
     # Requests stranded on r1's pooled keep-alive connections fail over (TCP_USER_TIMEOUT on
     # engine sockets) instead of waiting out the read timeout.

@@ -48,8 +48,9 @@ async def _received(client: httpx.AsyncClient, stats: list[str]) -> dict[str, in
     return {url: int(a.raise_for_status().json()["received"]) for url, a in zip(stats, answers)}
 
 
-async def complete(base: str, model: str, requests: int, concurrency: int,
-                   stats: list[str]) -> dict[str, object]:
+async def complete(
+    base: str, model: str, requests: int, concurrency: int, stats: list[str]
+) -> dict[str, object]:
     slots = asyncio.Semaphore(concurrency)
     body = {"model": model, "prompt": "def add(a, b):", "max_tokens": 8, "temperature": 0}
 
@@ -65,8 +66,11 @@ async def complete(base: str, model: str, requests: int, concurrency: int,
         before = await _received(client, stats)
         results = await asyncio.gather(*(one(client) for _ in range(requests)))
         after = await _received(client, stats)
-    return {"statuses": [s for s, _ in results], "errors": [e for _, e in results if e],
-            "received": {url: after[url] - before[url] for url in stats}}
+    return {
+        "statuses": [s for s, _ in results],
+        "errors": [e for _, e in results if e],
+        "received": {url: after[url] - before[url] for url in stats},
+    }
 
 
 async def get(url: str, text: bool) -> object:
@@ -96,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "wait":
         result: object = asyncio.run(wait(args.url, args.timeout))
     elif args.cmd == "complete":
-        result = asyncio.run(complete(args.base, args.model, args.requests, args.concurrency,
-                                      args.stats))
+        result = asyncio.run(
+            complete(args.base, args.model, args.requests, args.concurrency, args.stats)
+        )
     else:
         result = asyncio.run(get(args.url, args.text))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

@@ -34,8 +34,12 @@ def test_poisson_is_seeded_and_has_the_asked_rate() -> None:
 
 
 def test_burstiness_below_one_spreads_gaps_and_keeps_the_mean() -> None:
-    bursty = _gaps(schedule(ArrivalSpec(mode="poisson", rate=50, burstiness=0.25), seed=1, count=4000))
-    smooth = _gaps(schedule(ArrivalSpec(mode="poisson", rate=50, burstiness=4.0), seed=1, count=4000))
+    bursty = _gaps(
+        schedule(ArrivalSpec(mode="poisson", rate=50, burstiness=0.25), seed=1, count=4000)
+    )
+    smooth = _gaps(
+        schedule(ArrivalSpec(mode="poisson", rate=50, burstiness=4.0), seed=1, count=4000)
+    )
     for gaps in (bursty, smooth):
         assert statistics.mean(gaps) == pytest.approx(1 / 50, rel=0.08)
     cv = [statistics.pstdev(g) / statistics.mean(g) for g in (bursty, smooth)]

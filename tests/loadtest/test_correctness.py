@@ -14,9 +14,14 @@ from codeserve.loadtest.workloads import build_workload
 
 async def _pass_rate(answer: str, data_dir: Path) -> tuple[int, float | None]:
     async with MockServer(MockConfig(completion_text=answer, itl_ms=1)) as url:
-        spec = RunSpec(base_url=url + "/v1", model="m", arrival=ArrivalSpec(mode="closed", concurrency=2),
-                       num_requests=4, score_fraction=1.0,
-                       workload=WorkloadSpec(source="humaneval", max_tasks=1, n=2, max_tokens=300))
+        spec = RunSpec(
+            base_url=url + "/v1",
+            model="m",
+            arrival=ArrivalSpec(mode="closed", concurrency=2),
+            num_requests=4,
+            score_fraction=1.0,
+            workload=WorkloadSpec(source="humaneval", max_tasks=1, n=2, max_tokens=300),
+        )
         result = await run_once(spec, build_workload(spec.workload, "m", 0, data_dir))
     return result.summary.scored, result.summary.pass_rate
 

@@ -47,7 +47,14 @@ def _client(url: str, timeout: float = 5.0) -> tuple[StreamingClient, bytes]:
 async def test_chunked_body_dribbled_byte_by_byte_with_extensions_and_trailers() -> None:
     payload = b"data: one\n\ndata: [DONE]\n\n"
     wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    wire += b"b;ext=1\r\n" + payload[:11] + b"\r\n" + b"%x\r\n" % (len(payload) - 11) + payload[11:] + b"\r\n"
+    wire += (
+        b"b;ext=1\r\n"
+        + payload[:11]
+        + b"\r\n"
+        + b"%x\r\n" % (len(payload) - 11)
+        + payload[11:]
+        + b"\r\n"
+    )
     wire += b"0\r\nX-Trailer: t\r\n\r\n"
 
     async def script(writer: asyncio.StreamWriter, number: int) -> None:
@@ -72,7 +79,10 @@ async def test_error_status_returns_its_body_and_close_delimited_bodies_end_at_c
     async with raw_server(error) as (url, _):
         client, req = _client(url)
         got: list[bytes] = []
-        assert await client.post(req, lambda data, now: got.append(data)) == (429, b'{"error": {"message": "nope"}}')
+        assert await client.post(req, lambda data, now: got.append(data)) == (
+            429,
+            b'{"error": {"message": "nope"}}',
+        )
         assert got == []
 
     async def until_close(writer: asyncio.StreamWriter, number: int) -> bool:

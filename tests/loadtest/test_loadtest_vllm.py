@@ -14,15 +14,47 @@ from tests.stack import Stack
 pytestmark = pytest.mark.vllm
 
 
-def test_loadtest_against_the_gateway_produces_json_and_html(real_stack: Stack, tmp_path: Path) -> None:
+def test_loadtest_against_the_gateway_produces_json_and_html(
+    real_stack: Stack, tmp_path: Path
+) -> None:
     out, html = tmp_path / "result.json", tmp_path / "report.html"
-    code = main([
-        "loadtest", "--base-url", real_stack.gateway_url + "/v1", "--model", "qwen-demo",
-        "--rate", "2", "--arrival", "constant", "--duration", "3", "--warmup-requests", "1",
-        "--n", "2", "--max-tokens", "8", "--ignore-eos", "--temperature", "0.8",
-        "--prompt-tokens", "32", "--fim-fraction", "0.5", "--slo-ttft-ms", "10000",
-        "--timeout", "120", "--save-records", "--out", str(out), "--html", str(html),
-    ])
+    code = main(
+        [
+            "loadtest",
+            "--base-url",
+            real_stack.gateway_url + "/v1",
+            "--model",
+            "qwen-demo",
+            "--rate",
+            "2",
+            "--arrival",
+            "constant",
+            "--duration",
+            "3",
+            "--warmup-requests",
+            "1",
+            "--n",
+            "2",
+            "--max-tokens",
+            "8",
+            "--ignore-eos",
+            "--temperature",
+            "0.8",
+            "--prompt-tokens",
+            "32",
+            "--fim-fraction",
+            "0.5",
+            "--slo-ttft-ms",
+            "10000",
+            "--timeout",
+            "120",
+            "--save-records",
+            "--out",
+            str(out),
+            "--html",
+            str(html),
+        ]
+    )
     assert code == 0
     result = LoadtestResult.model_validate_json(out.read_text())
     s = result.run.summary

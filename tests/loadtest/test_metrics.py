@@ -16,16 +16,39 @@ from codeserve.loadtest.protocol import (
 
 
 def _spec(slo: SloSpec | None = None) -> RunSpec:
-    return RunSpec(base_url="http://127.0.0.1:1/v1", model="m", arrival=ArrivalSpec(rate=2),
-                   num_requests=3, slo=slo or SloSpec())
+    return RunSpec(
+        base_url="http://127.0.0.1:1/v1",
+        model="m",
+        arrival=ArrivalSpec(rate=2),
+        num_requests=3,
+        slo=slo or SloSpec(),
+    )
 
 
-def _record(seq: int, intended: float, ttft: float, e2e: float, tokens: int, **kw: object) -> LoadtestRecord:
-    cands = [CandidateRecord(index=i, ttft_s=ttft, e2e_s=e2e, tokens=tokens, chunks=tokens,
-                             itl_s=[(e2e - ttft) / (tokens - 1)] * (tokens - 1), finish_reason="length")
-             for i in range(2)]
-    return LoadtestRecord(seq=seq, intended_s=intended, sent_s=intended + 0.001, done_s=intended + e2e,
-                          n=2, candidates=cands, **kw)
+def _record(
+    seq: int, intended: float, ttft: float, e2e: float, tokens: int, **kw: object
+) -> LoadtestRecord:
+    cands = [
+        CandidateRecord(
+            index=i,
+            ttft_s=ttft,
+            e2e_s=e2e,
+            tokens=tokens,
+            chunks=tokens,
+            itl_s=[(e2e - ttft) / (tokens - 1)] * (tokens - 1),
+            finish_reason="length",
+        )
+        for i in range(2)
+    ]
+    return LoadtestRecord(
+        seq=seq,
+        intended_s=intended,
+        sent_s=intended + 0.001,
+        done_s=intended + e2e,
+        n=2,
+        candidates=cands,
+        **kw,
+    )
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -39,12 +62,16 @@ def test_summary_excludes_warmup_and_counts_candidates_and_slo() -> None:
         _record(0, 0.0, 5.0, 9.0, 5, warmup=True),  # would dominate every figure
         _record(1, 1.0, 0.1, 0.5, 5),
         _record(2, 1.5, 0.3, 1.5, 5),
-        LoadtestRecord(seq=3, intended_s=2.0, sent_s=2.0, done_s=2.2, n=2, status=503, error="http_503"),
+        LoadtestRecord(
+            seq=3, intended_s=2.0, sent_s=2.0, done_s=2.2, n=2, status=503, error="http_503"
+        ),
     ]
     s = summarize(records, _spec(SloSpec(ttft_ms=200)))
     assert s.requests == 3 and s.requests_ok == 2 and s.candidates_ok == 4
     assert s.errors == {"http_503": 1}
-    assert s.duration_s == pytest.approx(2.0)  # first measured intended 1.0 .. last done 3.0 (seq 2)
+    assert s.duration_s == pytest.approx(
+        2.0
+    )  # first measured intended 1.0 .. last done 3.0 (seq 2)
     assert s.candidate_throughput == pytest.approx(4 / 2.0)
     assert s.output_token_throughput == pytest.approx(20 / 2.0)
     assert s.ttft_ms.p50 == pytest.approx(200.0) and s.ttft_ms.max == pytest.approx(300.0)

@@ -22,7 +22,9 @@ from codeserve.loadtest.mock_server import (
 )
 
 
-async def _sse(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> list[tuple[float, Any]]:
+async def _sse(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any]
+) -> list[tuple[float, Any]]:
     """(arrival time, parsed event) for each SSE event; '[DONE]' stays a string."""
     events: list[tuple[float, Any]] = []
 
@@ -45,8 +47,13 @@ async def _stats(session: aiohttp.ClientSession, url: str) -> dict[str, int]:
 
 async def test_stream_interleaves_candidates_and_ends_with_usage() -> None:
     async with MockServer() as url, aiohttp.ClientSession() as s:
-        body = {"model": "asked", "prompt": "a b c d", "max_tokens": 3, "n": 2,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": "asked",
+            "prompt": "a b c d",
+            "max_tokens": 3,
+            "n": 2,
+            "stream_options": {"include_usage": True},
+        }
         events = await _sse(s, url + "/v1/completions", body)
     payloads = [e for _, e in events]
     assert payloads[-1] == "[DONE]"
@@ -64,9 +71,10 @@ async def test_whole_answers_echo_usage_and_logprobs() -> None:
         body = {"model": "m", "prompt": "p q", "max_tokens": 4, "n": 3, "echo": True, "logprobs": 0}
         async with s.post(url + "/v1/completions", json=body) as resp:
             data = await resp.json()
-        async with s.post(url + "/v1/chat/completions",
-                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                                "max_tokens": 2}) as resp:
+        async with s.post(
+            url + "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        ) as resp:
             chat = await resp.json()
     assert [c["text"] for c in data["choices"]] == ["p qxxxx"] * 3
     assert data["usage"]["completion_tokens"] == 12
@@ -89,7 +97,9 @@ async def test_chat_stream_starts_with_role_and_respects_completion_text() -> No
 async def test_delays_follow_ttft_and_itl() -> None:
     async with MockServer(MockConfig(ttft_ms=80, itl_ms=30)) as url, aiohttp.ClientSession() as s:
         sent = time.perf_counter()
-        events = await _sse(s, url + "/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 5})
+        events = await _sse(
+            s, url + "/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 5}
+        )
     times = [t for t, e in events if e != "[DONE]"]
     assert len(times) == 5
     assert 0.075 <= times[0] - sent < 0.2
@@ -145,7 +155,10 @@ async def test_injected_failures_hangs_and_deaths() -> None:
         server_stats = await _stats(s, url)
         assert server_stats["failed"] == 1 and server_stats["completed"] == 1
 
-    async with MockServer(MockConfig(die_rate=1.0, die_after_tokens=2)) as url, aiohttp.ClientSession() as s:
+    async with (
+        MockServer(MockConfig(die_rate=1.0, die_after_tokens=2)) as url,
+        aiohttp.ClientSession() as s,
+    ):
         with pytest.raises(aiohttp.ClientPayloadError):
             async with s.post(url + "/v1/completions", json=body) as resp:
                 await resp.read()
@@ -162,11 +175,16 @@ async def test_injected_failures_hangs_and_deaths() -> None:
 
 
 async def test_bad_requests_get_openai_errors_and_config_patches_apply() -> None:
-    async with MockServer(MockConfig(strict_model=True, model_name="only")) as url, aiohttp.ClientSession() as s:
+    async with (
+        MockServer(MockConfig(strict_model=True, model_name="only")) as url,
+        aiohttp.ClientSession() as s,
+    ):
         async with s.post(url + "/v1/completions", json={"model": "other", "prompt": "x"}) as resp:
             assert resp.status == 404
             assert "does not exist" in (await resp.json())["error"]["message"]
-        async with s.post(url + "/v1/completions", json={"model": "only", "prompt": "x", "n": 0}) as resp:
+        async with s.post(
+            url + "/v1/completions", json={"model": "only", "prompt": "x", "n": 0}
+        ) as resp:
             assert resp.status == 400
             assert (await resp.json())["error"]["param"] == "n"
         async with s.post(url + "/mock/config", json={"health_status": 503}) as resp:
@@ -194,8 +212,18 @@ def test_thread_and_process_variants_serve_requests() -> None:
 
 def test_cli_rejects_bad_flags_in_one_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "codeserve.loadtest.mock_server", "--hang-rate", "0.7", "--die-rate", "0.7"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "codeserve.loadtest.mock_server",
+            "--hang-rate",
+            "0.7",
+            "--die-rate",
+            "0.7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "must not exceed 1" in proc.stderr

@@ -14,7 +14,11 @@ def _chunk(index: int, text: str, finish: str | None = None) -> bytes:
 
 
 def _usage(total: int) -> bytes:
-    return b"data: " + orjson.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": total}}) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": total}})
+        + b"\n\n"
+    )
 
 
 def test_interleaved_candidates_are_timed_per_index_across_split_reads() -> None:
@@ -29,8 +33,20 @@ def test_interleaved_candidates_are_timed_per_index_across_split_reads() -> None
         timer.feed(data, t)
     assert timer.outcome_error() is None
     c0, c1 = timer.candidates(origin=0.5)
-    assert (c0.ttft_s, c0.e2e_s, c0.tokens, c0.itl_s, c0.finish_reason) == (0.5, 2.5, 2, [0.5], "stop")
-    assert (c1.ttft_s, c1.e2e_s, c1.tokens, c1.itl_s, c1.finish_reason) == (1.0, 1.5, 2, [0.5], "length")
+    assert (c0.ttft_s, c0.e2e_s, c0.tokens, c0.itl_s, c0.finish_reason) == (
+        0.5,
+        2.5,
+        2,
+        [0.5],
+        "stop",
+    )
+    assert (c1.ttft_s, c1.e2e_s, c1.tokens, c1.itl_s, c1.finish_reason) == (
+        1.0,
+        1.5,
+        2,
+        [0.5],
+        "length",
+    )
     assert c0.tpot_s == pytest.approx(2.0)  # (e2e - ttft) / (tokens - 1)
     assert timer.prompt_tokens == 3
 
@@ -40,14 +56,19 @@ def test_chat_deltas_and_kept_texts() -> None:
     for t, content in enumerate(["def", " f", "():"]):
         delta = {"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
         timer.feed(b"data: " + orjson.dumps(delta) + b"\n\n", float(t))
-    timer.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', 3.0)
+    timer.feed(
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n',
+        3.0,
+    )
     (c,) = timer.candidates(origin=0.0)
     assert c.text == "def f():" and c.tokens == 3 and c.e2e_s == 3.0
 
 
 def test_usage_rescales_chunk_counts_when_chunks_carry_several_tokens() -> None:
     timer = StreamTimer(n=2)
-    timer.feed(_chunk(0, "ab", "length") + _chunk(1, "cd", "length") + _usage(8) + b"data: [DONE]\n\n", 1.0)
+    timer.feed(
+        _chunk(0, "ab", "length") + _chunk(1, "cd", "length") + _usage(8) + b"data: [DONE]\n\n", 1.0
+    )
     assert [c.tokens for c in timer.candidates(0.0)] == [4, 4]
 
 

@@ -21,22 +21,41 @@ def pool(request: pytest.FixtureRequest) -> Iterator[SandboxPool]:
         yield p
 
 
-def run(pool: SandboxPool, program: str, case: CallCase, inline: bool = True,
-        **job: object) -> CallOutcome:
+def run(
+    pool: SandboxPool, program: str, case: CallCase, inline: bool = True, **job: object
+) -> CallOutcome:
     if inline:
-        result = pool.run(Job(kind="call", program=program, case=case_bytes(case), judge="raw",
-                              timeout=job.pop("timeout", 5.0), **job))  # type: ignore[arg-type]
+        result = pool.run(
+            Job(
+                kind="call",
+                program=program,
+                case=case_bytes(case),
+                judge="raw",
+                timeout=job.pop("timeout", 5.0),
+                **job,
+            )
+        )  # type: ignore[arg-type]
     else:
         pool.register_bundle("calls-test", pickle.dumps(case))
-        result = pool.run(Job(kind="call", program=program, bundle="calls-test", judge="raw",
-                              timeout=job.pop("timeout", 5.0), **job))  # type: ignore[arg-type]
+        result = pool.run(
+            Job(
+                kind="call",
+                program=program,
+                bundle="calls-test",
+                judge="raw",
+                timeout=job.pop("timeout", 5.0),
+                **job,
+            )
+        )  # type: ignore[arg-type]
     assert result.calls is not None, result
     return result.calls
 
 
 def outputs(outcome: CallOutcome) -> list[object]:
-    return [values.decode(a.data) if a.kind in "VPB" else (a.kind, a.error_type, a.detail)
-            for a in outcome.answers]
+    return [
+        values.decode(a.data) if a.kind in "VPB" else (a.kind, a.error_type, a.detail)
+        for a in outcome.answers
+    ]
 
 
 DOUBLE = "def f(x):\n    return [x, x * 2]\n"
@@ -44,11 +63,14 @@ CASE = CallCase("f", [[1], ["ab"], [b"\xff\x00"]])
 
 
 @pytest.mark.parametrize("inline", [True, False])
-@pytest.mark.parametrize("program", [
-    DOUBLE,
-    # compiled in the candidate's process (it warns), so run by the Python path under both loops
-    "assert (1, 'always true')\n" + DOUBLE,
-])
+@pytest.mark.parametrize(
+    "program",
+    [
+        DOUBLE,
+        # compiled in the candidate's process (it warns), so run by the Python path under both loops
+        "assert (1, 'always true')\n" + DOUBLE,
+    ],
+)
 def test_outputs_come_back_as_plain_data(pool: SandboxPool, program: str, inline: bool) -> None:
     outcome = run(pool, program, CASE, inline)
     assert outcome.ready and outcome.failure is None and outcome.malformed is None
@@ -57,11 +79,15 @@ def test_outputs_come_back_as_plain_data(pool: SandboxPool, program: str, inline
 
 
 def test_what_a_call_raises_or_returns_that_is_not_data(pool: SandboxPool) -> None:
-    program = ("class A:\n    pass\n"
-               "def f(x):\n    if x == 2:\n        raise KeyError(x)\n"
-               "    return A() if x == 3 else x\n")
+    program = (
+        "class A:\n    pass\n"
+        "def f(x):\n    if x == 2:\n        raise KeyError(x)\n"
+        "    return A() if x == 3 else x\n"
+    )
     assert outputs(run(pool, program, CallCase("f", [[1], [2], [3]]))) == [
-        1, ("E", "KeyError", "KeyError: 2")]  # the first that does not answer ends the job
+        1,
+        ("E", "KeyError", "KeyError: 2"),
+    ]  # the first that does not answer ends the job
     refused = run(pool, program, CallCase("f", [[3]])).answers[0]
     assert refused.kind == "U" and "type A" in refused.detail
     failed = run(pool, "print('hi')\n1 / 0\n", CASE)
@@ -74,10 +100,16 @@ def test_what_a_call_raises_or_returns_that_is_not_data(pool: SandboxPool) -> No
 def test_set_up_code_and_inputs_given_as_source(pool: SandboxPool) -> None:
     """MBPP runs its imports and set-up code after the program; objects they build are passed
     as source (as MBPP 367's trees)."""
-    case = CallCase("depth", [[], [3]], setup="import math\nclass T:\n    pass\nroot = T()\n"
-                    "root.kid = T()\n", exprs={0: "(root, )"})
-    program = ("def depth(node):\n    if isinstance(node, int):\n        return math.floor(node)\n"
-               "    return 1 + (depth(node.kid) if hasattr(node, 'kid') else 0)\n")
+    case = CallCase(
+        "depth",
+        [[], [3]],
+        setup="import math\nclass T:\n    pass\nroot = T()\nroot.kid = T()\n",
+        exprs={0: "(root, )"},
+    )
+    program = (
+        "def depth(node):\n    if isinstance(node, int):\n        return math.floor(node)\n"
+        "    return 1 + (depth(node.kid) if hasattr(node, 'kid') else 0)\n"
+    )
     assert outputs(run(pool, program, case)) == [2, 3]
 
 

@@ -23,24 +23,33 @@ def test_a_program_is_compiled_as_its_process_would() -> None:
     assert precompile.program_code(PROGRAM, "", b"")  # no tests: nothing to compile it with
 
 
-@pytest.mark.parametrize("program,tests", [
-    ("def broken(:\n", TESTS),  # its process reports the error, as before
-    ("from __future__ import annotations\n", TESTS),  # the flag must reach the tests too
-    ('s = """abc\n', '"""\nassert s\n'),  # only compiles with the tests
-    ("x = 1\n", "assert (\n"),  # the tests do not compile alone
-    ("x = 1\n" + "#" * precompile.MAX_SOURCE_CHARS, TESTS),  # too big to hold the harness up
-    ("x = " + "-" * 100_000 + "1\n", TESTS),  # the parser's MemoryError stays out of the harness
-])
-def test_what_does_not_compile_cleanly_is_left_to_the_candidates_process(program: str,
-                                                                          tests: str) -> None:
+@pytest.mark.parametrize(
+    "program,tests",
+    [
+        ("def broken(:\n", TESTS),  # its process reports the error, as before
+        ("from __future__ import annotations\n", TESTS),  # the flag must reach the tests too
+        ('s = """abc\n', '"""\nassert s\n'),  # only compiles with the tests
+        ("x = 1\n", "assert (\n"),  # the tests do not compile alone
+        ("x = 1\n" + "#" * precompile.MAX_SOURCE_CHARS, TESTS),  # too big to hold the harness up
+        (
+            "x = " + "-" * 100_000 + "1\n",
+            TESTS,
+        ),  # the parser's MemoryError stays out of the harness
+    ],
+)
+def test_what_does_not_compile_cleanly_is_left_to_the_candidates_process(
+    program: str, tests: str
+) -> None:
     assert precompile.program_code(program, tests, precompile.tests_code(tests)) == b""
 
 
 def test_a_warning_stays_out_of_the_harness() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert precompile.program_code("assert (1, 'why')\n", TESTS,
-                                       precompile.tests_code(TESTS)) == b""
+        assert (
+            precompile.program_code("assert (1, 'why')\n", TESTS, precompile.tests_code(TESTS))
+            == b""
+        )
     assert caught == []
 
 
@@ -55,7 +64,9 @@ def test_another_threads_warning_is_given_back(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_asserts_survive_a_harness_run_with_O() -> None:
-    check = ("import marshal; from codeserve.sandbox import precompile; "
-             "exec(marshal.loads(precompile.tests_code('assert False')))")
+    check = (
+        "import marshal; from codeserve.sandbox import precompile; "
+        "exec(marshal.loads(precompile.tests_code('assert False')))"
+    )
     run = subprocess.run([sys.executable, "-O", "-c", check], capture_output=True, text=True)
     assert "AssertionError" in run.stderr

@@ -16,11 +16,35 @@ from codeserve.sandbox.values import Refused, _PyDecoder, _PyEncoder
 
 NATIVE = values._native is not None
 PLAIN = [
-    None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**63, -(2**200), 10**5000, 1.5, -0.0,
-    float("inf"), 1 + 2j, "", "abc", "é\ud800x", b"\x00\xff", bytearray(b"ab"), [], [1, [2, (3,)]],
-    (), {"a": 1, 2: [3], (1, "x"): frozenset({4})}, {1, 2}, frozenset({"x"}),
-    collections.Counter("hello"), collections.OrderedDict([("b", 1), ("a", 2)]),
-    collections.defaultdict(list, {1: [2]}), collections.deque([1, 2]),
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**63,
+    -(2**200),
+    10**5000,
+    1.5,
+    -0.0,
+    float("inf"),
+    1 + 2j,
+    "",
+    "abc",
+    "é\ud800x",
+    b"\x00\xff",
+    bytearray(b"ab"),
+    [],
+    [1, [2, (3,)]],
+    (),
+    {"a": 1, 2: [3], (1, "x"): frozenset({4})},
+    {1, 2},
+    frozenset({"x"}),
+    collections.Counter("hello"),
+    collections.OrderedDict([("b", 1), ("a", 2)]),
+    collections.defaultdict(list, {1: [2]}),
+    collections.deque([1, 2]),
 ]
 
 
@@ -79,15 +103,24 @@ def shared() -> list:
     return x
 
 
-@pytest.mark.parametrize("value,reason", [
-    (Liar(1), "subclass of int"), (Opaque(), "cannot be compared safely"),
-    ([Opaque()], "cannot be compared safely"), ({1: Liar(2)}, "subclass of int"),
-    (type("S", (str,), {})("x"), "subclass of str"), ((i for i in []), "generator"),
-    (recursive(), "nested deeper"), (deep(), "nested deeper"), (shared(), "more than"),
-])
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        (Liar(1), "subclass of int"),
+        (Opaque(), "cannot be compared safely"),
+        ([Opaque()], "cannot be compared safely"),
+        ({1: Liar(2)}, "subclass of int"),
+        (type("S", (str,), {})("x"), "subclass of str"),
+        ((i for i in []), "generator"),
+        (recursive(), "nested deeper"),
+        (deep(), "nested deeper"),
+        (shared(), "more than"),
+    ],
+)
 @pytest.mark.parametrize("native", [True, False] if NATIVE else [False])
-def test_what_is_not_plain_data_is_refused_with_a_reason(value: object, reason: str,
-                                                         native: bool) -> None:
+def test_what_is_not_plain_data_is_refused_with_a_reason(
+    value: object, reason: str, native: bool
+) -> None:
     with pytest.raises(Refused, match=reason):
         if native:
             values.encode_or_digest(value, max_nodes=1 << 20)
@@ -99,11 +132,11 @@ def test_nothing_of_the_value_runs_while_it_is_encoded() -> None:
     calls = []
 
     class Spy(dict):
-        def __iter__(self):  # noqa: ANN204
+        def __iter__(self):
             calls.append("iter")
             return super().__iter__()
 
-        def keys(self):  # noqa: ANN201
+        def keys(self):
             calls.append("keys")
             return super().keys()
 
@@ -125,12 +158,19 @@ def test_big_values_stream_into_their_digest() -> None:
     assert values.encode_or_digest(["x"]) == values.encode(["x"])
 
 
-@pytest.mark.parametrize("data,why", [
-    (b"", "truncated"), (b"l\xff\xff\xff\xff", "more items than bytes left"),
-    (b"s\x00\x00\x00\x05ab", "past the end"), (b"d\x00\x00\x00\x01l\x00\x00\x00\x00N", "unhashable"),
-    (b"Z\x00\x00\x00\x00", "unknown tag"), (b"NN", "left over"), (b"I\x00\x00\x00\x02zz", "bad int"),
-    (b"l\x00\x00\x00\x01" * 600 + b"N", "too deep"),
-])
+@pytest.mark.parametrize(
+    "data,why",
+    [
+        (b"", "truncated"),
+        (b"l\xff\xff\xff\xff", "more items than bytes left"),
+        (b"s\x00\x00\x00\x05ab", "past the end"),
+        (b"d\x00\x00\x00\x01l\x00\x00\x00\x00N", "unhashable"),
+        (b"Z\x00\x00\x00\x00", "unknown tag"),
+        (b"NN", "left over"),
+        (b"I\x00\x00\x00\x02zz", "bad int"),
+        (b"l\x00\x00\x00\x01" * 600 + b"N", "too deep"),
+    ],
+)
 def test_malformed_bytes_are_a_value_error(data: bytes, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         values.decode(data)
@@ -147,7 +187,7 @@ def test_the_decoder_survives_any_bytes() -> None:
             if data and rng.random() < 0.6:
                 data[rng.randrange(len(data))] = rng.randrange(256)
             elif rng.random() < 0.5:
-                del data[rng.randrange(len(data) + 1):]
+                del data[rng.randrange(len(data) + 1) :]
             else:
                 data += rng.randbytes(rng.randint(1, 8))
         for decode in (values.decode, py_decode):
@@ -160,7 +200,10 @@ def test_the_decoder_survives_any_bytes() -> None:
 @pytest.mark.skipif(not NATIVE, reason="numpy scalars: the C side")
 def test_numpy_scalars_are_their_builtin_value() -> None:
     np = pytest.importorskip("numpy")
-    assert values.decode(values.encode([np.float64(1.5), np.int64(3), np.bool_(True)])) == \
-        [1.5, 3, True]
+    assert values.decode(values.encode([np.float64(1.5), np.int64(3), np.bool_(True)])) == [
+        1.5,
+        3,
+        True,
+    ]
     with pytest.raises(Refused, match="ndarray"):
         values.encode(np.array([1, 2]))

@@ -17,7 +17,10 @@ from codeserve.scoring.scorer import Sample, Scorer
 
 # task_id -> why its reference solution does not pass here (none at present).
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
-    "humaneval": {}, "humaneval+": {}, "mbpp": {}, "mbpp+": {},
+    "humaneval": {},
+    "humaneval+": {},
+    "mbpp": {},
+    "mbpp+": {},
     "humaneval-infill-random-light": {},
 }
 
@@ -32,8 +35,10 @@ def pool() -> Iterator[SandboxPool]:
 def test_canonical_solutions_pass(name: str, data_dir: Path, pool: SandboxPool) -> None:
     benchmark = load_benchmark(name, data_dir)
     scorer = Scorer(benchmark, pool)
-    samples = [Sample(task_id=t.task_id, completion=canonical_completion(benchmark, t))
-               for t in benchmark.tasks]
+    samples = [
+        Sample(task_id=t.task_id, completion=canonical_completion(benchmark, t))
+        for t in benchmark.tasks
+    ]
     report = scorer.score(samples, ks=[1])
     failed = {v.task_id: f"{v.status}: {v.detail}" for v in report.verdicts if not v.passed}
     assert set(failed) == set(KNOWN_FAILURES[name]), failed

@@ -39,7 +39,8 @@ def test_mbpp_program_has_imports_setup_and_asserts(data_dir: Path) -> None:
     full = load_benchmark("mbpp-full", data_dir)
     with_challenge = next(t for t in full.tasks if t.challenge_test_list)
     assert with_challenge.challenge_test_list[0] in build_program(
-        full, with_challenge, "", challenge_tests=True)
+        full, with_challenge, "", challenge_tests=True
+    )
     assert with_challenge.challenge_test_list[0] not in build_program(full, with_challenge, "")
     sanitized = load_benchmark("mbpp-sanitized", data_dir)
     t = next(t for t in sanitized.tasks if t.test_imports)
@@ -64,8 +65,9 @@ def test_mbpp_367_needs_its_setup_code(data_dir: Path, pool: SandboxPool) -> Non
     assert r.status == "error" and r.error_type == "NameError"
 
 
-@pytest.mark.parametrize("name", ["humaneval", "humaneval-infill-single", "mbpp", "mbpp-sanitized",
-                                  "humaneval+"])
+@pytest.mark.parametrize(
+    "name", ["humaneval", "humaneval-infill-single", "mbpp", "mbpp-sanitized", "humaneval+"]
+)
 def test_parts_split_the_program_after_the_completion(data_dir: Path, name: str) -> None:
     b = load_benchmark(name, data_dir)
     for t in b.tasks[:20]:

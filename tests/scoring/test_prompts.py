@@ -19,7 +19,10 @@ from codeserve.scoring.prompts import (
 
 @pytest.fixture(scope="module")
 def benchmarks(data_dir: Path) -> dict[str, Benchmark]:
-    return {name: load_benchmark(name, data_dir) for name in ("humaneval", "humaneval+", "mbpp", "mbpp+")}
+    return {
+        name: load_benchmark(name, data_dir)
+        for name in ("humaneval", "humaneval+", "mbpp", "mbpp+")
+    }
 
 
 def test_defaults_are_the_conventional_base_model_formats(benchmarks: dict[str, Benchmark]) -> None:
@@ -56,7 +59,9 @@ def test_mbpp_three_shot_uses_tasks_2_to_4_and_stops_at_done(
     task = benchmarks["mbpp"].task("Mbpp/11")
     prompt = fmt.build(task).prompt or ""
     assert prompt.count("[BEGIN]") == 4 and prompt.count("[DONE]") == 3
-    assert "similar_elements" in prompt and "is_not_prime" in prompt and "heap_queue_largest" in prompt
+    assert (
+        "similar_elements" in prompt and "is_not_prime" in prompt and "heap_queue_largest" in prompt
+    )
     assert prompt.endswith(f"{task.test_list[2]}\n[BEGIN]\n") and "\r" not in prompt
     assert fmt.build(task).stop == ["[DONE]"]
     assert fmt.to_completion("def f():\n  return 1\n[DONE]\nmore", task) == "def f():\n  return 1\n"
@@ -67,18 +72,24 @@ def test_mbpp_plus_prompt_is_its_prompt_field(benchmarks: dict[str, Benchmark]) 
     assert resolve_format(None, benchmarks["mbpp+"]).build(task).prompt == task.prompt
 
 
-def test_chat_format_extracts_code_for_each_benchmark_shape(benchmarks: dict[str, Benchmark]) -> None:
+def test_chat_format_extracts_code_for_each_benchmark_shape(
+    benchmarks: dict[str, Benchmark],
+) -> None:
     he = benchmarks["humaneval"]
     task = he.tasks[0]
     fmt = resolve_format("chat", he)
     request = fmt.build(task)
-    assert request.kind == "chat" and request.messages and task.prompt.strip() in request.messages[0].content
+    assert (
+        request.kind == "chat"
+        and request.messages
+        and task.prompt.strip() in request.messages[0].content
+    )
     answer = f"Here:\n```python\n{task.prompt}{task.canonical_solution}\nprint(1)\n```"
     completion = fmt.to_completion(answer, task)
     assert completion.startswith("\n") and "print(1)" not in completion
     # Runs as prompt + completion, like the scorer does.
     scope: dict[str, object] = {}
-    exec(task.prompt + completion + "\n" + task.test + f"\ncheck({task.entry_point})", scope)  # noqa: S102
+    exec(task.prompt + completion + "\n" + task.test + f"\ncheck({task.entry_point})", scope)
 
     mbpp = benchmarks["mbpp"]
     mtask = mbpp.task("Mbpp/11")
@@ -88,7 +99,9 @@ def test_chat_format_extracts_code_for_each_benchmark_shape(benchmarks: dict[str
     assert not mcode.startswith("\n") and f"def {mtask.entry_point}" in mcode
 
 
-def test_unknown_or_inapplicable_format_is_a_one_line_error(benchmarks: dict[str, Benchmark]) -> None:
+def test_unknown_or_inapplicable_format_is_a_one_line_error(
+    benchmarks: dict[str, Benchmark],
+) -> None:
     with pytest.raises(CliError, match="unknown prompt format 'nope'"):
         resolve_format("nope", benchmarks["humaneval"])
     with pytest.raises(CliError, match="does not apply to benchmark 'humaneval'.*humaneval, chat"):

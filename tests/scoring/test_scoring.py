@@ -24,10 +24,12 @@ def pool() -> Iterator[SandboxPool]:
 def test_report_counts_and_pass_at_k(data_dir: Path, pool: SandboxPool) -> None:
     b = load_benchmark("humaneval", data_dir)
     t0, t1 = b.tasks[:2]
-    samples = [Sample(task_id=t0.task_id, completion=t0.canonical_solution),
-               Sample(task_id=t0.task_id, completion="    return None\n"),
-               Sample(task_id=t1.task_id, completion=t1.canonical_solution),
-               Sample(task_id=t1.task_id, completion="    while True:\n        pass\n")]
+    samples = [
+        Sample(task_id=t0.task_id, completion=t0.canonical_solution),
+        Sample(task_id=t0.task_id, completion="    return None\n"),
+        Sample(task_id=t1.task_id, completion=t1.canonical_solution),
+        Sample(task_id=t1.task_id, completion="    while True:\n        pass\n"),
+    ]
     report = Scorer(b, pool, timeout_s=1.0).score(samples, ks=[1, 2, 5])
     assert [v.status for v in report.verdicts] == ["passed", "failed", "passed", "timeout"]
     assert [v.completion_id for v in report.verdicts] == [0, 1, 0, 1]
@@ -51,10 +53,14 @@ def test_plus_reports_base_and_plus(data_dir: Path, pool: SandboxPool, tmp_path:
     t0 = b.task("HumanEval/0")
     # right on the original tests (at most 6 numbers each), wrong on longer extra inputs
     sloppy = "    if len(numbers) > 6:\n        return False\n" + t0.canonical_solution
-    report = scorer.score([Sample(task_id=t0.task_id, completion=t0.canonical_solution),
-                           Sample(task_id=t0.task_id, completion=sloppy),
-                           Sample(task_id="HumanEval/2", completion="    return number % 1.0\n")],
-                          ks=[1])
+    report = scorer.score(
+        [
+            Sample(task_id=t0.task_id, completion=t0.canonical_solution),
+            Sample(task_id=t0.task_id, completion=sloppy),
+            Sample(task_id="HumanEval/2", completion="    return number % 1.0\n"),
+        ],
+        ks=[1],
+    )
     by_completion = {(v.task_id, v.completion_id): v for v in report.verdicts}
     assert by_completion[("HumanEval/0", 0)].passed
     sloppy_verdict = by_completion[("HumanEval/0", 1)]
@@ -79,15 +85,22 @@ def test_async_service(data_dir: Path) -> None:
 
     async def main() -> None:
         t = load_benchmark("humaneval", data_dir).task("HumanEval/3")
-        result = await score_completions("humaneval", t.task_id,
-                                         [t.canonical_solution, "    return 1\n"] * 3,
-                                         service=service, ks=[1, 5, 10])
+        result = await score_completions(
+            "humaneval",
+            t.task_id,
+            [t.canonical_solution, "    return 1\n"] * 3,
+            service=service,
+            ks=[1, 5, 10],
+        )
         assert result.n == 6 and result.correct == 3
         assert set(result.pass_at_k) == {"pass@1", "pass@5"}
         assert [v.passed for v in result.verdicts] == [True, False] * 3
         both = await asyncio.gather(
             service.score_completions("humaneval", t.task_id, [t.canonical_solution]),
-            service.score_completions("mbpp", "Mbpp/11", ["def remove_Occ(s, ch):\n    return s\n"]))
+            service.score_completions(
+                "mbpp", "Mbpp/11", ["def remove_Occ(s, ch):\n    return s\n"]
+            ),
+        )
         assert [r.correct for r in both] == [1, 0]
         with pytest.raises(UnknownBenchmarkError):
             await service.score_completions("nope", "x", ["pass"])

@@ -9,7 +9,7 @@ import pytest
 
 from codeserve.loadtest.mock_config import MockConfig
 from codeserve.loadtest.mock_server import MockServer
-from tests.server.real_model import real_model_dir  # noqa: F401  (the real Qwen2.5-Coder)
+from tests.server.real_model import real_model_dir
 
 
 @pytest.fixture

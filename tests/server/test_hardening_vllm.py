@@ -37,14 +37,19 @@ HEAVY = {"max_tokens": 1900, "n": 16, "temperature": 1.0, "seed": 0, "ignore_eos
 
 
 def gateway_in_flight(stack: Stack, model: str) -> float:
-    return metric(httpx.get(stack.gateway_url + "/metrics", timeout=30).text,
-                  f'codeserve_requests_in_flight{{model="{model}"}}')
+    return metric(
+        httpx.get(stack.gateway_url + "/metrics", timeout=30).text,
+        f'codeserve_requests_in_flight{{model="{model}"}}',
+    )
 
 
 def engine_gauge(stack: Stack, model: str, name: str) -> float:
     text = httpx.get(stack.engine_urls[model] + "/metrics", timeout=30).text
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(name + "{") and f'model_name="{model}"' in line]
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and f'model_name="{model}"' in line
+    ]
     assert values, f"{name} not in the engine's metrics"
     return sum(values)
 
@@ -55,20 +60,31 @@ def test_dropped_client_stops_the_generation(real_stack: Stack, stream: bool) ->
     running = "vllm:num_requests_running"
     # Every engine ready and idle first (one CI run started this while an engine that an
     # earlier test had killed was restarting on the same two cores).
-    wait_until(lambda: ready(real_stack.gateway_url + "/ready"), timeout=300, interval=1,
-               what="every engine ready")
+    wait_until(
+        lambda: ready(real_stack.gateway_url + "/ready"),
+        timeout=300,
+        interval=1,
+        what="every engine ready",
+    )
     for name in real_stack.models:
-        wait_until(lambda n=name: engine_gauge(real_stack, n, running) == 0, timeout=60,
-                   what=f"an idle {name} engine")
+        wait_until(
+            lambda n=name: engine_gauge(real_stack, n, running) == 0,
+            timeout=60,
+            what=f"an idle {name} engine",
+        )
     # Not the engine's first request: during its first, its API server answered /metrics only
     # once the whole generation was over.
-    warm = httpx.post(real_stack.gateway_url + "/v1/completions", timeout=120,
-                      json={"model": model, "prompt": "def f():", "max_tokens": 8})
+    warm = httpx.post(
+        real_stack.gateway_url + "/v1/completions",
+        timeout=120,
+        json={"model": model, "prompt": "def f():", "max_tokens": 8},
+    )
     assert warm.status_code == 200, warm.text
     tokens_before = engine_gauge(real_stack, model, "vllm:generation_tokens_total")
-    sock = open_request(real_stack.gateway_url,
-                        {"model": model, "prompt": "def quick_sort(xs):", "stream": stream,
-                         **HEAVY})
+    sock = open_request(
+        real_stack.gateway_url,
+        {"model": model, "prompt": "def quick_sort(xs):", "stream": stream, **HEAVY},
+    )
     try:
         if stream:  # until the first tokens arrive
             assert read_until(sock, b"data: ").startswith(b"HTTP/1.1 200")
@@ -77,19 +93,29 @@ def test_dropped_client_stops_the_generation(real_stack: Stack, stream: bool) ->
             # (once 13 s late, on a loaded machine, when the generation was nearly done). The
             # idle engine generates the 16 sequences in a few hundred ms (once half of them
             # within 50 ms of this), so the drop comes at once.
-            wait_until(lambda: gateway_in_flight(real_stack, model) >= 1, timeout=90,
-                       interval=0.01, what="the request to reach the engine")
+            wait_until(
+                lambda: gateway_in_flight(real_stack, model) >= 1,
+                timeout=90,
+                interval=0.01,
+                what="the request to reach the engine",
+            )
             time.sleep(0.02)
     finally:
         sock.close()
     dropped = time.monotonic()
-    wait_until(lambda: engine_gauge(real_stack, model, running) == 0, timeout=10,
-               interval=0.05, what="vLLM to stop the abandoned request")
+    wait_until(
+        lambda: engine_gauge(real_stack, model, running) == 0,
+        timeout=10,
+        interval=0.05,
+        what="vLLM to stop the abandoned request",
+    )
     stopped_after = time.monotonic() - dropped
     generated = engine_gauge(real_stack, model, "vllm:generation_tokens_total") - tokens_before
     requested = HEAVY["n"] * HEAVY["max_tokens"]
-    print(f"\n{'stream' if stream else 'unary'}: vLLM idle {stopped_after * 1000:.0f} ms after "
-          f"the client dropped; {generated:.0f} of {requested} tokens generated")
+    print(
+        f"\n{'stream' if stream else 'unary'}: vLLM idle {stopped_after * 1000:.0f} ms after "
+        f"the client dropped; {generated:.0f} of {requested} tokens generated"
+    )
     assert generated < requested, (generated, stopped_after)
     assert stopped_after < 5, stopped_after
 
@@ -97,8 +123,12 @@ def test_dropped_client_stops_the_generation(real_stack: Stack, stream: bool) ->
 def test_engine_killed_mid_stream_ends_with_error_event(real_stack: Stack) -> None:
     victim = "qwen-demo"
     url = real_stack.gateway_url
-    wait_until(lambda: ready(url + f"/ready?model={victim}"), timeout=300, interval=1,
-               what=f"{victim} ready")
+    wait_until(
+        lambda: ready(url + f"/ready?model={victim}"),
+        timeout=300,
+        interval=1,
+        what=f"{victim} ready",
+    )
     body = {"model": victim, "prompt": "class Stack:", "stream": True, **HEAVY}
     events: list[str] = []
     killed = False
@@ -119,10 +149,18 @@ def test_engine_killed_mid_stream_ends_with_error_event(real_stack: Stack) -> No
         ended_after = time.monotonic() - started
     finally:
         if killed:  # the shared stack heals first (once the supervisor noticed the death)
-            wait_until(lambda: not ready(url + f"/ready?model={victim}"), timeout=30,
-                       interval=0.2, what=f"{victim} to be reported not ready")
-            wait_until(lambda: ready(url + f"/ready?model={victim}"), timeout=300, interval=1,
-                       what=f"{victim} to be restarted")
+            wait_until(
+                lambda: not ready(url + f"/ready?model={victim}"),
+                timeout=30,
+                interval=0.2,
+                what=f"{victim} to be reported not ready",
+            )
+            wait_until(
+                lambda: ready(url + f"/ready?model={victim}"),
+                timeout=300,
+                interval=1,
+                what=f"{victim} to be restarted",
+            )
     assert ended_after < 30  # the stream ended instead of hanging until a timeout
     assert events[-1] == "[DONE]"
     error = orjson.loads(events[-2])["error"]
@@ -133,18 +171,28 @@ def test_engine_killed_mid_stream_ends_with_error_event(real_stack: Stack) -> No
 def test_context_overflow_is_a_clear_400(real_stack: Stack) -> None:
     marker = "prompt_marker_c0ffee"
     prompt = f"# {marker}\n" + "x = 1\n" * 1200  # well over 2048 tokens
-    resp = httpx.post(real_stack.gateway_url + "/v1/completions", timeout=60,
-                      json={"model": "qwen-demo", "prompt": prompt, "max_tokens": 10})
+    resp = httpx.post(
+        real_stack.gateway_url + "/v1/completions",
+        timeout=60,
+        json={"model": "qwen-demo", "prompt": prompt, "max_tokens": 10},
+    )
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
     # The gateway counts with the model's tokenizer, before the engine is asked.
-    direct = httpx.post(real_stack.engine_urls["qwen-demo"] + "/v1/completions", timeout=60,
-                        json={"model": "qwen-demo", "prompt": prompt, "max_tokens": 10})
+    direct = httpx.post(
+        real_stack.engine_urls["qwen-demo"] + "/v1/completions",
+        timeout=60,
+        json={"model": "qwen-demo", "prompt": prompt, "max_tokens": 10},
+    )
     print(f"\ngateway: {error['message']}\nvLLM: {direct.json()['error']['message']}")
     prompt_tokens = int(error["message"].split()[2])
-    assert error == {"message": f"prompt of {prompt_tokens} tokens + max_tokens 10 exceeds this "
-                                "model's context of 2048 tokens", "type": "invalid_request_error",
-                     "param": "prompt", "code": None}
+    assert error == {
+        "message": f"prompt of {prompt_tokens} tokens + max_tokens 10 exceeds this "
+        "model's context of 2048 tokens",
+        "type": "invalid_request_error",
+        "param": "prompt",
+        "code": None,
+    }
     # Without the tokenizer the engine's own 400 is relayed: it names the context length and
     # a lower bound of the prompt ("at least 2049 input tokens"), not the full count.
     assert direct.status_code == 400
@@ -153,44 +201,74 @@ def test_context_overflow_is_a_clear_400(real_stack: Stack) -> None:
 
 
 def test_hung_engine_times_out_fails_readiness_and_is_restarted(
-        demo_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    demo_model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
     """A dedicated one-engine gateway with a 3 s read timeout (the shared stack keeps the
     default); at the end SIGTERM must take the restarted engine's whole tree down."""
     name = "qwen-demo"
     engine_port = free_port()
     models_file = tmp_path / "models.yaml"
-    models_file.write_text(managed_models_yaml({name: demo_model_dirs[name]},
-                                               {name: engine_port}))
+    models_file.write_text(managed_models_yaml({name: demo_model_dirs[name]}, {name: engine_port}))
     url = f"http://127.0.0.1:{free_port()}"
-    proc = start_gateway(models_file, tmp_path / "gw.log", int(url.rsplit(":", 1)[1]),
-                         CODESERVE_READ_TIMEOUT_S="3", CODESERVE_SHUTDOWN_GRACE_S="5")
-    stack = Stack(gateway_url=url, engine_urls={name: f"http://127.0.0.1:{engine_port}"},
-                  model_dirs=demo_model_dirs, process=proc, log_path=tmp_path / "gw.log")
+    proc = start_gateway(
+        models_file,
+        tmp_path / "gw.log",
+        int(url.rsplit(":", 1)[1]),
+        CODESERVE_READ_TIMEOUT_S="3",
+        CODESERVE_SHUTDOWN_GRACE_S="5",
+    )
+    stack = Stack(
+        gateway_url=url,
+        engine_urls={name: f"http://127.0.0.1:{engine_port}"},
+        model_dirs=demo_model_dirs,
+        process=proc,
+        log_path=tmp_path / "gw.log",
+    )
     stopped: list[int] = []
     try:
-        wait_until(lambda: proc.poll() is not None or ready(url + "/ready"), timeout=300,
-                   interval=1, what="the engine to start")
+        wait_until(
+            lambda: proc.poll() is not None or ready(url + "/ready"),
+            timeout=300,
+            interval=1,
+            what="the engine to start",
+        )
         assert proc.poll() is None, stack.log_tail()
         stopped = stack.engine_pids(name)
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         began = time.monotonic()
-        hung = httpx.post(url + "/v1/completions", timeout=30,
-                          json={"model": name, "prompt": "x", "max_tokens": 4})
+        hung = httpx.post(
+            url + "/v1/completions",
+            timeout=30,
+            json={"model": name, "prompt": "x", "max_tokens": 4},
+        )
         assert hung.status_code == 504, hung.text
         assert hung.json()["error"]["code"] == "engine_timeout"
         assert time.monotonic() - began < 10
         not_ready = wait_until(
             lambda: (lambda r: r if r.status_code == 503 else None)(
-                httpx.get(url + f"/ready?model={name}", timeout=5)),
-            timeout=30, interval=0.5, what="readiness to fail")
+                httpx.get(url + f"/ready?model={name}", timeout=5)
+            ),
+            timeout=30,
+            interval=0.5,
+            what="readiness to fail",
+        )
         assert not_ready.json()["models"][name] in ("restarting", "starting")
-        wait_until(lambda: ready(url + "/ready"), timeout=300, interval=1,
-                   what="the supervisor to restart the engine")
-        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() !=
-                       psutil.STATUS_ZOMBIE for pid in stopped), "the hung engine was not killed"
-        again = httpx.post(url + "/v1/completions", timeout=60,
-                           json={"model": name, "prompt": "x", "max_tokens": 4})
+        wait_until(
+            lambda: ready(url + "/ready"),
+            timeout=300,
+            interval=1,
+            what="the supervisor to restart the engine",
+        )
+        assert not any(
+            psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            for pid in stopped
+        ), "the hung engine was not killed"
+        again = httpx.post(
+            url + "/v1/completions",
+            timeout=60,
+            json={"model": name, "prompt": "x", "max_tokens": 4},
+        )
         assert again.status_code == 200, again.text
 
         tree = psutil.Process(proc.pid).children(recursive=True)

@@ -37,19 +37,23 @@ async def test_600_token_generations_at_250ms_a_token_all_succeed() -> None:
                         await asyncio.sleep(1)
 
                 async def unary() -> tuple[int, bytes]:
-                    resp = await http.post("/v1/completions", json={
-                        "model": "m", "prompt": "x", "max_tokens": 600})
+                    resp = await http.post(
+                        "/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": 600}
+                    )
                     return resp.status_code, resp.content
 
                 async def streamed() -> tuple[int, bytes]:
-                    resp = await http.post("/v1/completions", json={
-                        "model": "m", "prompt": "x", "max_tokens": 600, "stream": True})
+                    resp = await http.post(
+                        "/v1/completions",
+                        json={"model": "m", "prompt": "x", "max_tokens": 600, "stream": True},
+                    )
                     return resp.status_code, resp.content
 
                 watcher = asyncio.create_task(watch())
                 started = time.monotonic()
-                results = await asyncio.gather(*(unary() for _ in range(4)),
-                                               *(streamed() for _ in range(2)))
+                results = await asyncio.gather(
+                    *(unary() for _ in range(4)), *(streamed() for _ in range(2))
+                )
                 elapsed = time.monotonic() - started
                 watcher.cancel()
     assert [status for status, _ in results] == [200] * 6
@@ -80,16 +84,23 @@ async def test_past_the_deadline_fails_alone_and_names_the_limit() -> None:
         async with running_gateway(models, keepalive_s=0) as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as http:
                 # 0.3 s + 20 tokens at 20/s = 1.3 s, against ~2 s of generation: too slow.
-                slow = await http.post("/v1/completions", json={
-                    "model": "m", "prompt": "x", "max_tokens": 20})
+                slow = await http.post(
+                    "/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": 20}
+                )
                 # 0.3 s + 2 tokens at 20/s = 0.4 s, against ~0.1 s: in time.
-                quick = await http.post("/v1/completions", json={
-                    "model": "m", "prompt": "x", "max_tokens": 2})
+                quick = await http.post(
+                    "/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": 2}
+                )
     assert slow.status_code == 504
     error = slow.json()["error"]
     assert error["code"] == "engine_timeout"
-    for words in ("did not finish within 1 s", "timeouts.idle_s", "timeouts.min_tokens_per_s",
-                  "20 output tokens", "stream the request"):
+    for words in (
+        "did not finish within 1 s",
+        "timeouts.idle_s",
+        "timeouts.min_tokens_per_s",
+        "20 output tokens",
+        "stream the request",
+    ):
         assert words in error["message"], error["message"]
     assert quick.status_code == 200, quick.text
 
@@ -101,8 +112,10 @@ async def test_a_stuck_stream_says_which_limit_ran_out() -> None:
         models.models[0].timeouts.idle_s = 0.5
         async with running_gateway(models) as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                resp = await http.post("/v1/completions", json={
-                    "model": "m", "prompt": "x", "max_tokens": 4, "stream": True})
+                resp = await http.post(
+                    "/v1/completions",
+                    json={"model": "m", "prompt": "x", "max_tokens": 4, "stream": True},
+                )
     if resp.status_code == 200:  # headers came, then silence: the error is the last event
         message = [e for e in resp.text.split("\n\n") if "error" in e][-1]
     else:
@@ -113,13 +126,14 @@ async def test_a_stuck_stream_says_which_limit_ran_out() -> None:
 
 async def test_keepalive_whitespace_then_a_valid_json_answer() -> None:
     async with MockServer(MockConfig(itl_ms=60)) as engine:
-        async with running_gateway(upstream_models({"m": [engine]}),
-                                   keepalive_s=0.2) as url:
+        async with running_gateway(upstream_models({"m": [engine]}), keepalive_s=0.2) as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                resp = await http.post("/v1/completions",
-                                       json={"model": "m", "prompt": "x", "max_tokens": 12})
-                quick = await http.post("/v1/completions",
-                                        json={"model": "m", "prompt": "x", "max_tokens": 1})
+                resp = await http.post(
+                    "/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": 12}
+                )
+                quick = await http.post(
+                    "/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": 1}
+                )
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("application/json")
     assert resp.content.startswith(b" ") and resp.json()["usage"]["completion_tokens"] == 12

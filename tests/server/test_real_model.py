@@ -31,8 +31,11 @@ def test_conversion_wrote_a_plain_float32_qwen2(real_model_dir: Path) -> None:
 
 def test_the_tokenizer_keeps_the_chat_template(real_model_dir: Path) -> None:
     template = real_model_dir / "chat_template.jinja"
-    text = template.read_text() if template.is_file() else json.loads(
-        (real_model_dir / "tokenizer_config.json").read_text())["chat_template"]
+    text = (
+        template.read_text()
+        if template.is_file()
+        else json.loads((real_model_dir / "tokenizer_config.json").read_text())["chat_template"]
+    )
     assert "<|im_start|>" in text and "add_generation_prompt" in text
 
 

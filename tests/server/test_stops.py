@@ -19,8 +19,10 @@ STOPS = ["\nA", "\nB", "\nC", "\nD", "\nprint", "\nZ"]
 def test_split_and_trim() -> None:
     engine, extra = split_stops(STOPS, 4)
     assert engine == STOPS[:4] and extra == ["\nprint", "\nZ"]
-    choices = [{"text": "x = 1\nZ\nprint(x)", "finish_reason": "length"},
-               {"text": "y = 2", "finish_reason": "length"}]
+    choices = [
+        {"text": "x = 1\nZ\nprint(x)", "finish_reason": "length"},
+        {"text": "y = 2", "finish_reason": "length"},
+    ]
     trim_choices(choices, extra)
     assert choices[0] == {"text": "x = 1", "finish_reason": "stop", "stop_reason": "\nZ"}
     assert choices[1] == {"text": "y = 2", "finish_reason": "length"}
@@ -44,8 +46,7 @@ def test_stream_stop_spanning_chunks_is_caught() -> None:
 
 def test_chat_chunks_use_delta_content() -> None:
     stops = StreamStops(["```"], candidates=1, field="content")
-    chunk = {"choices": [{"index": 0, "delta": {"content": "code``` more"},
-                          "finish_reason": None}]}
+    chunk = {"choices": [{"index": 0, "delta": {"content": "code``` more"}, "finish_reason": None}]}
     assert stops.feed(chunk)
     assert chunk["choices"][0]["delta"]["content"] == "code"
     assert chunk["choices"][0]["finish_reason"] == "stop"
@@ -55,10 +56,17 @@ async def test_gateway_applies_stops_beyond_engine_limit() -> None:
     config = MockConfig(completion_text="    return a\nprint(a)\nmore words here", itl_ms=20)
     async with MockServer(config) as engine_url:
         models = upstream_models({"coder": [engine_url]})
-        async with running_gateway(models) as url, httpx.AsyncClient(base_url=url,
-                                                                      timeout=30) as http:
-            body = {"model": "coder", "prompt": "def f(a):\n", "max_tokens": 60, "n": 2,
-                    "stop": STOPS}
+        async with (
+            running_gateway(models) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            body = {
+                "model": "coder",
+                "prompt": "def f(a):\n",
+                "max_tokens": 60,
+                "n": 2,
+                "stop": STOPS,
+            }
             unary = (await http.post("/v1/completions", json=body)).json()
             assert [c["text"] for c in unary["choices"]] == ["    return a"] * 2
             assert {c["finish_reason"] for c in unary["choices"]} == {"stop"}

@@ -22,8 +22,15 @@ from codeserve.server.metrics import GatewayMetrics
 
 
 def fake_vllm(model: str, served_name: str, engine: ManagedEngine, port: int) -> list[str]:
-    return [sys.executable, "-m", "codeserve.loadtest.mock_server", "--port", str(port),
-            "--model-name", served_name]
+    return [
+        sys.executable,
+        "-m",
+        "codeserve.loadtest.mock_server",
+        "--port",
+        str(port),
+        "--model-name",
+        served_name,
+    ]
 
 
 @pytest.fixture
@@ -32,9 +39,13 @@ async def runner_factory(monkeypatch: pytest.MonkeyPatch):
     made: list[tuple[ManagedRunner, asyncio.Task[None]]] = []
 
     async def make(**overrides: object) -> tuple[ManagedRunner, asyncio.Task[None]]:
-        settings = Settings(health_interval_s=0.2, health_timeout_s=0.5,
-                            restart_backoff_initial_s=0.1, engine_stop_timeout_s=5,
-                            **overrides)
+        settings = Settings(
+            health_interval_s=0.2,
+            health_timeout_s=0.5,
+            restart_backoff_initial_s=0.1,
+            engine_stop_timeout_s=5,
+            **overrides,
+        )
         spec = ModelSpec(name="m", model="unused", engine=ManagedEngine(kind="managed"))
         entry = ModelEntry(spec=spec, pool=ReplicaPool())
         metrics = GatewayMetrics()
@@ -94,8 +105,10 @@ async def test_starts_restarts_after_crash_and_stops_cleanly(runner_factory) -> 
     assert engine_process(runner).pid != first.pid
     assert runner.metrics.engine_restarts.labels("m")._value.get() == 1
     tree = await shutdown(runner, task)
-    await until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                                for p in tree), timeout=10)
+    await until(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree),
+        timeout=10,
+    )
 
 
 async def test_hung_engine_is_restarted(runner_factory) -> None:
@@ -119,8 +132,9 @@ async def test_wedged_launcher_still_takes_its_engine_down(runner_factory) -> No
         proc.send_signal(signal.SIGSTOP)
     try:
         await until(lambda: runner.entry.state in ("restarting", "starting"), timeout=15)
-        await until(lambda: not engine.is_running() or engine.status() == psutil.STATUS_ZOMBIE,
-                    timeout=5)
+        await until(
+            lambda: not engine.is_running() or engine.status() == psutil.STATUS_ZOMBIE, timeout=5
+        )
         await until(lambda: runner.entry.state == "ready")
     finally:
         for proc in (engine, launcher):
@@ -129,8 +143,9 @@ async def test_wedged_launcher_still_takes_its_engine_down(runner_factory) -> No
 
 
 async def test_gives_up_after_max_restarts(runner_factory, monkeypatch) -> None:
-    monkeypatch.setattr(supervisor, "vllm_command",
-                        lambda *a: [sys.executable, "-c", "raise SystemExit(3)"])
+    monkeypatch.setattr(
+        supervisor, "vllm_command", lambda *a: [sys.executable, "-c", "raise SystemExit(3)"]
+    )
     runner, task = await runner_factory(max_restarts=2)
     await asyncio.wait_for(task, 20)
     assert runner.entry.state == "failed"
@@ -138,13 +153,27 @@ async def test_gives_up_after_max_restarts(runner_factory, monkeypatch) -> None:
 
 
 def test_vllm_command_carries_the_engine_options() -> None:
-    engine = ManagedEngine(kind="managed", dtype="bfloat16", max_model_len=4096,
-                           gpu_memory_utilization=0.4, max_num_seqs=64, enforce_eager=True,
-                           extra_args=["--enable-prefix-caching"])
+    engine = ManagedEngine(
+        kind="managed",
+        dtype="bfloat16",
+        max_model_len=4096,
+        gpu_memory_utilization=0.4,
+        max_num_seqs=64,
+        enforce_eager=True,
+        extra_args=["--enable-prefix-caching"],
+    )
     cmd = vllm_command("org/model", "public", engine, 9001)
     joined = " ".join(cmd)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
-    for part in ("--model org/model", "--served-model-name public", "--port 9001",
-                 "--dtype bfloat16", "--max-model-len 4096", "--gpu-memory-utilization 0.4",
-                 "--max-num-seqs 64", "--enforce-eager", "--enable-prefix-caching"):
+    for part in (
+        "--model org/model",
+        "--served-model-name public",
+        "--port 9001",
+        "--dtype bfloat16",
+        "--max-model-len 4096",
+        "--gpu-memory-utilization 0.4",
+        "--max-num-seqs 64",
+        "--enforce-eager",
+        "--enable-prefix-caching",
+    ):
         assert part in joined
