@@ -211,6 +211,14 @@ class ModelSpec(BaseModel):
         return self
 
     @property
+    def weights(self) -> str:
+        """`model` once any `gguf` source is converted (the gateway does that before engines or
+        tokenizers load); asking earlier is a bug, said as such."""
+        if self.model is None:
+            raise RuntimeError(f"model {self.name!r}: its gguf source is not converted yet")
+        return self.model
+
+    @property
     def upstream_model_name(self) -> str:
         if isinstance(self.engine, UpstreamEngine) and self.engine.served_model_name:
             return self.engine.served_model_name

@@ -140,7 +140,7 @@ def _gpt_bigcode(vocab: int, ids: dict[str, int]) -> Any:
         multi_query=True,
         bos_token_id=eos,
         eos_token_id=eos,
-        torch_dtype="float32",
+        torch_dtype="float32",  # type: ignore[call-arg]
     )
 
 
@@ -157,7 +157,7 @@ def _gpt_neox(vocab: int, ids: dict[str, int]) -> Any:
         max_position_embeddings=CONTEXT,
         bos_token_id=eos,
         eos_token_id=eos,
-        torch_dtype="float32",
+        torch_dtype="float32",  # type: ignore[call-arg]
     )
 
 
@@ -398,7 +398,9 @@ def _train_tokenizer(fam: Family, corpus_bytes: int, vocab_size: int) -> Any:
     )
     tok.train_from_iterator(_corpus(corpus_bytes), trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in fam.plain_tokens])
-    steps = [processors.ByteLevel(trim_offsets=False)] if fam.tokenizer == "byte-level" else []
+    steps: list[processors.PostProcessor] = (
+        [processors.ByteLevel(trim_offsets=False)] if fam.tokenizer == "byte-level" else []
+    )
     if fam.add_bos and fam.bos:
         steps.append(
             processors.TemplateProcessing(

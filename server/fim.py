@@ -70,7 +70,7 @@ class PromptRenderer:
 
     def _load(self) -> None:
         name = self.spec.name
-        source = self.spec.tokenizer or self.spec.model
+        source = self.spec.tokenizer or self.spec.weights
         try:
             files = locate_tokenizer(source, self.settings)
             self.tokenizer = ModelTokenizer.from_file(files.tokenizer_json, _ALL_CONTROL)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
@@ -29,7 +29,9 @@ from codeserve.server.registry import ModelRegistry
 from codeserve.server.scoring import ScoreService, disabled
 from codeserve.server.serving import CHAT, COMPLETIONS, CompletionService
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 502, 503, 504)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 502, 503, 504)
+}
 
 
 def get_service(request: Request) -> CompletionService:
@@ -131,7 +133,7 @@ async def ready(
         all(s in ("ready", "busy") for s in states.values())
         and not request.app.state.drain.draining
     )
-    body = ReadyResponse(ready=ok, models=states).model_dump()  # type: ignore[arg-type]
+    body = ReadyResponse(ready=ok, models=states).model_dump()
     return JSONResponse(
         body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"}
     )

@@ -369,9 +369,9 @@ def charts(results: BakeoffResults, benchmark: str) -> list[str]:
     )
     k = s.n if s.n else 1
     points = [
-        Point(r.label, r.candidates_per_s, _headline(r))
+        Point(r.label, r.candidates_per_s, headline)
         for r in rows
-        if r.candidates_per_s and _headline(r) is not None
+        if r.candidates_per_s and (headline := _headline(r)) is not None
     ]
     scatter = scatter_chart(
         f"{benchmark}: pass@{k} vs sampling speed",

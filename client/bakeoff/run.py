@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +49,7 @@ from codeserve.client.bakeoff.results import (
     BakeoffMetadata,
     BakeoffResults,
     Machine,
+    PhaseKind,
     PhaseSummary,
     PublishedCheck,
     Row,
@@ -139,7 +140,7 @@ async def run_bakeoff(
     )
     deadline = None if settings.time_budget_s is None else started + settings.time_budget_s
     errors: dict[str, str] = {}
-    loads: dict[Path, list[float]] = {}
+    loads: dict[Path, list[float | None]] = {}
     done_limits: list[int] = []
     previous = 0
     for number, limit in enumerate(limits):
@@ -246,7 +247,7 @@ def summarize(
     phases: Sequence[Phase],
     skipped: dict[tuple[str, str], str],
     settings: Settings,
-    loads: dict[Path, list[float]],
+    loads: dict[Path, list[float | None]],
     *,
     data_dir: Path | None,
     started_at: str,
@@ -337,7 +338,7 @@ class LoadedPhase:
 
 
 def load_phase(
-    out_dir: Path, phase: Phase, load: list[float] | None, error: str | None
+    out_dir: Path, phase: Phase, load: list[float | None] | None, error: str | None
 ) -> LoadedPhase:
     base = PhaseSummary(
         kind=phase.kind,
@@ -347,7 +348,7 @@ def load_phase(
         temperature=phase.sampling.temperature,
         tasks=0,
         complete=False,
-        load_1m=load or [],
+        load_1m=[v for v in load or [] if v is not None],
         error=error,
     )
     if not (phase.run_dir / RESULTS_FILE).exists():
@@ -384,7 +385,7 @@ def load_phase(
 def build_row(
     target: Target,
     benchmark: str,
-    phases: dict[str, LoadedPhase],
+    phases: Mapping[PhaseKind, LoadedPhase],
     settings: Settings,
     data_dir: Path | None = None,
 ) -> Row:

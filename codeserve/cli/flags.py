@@ -102,7 +102,7 @@ def add_target_flags(
     completions or the chat API). Returns the group, for the command's own target flags.
     `repeatable`: --base-url and --model may be given several times (lists; no old spellings)."""
     group = parser.add_argument_group("target")
-    many = {"action": "append"} if repeatable else {}
+    many: dict[str, Any] = {"action": "append"} if repeatable else {}
     group.add_argument(
         "--base-url",
         metavar="URL",

@@ -248,7 +248,7 @@ def histogram_chart(
         for i, bar in enumerate(bars):
             bar.set_gid(f"bar-{i}")
         ax.set_ylim(0, max(counts) * 1.08 or 1)
-        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
         ax.grid(axis="x", visible=False)
 
     return _render(title, x_label, y_label, draw)
@@ -267,7 +267,7 @@ def _render(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
         fig = Figure(figsize=size, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

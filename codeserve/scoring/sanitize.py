@@ -50,7 +50,7 @@ def sanitize(code: str, entry_point: str | None) -> str:
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             kept.append(_source_of(node, lines))
-        elif _defined_name(node) in keep_names and definitions[_defined_name(node)] is node:
+        elif (name := _defined_name(node)) and name in keep_names and definitions[name] is node:
             kept.append(_source_of(node, lines))
     return "\n".join(kept)
 

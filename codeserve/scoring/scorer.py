@@ -39,7 +39,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from codeserve.common.errors import InvalidInputError
 from codeserve.datasets import Benchmark, DatasetSettings, Family, UnknownTaskError, load_benchmark
-from codeserve.sandbox.pool import Job, LayerStatus, RunResult, SandboxPool, SandboxSettings, Status
+from codeserve.sandbox.pool import Job, LayerStatus, RunResult, SandboxPool, SandboxSettings
+from codeserve.sandbox.verdicts import Status
 from codeserve.scoring.assert_oracle import AssertOracle
 from codeserve.scoring.judge import judge
 from codeserve.scoring.oracle import Oracle

@@ -124,8 +124,9 @@ class ManagedRunner(EngineRunner):
         while not self._stopping:
             started = time.monotonic()
             outcome = await self._run_once()
+            # stop() may have set _stopping meanwhile (mypy narrows it from the loop test).
             if self._stopping:
-                break
+                break  # type: ignore[unreachable]
             if time.monotonic() - started > STABLE_AFTER_S:
                 backoff, restarts = self.settings.restart_backoff_initial_s, 0
             restarts += 1
@@ -160,7 +161,7 @@ class ManagedRunner(EngineRunner):
             "-m",
             "codeserve.server.engines.launcher",
             "--",
-            *vllm_command(self.entry.spec.model, self.entry.spec.name, self.engine, port),
+            *vllm_command(self.entry.spec.weights, self.entry.spec.name, self.engine, port),
         ]
         env = {**os.environ, **self.engine.env}
         if self.entry.state != "restarting":
