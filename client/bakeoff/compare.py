@@ -53,13 +53,14 @@ def render_comparison(
         for label in labels:
             ra, rb = rows_a.get((label, benchmark)), rows_b.get((label, benchmark))
             if ra is None or rb is None:
-                table_rows.append([label, "only in " + ("A" if rb is None else "B"), *[""] * 6])
+                table_rows.append([label, "only in " + ("A" if rb is None else "B"), *[""] * 7])
                 continue
             table_rows.append(
                 [
                     label,
+                    _same_or_change(ra.prompt_format, rb.prompt_format),
                     _pp(ra.pass_at_1, rb.pass_at_1),
-                    _pp(_top(ra), _top(rb)),
+                    _pp(_top(ra), _top(rb), _k(ra), _k(rb)),
                     _ratio(ra.candidates_per_s, rb.candidates_per_s),
                     _ratio(ra.output_tokens_per_s, rb.output_tokens_per_s),
                     _ratio(ra.ttft_p50_s, rb.ttft_p50_s, scale=1000, unit="ms"),
@@ -73,6 +74,7 @@ def render_comparison(
                 f"{benchmark} ({tasks}): A -> B",
                 [
                     "model",
+                    "prompt",
                     "pass@1",
                     "pass@k",
                     "cand/s",
@@ -122,10 +124,22 @@ def _tasks(r: BakeoffResults, benchmark: str) -> int:
     return max((row.tasks for row in r.rows if row.benchmark == benchmark), default=0)
 
 
-def _pp(va: float | None, vb: float | None) -> str:
+def _k(row: Row) -> int:
+    return row.k if row.k is not None else 1
+
+
+def _same_or_change(a: str | None, b: str | None) -> str:
+    return str(a) if a == b else f"{a} -> {b}"
+
+
+def _pp(va: float | None, vb: float | None, ka: int | None = None, kb: int | None = None) -> str:
+    """`90.0% -> 70.0% (-20.0 pp)`, with each side's k when they differ."""
+    left, right = _p(va), _p(vb)
+    if ka != kb:
+        left, right = f"{left} (k={ka})", f"{right} (k={kb})"
     if va is None or vb is None:
-        return f"{_p(va)} -> {_p(vb)}"
-    return f"{_p(va)} -> {_p(vb)} ({100 * (vb - va):+.1f} pp)"
+        return f"{left} -> {right}"
+    return f"{left} -> {right} ({100 * (vb - va):+.1f} pp)"
 
 
 def _p(v: float | None) -> str:
@@ -134,7 +148,10 @@ def _p(v: float | None) -> str:
 
 def _ratio(va: float | None, vb: float | None, scale: float = 1.0, unit: str = "") -> str:
     def f(v: float | None) -> str:
-        return "-" if v is None else f"{v * scale:.3g}{unit}"
+        if v is None:
+            return "-"
+        v *= scale
+        return (f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}") + unit
 
     text = f"{f(va)} -> {f(vb)}"
     if va and vb is not None:

@@ -3,8 +3,8 @@
 A model that scores far below its published number usually fails in a few telltale ways: empty
 answers or answers without the function (a chat model asked with a base prompt, or a base model
 whose chat template was applied), syntax errors (a stop sequence cut the code, or markup leaked
-into it), answers cut at max_tokens, a NameError (a helper the answer defined after a stop
-sequence was cut off). Wrong answers and timeouts are the model's own.
+into it), answers cut at max_tokens, a NameError (an import the answer left out or lost, a
+helper defined after a stop sequence and cut off). Wrong answers and timeouts are the model's own.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CATEGORIES = (
     "no function defined",
     "cut at max_tokens",
     "syntax error",
-    "NameError (cut at a stop?)",
+    "NameError (import or helper missing)",
     "timeout",
     "wrong answer",
     "runtime error",
@@ -52,7 +52,7 @@ def categorize(
     if any(name in result for name in ("SyntaxError", "IndentationError", "TabError")):
         return "syntax error"
     if "NameError" in result:
-        return "NameError (cut at a stop?)"
+        return "NameError (import or helper missing)"
     if result.startswith("timeout"):
         return "timeout"
     if result.startswith("failed"):
