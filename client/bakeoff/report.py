@@ -130,6 +130,20 @@ def flagged_rows(results: BakeoffResults) -> list[Row]:
     return [r for r in results.rows if r.published is not None and r.published.flagged]
 
 
+def above_lines(results: BakeoffResults) -> list[str]:
+    """Pairs well above their published number: not a setup problem, but worth a word (an
+    easier slice than the whole benchmark, or another task set)."""
+    threshold = results.metadata.settings.gap_threshold_pp
+    return [
+        f"{r.label} on {r.benchmark}: pass@1 {r.published.ours_pct:.1f}% vs published "
+        f"{r.published.published_pct:.1f}% ({r.published.gap_pp:+.1f} pp), above it: "
+        f"{r.tasks} tasks (±{r.published.stderr_pp:.1f} pp standard error) may be an easier "
+        "slice than the whole benchmark"
+        for r in results.rows
+        if r.published is not None and r.published.gap_pp > threshold
+    ]
+
+
 def no_flag_line(results: BakeoffResults) -> str:
     checked = [r for r in results.rows if r.published is not None]
     if not checked:
@@ -324,6 +338,8 @@ def render_markdown(results: BakeoffResults) -> str:
         parts.append("")
     else:
         parts += [no_flag_line(results), ""]
+    if above_lines(results):
+        parts += [*(f"- {line}" for line in above_lines(results)), ""]
     for table in (published_table(), targets_table(results), runs_table(results)):
         parts += [f"## {table.title}", "", *_md_table(table), ""]
     parts += ["## How each figure is measured", "", "```", *_definitions(), "```", ""]
@@ -428,6 +444,7 @@ def render_html(results: BakeoffResults) -> str:
     flagged_list = flagged_rows(results)
     if not flagged_list:
         body.append(f"<p>{html.escape(no_flag_line(results))}</p>")
+    body += [f"<p>{html.escape(line)}</p>" for line in above_lines(results)]
     for row in flagged_list:
         first, *rest = setup_lines(row)
         body.append(f"<p><span class='flag'>{FLAG}</span> {html.escape(first)}</p>")
