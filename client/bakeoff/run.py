@@ -282,11 +282,13 @@ def summarize(
     pareto: dict[str, list[str]] = {}
     for benchmark in settings.benchmarks:
         points = {
-            r.label: (r.candidates_per_s, headline(r))
+            r.label: (speed, top)
             for r in rows
-            if r.benchmark == benchmark and r.candidates_per_s and headline(r) is not None
+            if r.benchmark == benchmark
+            and (speed := r.candidates_per_s)
+            and (top := headline(r)) is not None
         }
-        front = pareto_front(points)  # type: ignore[arg-type]
+        front = pareto_front(points)
         pareto[benchmark] = front
         for r in rows:
             if r.benchmark == benchmark:
