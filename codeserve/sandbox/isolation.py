@@ -226,16 +226,16 @@ def _pivot_to_private_root(python_dirs: list[str], mask: list[str]) -> tuple[lis
         elif path.is_dir():
             wanted.append(str(path))
     for raw in python_dirs:
-        for path in {os.path.normpath(os.path.abspath(raw)), os.path.realpath(raw)}:
-            if os.path.isdir(path):
-                wanted.append(path)
-    for path in sorted(set(wanted), key=len):
-        if any(path == s or path.startswith(s.rstrip("/") + "/") for s in shown):
+        for found in {os.path.normpath(os.path.abspath(raw)), os.path.realpath(raw)}:
+            if os.path.isdir(found):
+                wanted.append(found)
+    for directory in sorted(set(wanted), key=len):
+        if any(directory == s or directory.startswith(s.rstrip("/") + "/") for s in shown):
             continue  # already visible through a directory bound before
-        target = root / path.lstrip("/")
+        target = root / directory.lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
-        mount(path, str(target), None, MS_BIND | MS_REC)
-        shown.append(path)
+        mount(directory, str(target), None, MS_BIND | MS_REC)
+        shown.append(directory)
     for name in ("proc", "sys"):  # /proc is replaced by the PID namespace's own (mount_proc)
         (root / name).mkdir()
         if os.path.isdir(f"/{name}"):
@@ -244,8 +244,8 @@ def _pivot_to_private_root(python_dirs: list[str], mask: list[str]) -> tuple[lis
     (root / "dev").mkdir()
     _dev_nodes(root / "dev")
     masked = 0
-    for path in mask:
-        target = root / path.lstrip("/")
+    for hidden in mask:
+        target = root / hidden.lstrip("/")
         if target.is_file() and not target.is_symlink():
             mount(str(root / "dev" / "null"), str(target), None, MS_BIND)
             masked += 1

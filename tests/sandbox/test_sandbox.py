@@ -266,12 +266,10 @@ def test_run_many_reads_replies_of_many_pipe_reads(pool: SandboxPool) -> None:
     key = _plus_bundle(
         pool, "unit:big", PlusCase(entry_point="f", inputs=[[n] for n in range(3)], base_count=1)
     )
-    # ~2.7 MB of pickled outputs a reply (each output stays under values.INLINE_MAX encoded,
-    # beyond which it would travel as its digest)
     jobs = [
         Job(
             kind="truth",
-            program="def f(x):\n    return list(range(x, x + 110_000))\n",
+            program="def f(x):\n    return list(range(x, x + 300_000))\n",
             timeout=20,
             bundle=key,
         )
@@ -279,7 +277,7 @@ def test_run_many_reads_replies_of_many_pipe_reads(pool: SandboxPool) -> None:
     results = dict(pool.run_many(jobs))
     for i in range(3):
         outputs = pickle.loads(results[i].payload)["outputs"]
-        assert [o[-1] for o in outputs] == [109_999, 110_000, 110_001]
+        assert [o[-1] for o in outputs] == [299_999, 300_000, 300_001]
     assert all(results[i].passed for i in range(3, 6))
 
 
