@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from codeserve.common.sse import SSEDecoder
 from codeserve.server.disconnects import ClientDisconnected
 from codeserve.server.engines.health import ModelEntry
 from codeserve.server.errors import APIError, InvalidRequestError, UnavailableError
@@ -225,13 +226,14 @@ async def _chunks(
     body: AsyncIterator[bytes], state: StreamState
 ) -> AsyncGenerator[dict[str, Any], None]:
     """OpenAI server-sent events in, chunk objects out, until [DONE] or an error event."""
-    pending = b""
+    events: list[bytes] = []
+    decoder = SSEDecoder(events.append)
     async for piece in body:
-        *events, pending = (pending + piece).split(b"\n\n")
+        decoder.feed(piece)
         for event in events:
-            if not event.startswith(b"data: {"):
+            if not event.startswith(b"{"):
                 continue  # [DONE]: each dialect ends its stream its own way
-            data = orjson.loads(event[6:])
+            data = orjson.loads(event)
             if "error" in data:
                 state.error = data
                 state.status = error_status(data["error"] or {})
@@ -239,6 +241,7 @@ async def _chunks(
             if state.first_token_at is None and any(t for _, t, _, _ in chunk_pieces(data)):
                 state.first_token_at = time.perf_counter()
             yield data
+        events.clear()
 
 
 async def _close(iterator: AsyncIterator[bytes]) -> None:
