@@ -125,8 +125,9 @@ class EvalResults(BaseModel):
     verdict_mode: str | None = Field(
         None,
         description=(
-            "harness: candidates' processes only computed outputs, compared in the harness; "
-            "in-process: the checks ran in them (forgeable); none: not recorded (older files)"
+            "where verdicts were decided. in-process: the benchmark's checks ran in the "
+            "candidate's own process (a hostile candidate can forge a pass); none: not recorded "
+            "(older files)"
         ),
     )
     latency: LatencySummary
