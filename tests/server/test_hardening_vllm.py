@@ -215,6 +215,9 @@ def test_hung_engine_times_out_fails_readiness_and_is_restarted(
         tmp_path / "gw.log",
         int(url.rsplit(":", 1)[1]),
         CODESERVE_READ_TIMEOUT_S="3",
+        # The hung request must hit its own deadline (3 s + 4 tokens at 100/s) before the
+        # supervisor, seeing no progress, restarts the engine under it (then it would be a 502).
+        CODESERVE_MIN_TOKENS_PER_S="100",
         CODESERVE_SHUTDOWN_GRACE_S="5",
     )
     stack = Stack(
