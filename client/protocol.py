@@ -125,9 +125,10 @@ class EvalResults(BaseModel):
     verdict_mode: str | None = Field(
         None,
         description=(
-            "where verdicts were decided. in-process: the benchmark's checks ran in the "
-            "candidate's own process (a hostile candidate can forge a pass); none: not recorded "
-            "(older files)"
+            "where verdicts were decided. harness: the candidates' processes only computed "
+            "outputs, compared in the harness with expected outputs they never saw; in-process: "
+            "the benchmark's checks ran in the candidate's own process (a hostile candidate can "
+            "forge a pass); none: not recorded (older files)"
         ),
     )
     latency: LatencySummary

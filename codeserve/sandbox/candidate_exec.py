@@ -1,12 +1,19 @@
-"""What runs inside a candidate's sandboxed process: execute the program and judge it.
+"""What runs inside a candidate's sandboxed process.
 
-Three job kinds:
-- "exec": run a self-checking program (HumanEval/MBPP/infilling); passed = no exception.
-- "plus": run the program, then call `entry_point` on each extra input and compare with the
-  canonical output (per-input time limit, float tolerance, HumanEval+/MBPP+ special oracles).
-- "truth": run the canonical solution on every input and return its outputs and timings.
-Only the "truth" kind returns a binary (pickled) payload; candidate reports are plain JSON so the
-harness never unpickles anything a candidate produced.
+Five job kinds:
+- "call" (the default verdict mode, "harness"): run the program, then call its entry point on
+  each input and write the outputs as plain data (`run_calls`, codeserve.sandbox.calls). No
+  verdict is made here: the harness compares the outputs with expected ones it never sends.
+- "exec" (verdict mode "in-process" only): run a self-checking program (HumanEval/MBPP/
+  infilling); passed = no exception. Decided in the candidate's own process, so forgeable.
+- "plus" (verdict mode "in-process" only): run the program, then call `entry_point` on each
+  extra input and compare with the canonical output, here (forgeable likewise).
+- "truth": run a canonical solution on every input and return its outputs and timings (trusted
+  code: the harness derives expected outputs from it).
+- "record": run a canonical solution under its task's own checking code and return the calls
+  the checks made (trusted likewise: assert-based tests become input/expected pairs).
+Only "truth" and "record" return a pickled payload; candidates' reports are JSON or plain-data
+records, so the harness never unpickles anything a candidate produced.
 
 Imported by the sandbox zygote, whose heap every candidate's fork copies: hence no dataclasses,
 traceback, pickle or hashlib at module level (together ~5 MB of heap per worker).
@@ -16,7 +23,6 @@ from __future__ import annotations
 import __future__
 
 import io
-import itertools
 import marshal
 import math
 import signal
@@ -24,6 +30,8 @@ import sys
 import time
 from types import CodeType
 from typing import Any
+
+from codeserve.sandbox import calls, values
 
 FILENAME = "<candidate>"
 TESTS_FILENAME = "<tests>"
@@ -72,10 +80,11 @@ class PlusCase:
 
 
 class Digest:
-    """Stands in for a huge expected output (Mbpp/255 returns 1.6M tuples, HumanEval/15 strings
-    of megabytes) made only of str/bytes/None inside lists/tuples. For such values `==` holds
-    exactly when digests match, so neither the cache nor the workers need the value itself.
-    Immutable and hashable; pickled by its __dict__ like the frozen dataclass it replaces."""
+    """Stands in for an expected output too big to send (over values.INLINE_MAX once encoded:
+    Mbpp/255 returns 1.6M tuples, HumanEval/15 strings of megabytes): the SHA-256 of its
+    encoding (codeserve.sandbox.values). Equal digests mean equal encodings, so equal values of
+    the same exact types; a candidate's output that big travels as its digest too
+    (codeserve.sandbox.calls). Immutable and hashable; pickled by its __dict__."""
 
     value: str
 
@@ -95,73 +104,35 @@ class Digest:
         return f"Digest(value={self.value!r})"
 
 
-# Outputs at least this long are replaced by a Digest when they qualify.
-DIGEST_MIN_LEN = 1 << 14
-_TEXT = (str, bytes, type(None))
-
-
-def _only_text(value: list[Any] | tuple[Any, ...]) -> bool:
-    """Whether a nested list/tuple holds nothing but str/bytes/None (C-speed, level by level)."""
-    level: Any = value
-    while True:
-        types = set(map(type, level))
-        if not types <= {str, bytes, type(None), list, tuple}:
-            return False
-        if not types & {list, tuple}:
-            return True
-        if types & set(_TEXT):
-            level = [v for v in level if type(v) in (list, tuple)]
-        level = (
-            itertools.chain.from_iterable(level)
-            if isinstance(level, list)
-            else itertools.chain.from_iterable(list(level))
-        )
-
-
-class _HashWriter:
-    def __init__(self, prefix: bytes) -> None:
-        import hashlib
-
-        self.hash = hashlib.sha1(prefix, usedforsecurity=False)
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        return len(data)
-
-
 def digest_of(value: Any) -> str | None:
-    """Digest of a str/bytes/list/tuple value (None for other types).
-
-    For two values of which one is text-only (see `_only_text`), equal digests mean `==`:
-    pickle without its memo ("fast" mode) is a pure function of such values, and any number,
-    subclass or other type in the other value changes the bytes."""
-    import hashlib
-    import pickle
-
-    kind = type(value)
-    if kind in (str, bytes):
-        data = value.encode("utf-8", "surrogatepass") if kind is str else value
-        return f"{kind.__name__}:{hashlib.sha1(data, usedforsecurity=False).hexdigest()}"
-    if kind not in (list, tuple):
-        return None
-    writer = _HashWriter(kind.__name__.encode())
-    pickler = pickle.Pickler(writer, protocol=4)
-    pickler.fast = True  # no memo: equal values give equal bytes, whatever objects they share
+    """The Digest value of `value` ("sha256:" + hex of its encoding), None when it is not
+    plain data."""
     try:
-        pickler.dump(value)  # streamed into the hash, so memory stays bounded
-    except (pickle.PicklingError, TypeError, ValueError, RecursionError):
+        return "sha256:" + values.digest(value)[1].hex()
+    except values.Refused:
         return None
-    return f"{kind.__name__}:{writer.hash.hexdigest()}"
 
 
 def _maybe_digest(out: Any, case: PlusCase) -> Any:
-    """Canonical side: replace a huge text-only output by its digest."""
-    if case.oracle or type(out) not in (str, bytes, list, tuple) or len(out) < DIGEST_MIN_LEN:
+    """Canonical side: an output too big to send becomes its digest."""
+    if case.oracle:
         return out
-    if type(out) in (list, tuple) and not _only_text(out):
-        return out
-    digest = digest_of(out)
-    return Digest(digest) if digest else out
+    try:
+        data = values.encode_or_digest(out)
+    except values.Refused:
+        return out  # not plain data: the harness says so when it loads the outputs
+    return Digest("sha256:" + data[1].hex()) if isinstance(data, tuple) else out
+
+
+class Opaque:
+    """A recorded canonical output that is not plain data (a "record" job's): its truth value
+    and repr, which is all an `assert f(x)` looks at."""
+
+    def __init__(self, truth: bool, text: str) -> None:
+        self.truth, self.text = truth, text
+
+    def __repr__(self) -> str:
+        return f"Opaque({self.truth!r}, {self.text!r})"
 
 
 class InputTimeout(Exception):
@@ -313,7 +284,7 @@ def outputs_match(out: Any, exp: Any, case: PlusCase, args: list[Any]) -> bool:
     if case.oracle == "set_eq":
         return set(out) == set(exp)
     if isinstance(exp, Digest):
-        return type(out) in (str, bytes, list, tuple) and digest_of(out) == exp.value
+        return digest_of(out) == exp.value
     if out == exp:
         return True
     atol = case.atol or (1e-6 if _is_floats(exp) else 0.0)
@@ -368,10 +339,57 @@ def _run_inputs(
     return {"status": "passed"}, b""
 
 
+def _record(
+    globals_: dict[str, Any], entry_point: str, checks: str
+) -> tuple[dict[str, Any], bytes]:
+    """A "record" job (trusted code: a canonical solution and its task's checking code): run
+    the checks with the entry point wrapped, and return every call the checks made of it (not
+    its own recursive calls): the arguments (None when they are not plain data), the output
+    (a Digest when too big to send), the line of the checks it was called from, and its time.
+    `random` is seeded first, so checks that draw inputs draw the same ones every time. This is
+    how the harness turns assert-based tests into input/expected pairs (codeserve.scoring)."""
+    import copy
+    import pickle
+    import random
+
+    original = globals_.get(entry_point)
+    if not callable(original):
+        return {"status": "error", "detail": f"no function {entry_point!r} to record"}, b""
+    recorded: list[tuple[Any, Any, int, float]] = []
+    truth = PlusCase(entry_point, [], 0)
+
+    def recorder(*args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1)
+        if caller.f_code.co_filename != TESTS_FILENAME:  # its own recursion
+            return original(*args, **kwargs)
+        if kwargs:
+            raise TypeError(f"the checks call {entry_point} with keyword arguments")
+        try:
+            values.encode_or_digest(list(args))
+            saved: Any = copy.deepcopy(list(args))
+        except values.Refused:
+            saved = None  # e.g. objects the set-up code built: passed as their source instead
+        start = time.perf_counter()
+        out = original(*args)
+        elapsed = time.perf_counter() - start
+        try:
+            values.encode_or_digest(out)
+            kept = _maybe_digest(copy.deepcopy(out), truth)
+        except values.Refused:
+            kept = Opaque(bool(out), repr(out)[:200])  # e.g. a re.Match under `assert f(x)`
+        recorded.append((saved, kept, caller.f_lineno, elapsed))
+        return out
+
+    globals_[entry_point] = recorder
+    random.seed(0)
+    exec(_compile_as(checks, TESTS_FILENAME), globals_)
+    return {"status": "passed"}, pickle.dumps({"calls": recorded})
+
+
 def execute(
     kind: str,
     source: str,
-    case: PlusCase | None,
+    case: Any,
     capture: CappedWriter,
     inputs: tuple[int, int] | None = None,
     tests: str = "",
@@ -392,6 +410,8 @@ def execute(
             exec(code, globals_)
         if kind == "exec":
             result: tuple[dict[str, Any], bytes] = ({"status": "passed"}, b"")
+        elif kind == "record":
+            result = _record(globals_, case["entry_point"], case["checks"])
         else:
             assert case is not None
             fn = globals_.get(case.entry_point)
@@ -412,6 +432,87 @@ def execute(
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     return _with_output(*result, capture)
+
+
+def run_calls(
+    source: str,
+    program_code: bytes,
+    case: Any,
+    span: range,
+    fd: int,
+    capture: CappedWriter,
+    flush_each: bool,
+) -> None:
+    """A call job in this (already sandboxed) process: run the program and the task's set-up
+    code, then the entry point on each input of `span` (a `calls.CallCase`), writing records to
+    `fd` (see codeserve.sandbox.calls). Stops at the first input that raises or returns what
+    is not plain data: the verdict cannot be "passed" after it, and the harness judges the
+    inputs in order."""
+    out = calls.Writer(fd, flush_each)
+    sys.stdout = sys.stderr = capture
+    globals_: dict[str, Any] = {}
+    fn = None
+    try:
+        for code in _compile(source, "", None, program_code):
+            exec(code, globals_)
+        if case.setup_code is not None:
+            exec(case.setup_code, globals_)
+        fn = globals_.get(case.entry_point)
+        if not callable(fn):
+            fn = None
+            out.add(call_record("missing", -1, case.entry_point, source))
+    except BaseException as exc:
+        out.add(call_record("program", -1, exc, source))
+    if fn is not None:
+        out.add(calls.READY)
+        for i in span:
+            try:
+                args = eval(case.exprs[i], globals_) if i in case.exprs else case.inputs[i]
+                value = fn(*args)
+                record = calls.value_record(i, value, case.presence, i in case.truths)
+            except values.Refused as exc:
+                out.add(call_record("refused", i, str(exc), source))
+                break
+            except BaseException as exc:
+                out.add(call_record("raised", i, exc, source))
+                break
+            out.add(record)
+    if capture.size:
+        out.add(call_record("output", -1, capture, source))
+    out.flush()
+
+
+def call_record(what: str, index: int, value: Any, source: str | bytes) -> bytes:
+    """A call job's record for what is not an output (both job loops write these alike):
+    "program" (the program raised `value`), "missing" (no function `value`), "raised" (input
+    `index` raised `value`), "refused" (its output is not plain data: `value` says why),
+    "encoding" (serialising it raised `value`), "output" (what it printed: `value` is the
+    capture)."""
+    if isinstance(source, bytes):
+        source = source.decode("utf-8", "surrogatepass")
+    if what == "output":
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        return calls.output_record(value.text())
+    if what == "missing":
+        return calls.raised_record(
+            None, "e", "NameError", f"the program defines no function {value!r}"
+        )
+    if what == "refused":
+        return calls.refused_record(index, str(value))
+    if what == "encoding":
+        return calls.raised_record(
+            index,
+            calls.category_of(value),
+            type(value).__name__,
+            f"serialising the output: {value!r}",
+        )
+    verdict = classify(value, source)
+    return calls.raised_record(
+        None if what == "program" else index,
+        calls.category_of(value),
+        verdict.get("error_type"),
+        verdict["detail"],
+    )
 
 
 def conclude(

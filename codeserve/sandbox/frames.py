@@ -2,12 +2,16 @@
 
 Replies (and the worker's config): 8-byte HEADER (JSON length, blob length, big-endian u32) +
 JSON + blob. Requests to a running zygote: REQUEST (lengths of JSON, blob, tests, code and
-program code; op; timeout; memory_mb; report cap) + JSON + blob + tests + code + program code,
-so that its C loop (codeserve/sandbox/_zygote_loop.c) can fork and supervise a candidate without parsing
-JSON. For a candidate, the blob is its program and tests its task's checking code (UTF-8); code
-and program code are those two compiled by the harness (marshal; empty when the candidate's
-process must compile them itself); the JSON holds only what a Plus job adds (bundle, inputs).
-A control frame has JSON and a blob."""
+program code; op; timeout; memory_mb; report cap; number of per-input time limits) + JSON +
+blob + tests + code + program code + limits (big-endian f64 each), so that its C loop
+(codeserve/sandbox/_zygote_loop.c) can fork and supervise a candidate without parsing JSON. For a
+candidate, the blob is its program and tests its task's checking code (UTF-8); code and
+program code are those two compiled by the harness (marshal; empty when the candidate's
+process must compile them itself); the JSON holds only what a Plus job adds (bundle, inputs),
+and for a call job it is not JSON but "first stop key" (ASCII numbers, stop -1 for all; its
+bundle's key), which the C loop reads without a JSON parser; the limits are a call job's, per
+input of its slice (the zygote times each input by its record's arrival:
+codeserve/sandbox/calls.py). A control frame has JSON and a blob."""
 
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ import struct
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">II")
-REQUEST = struct.Struct(">IIIIIBdII")
+REQUEST = struct.Struct(">IIIIIBdIII")
 OP_CONTROL = 0  # a frame for the zygote itself (bundle, shutdown); the others run a candidate:
-OPS = {"exec": 1, "plus": 2, "truth": 3}  # by job kind
+OPS = {"exec": 1, "plus": 2, "truth": 3, "call": 4, "record": 5}  # by job kind
 KINDS = {op: kind for kind, op in OPS.items()}
 
 
@@ -29,7 +33,7 @@ def encode_frame(header: dict[str, Any], blob: bytes = b"") -> bytes:
 
 
 def encode_request(
-    header: dict[str, Any] | None,
+    header: dict[str, Any] | bytes | None,
     blob: bytes = b"",
     tests: bytes = b"",
     code: bytes = b"",
@@ -38,9 +42,11 @@ def encode_request(
     timeout: float = 0.0,
     memory_mb: int = 0,
     cap: int = 0,
+    limits: tuple[float, ...] = (),
 ) -> bytes:
-    """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default."""
-    data = json.dumps(header).encode() if header else b""
+    """A frame for a running zygote; for a candidate, `memory_mb` 0 means its default; a call
+    job's header is bytes (see above)."""
+    data = header if isinstance(header, bytes) else json.dumps(header).encode() if header else b""
     return (
         REQUEST.pack(
             len(data),
@@ -52,39 +58,45 @@ def encode_request(
             timeout,
             memory_mb,
             cap,
+            len(limits),
         )
         + data
         + blob
         + tests
         + code
         + program_code
+        + struct.pack(f">{len(limits)}d", *limits)
     )
 
 
-Request = tuple[int, float, int, int, dict[str, Any], bytes, bytes, bytes, bytes]
+Request = tuple[int, float, int, int, Any, bytes, bytes, bytes, bytes, tuple[float, ...]]
 
 
 def read_request(stream: BinaryIO) -> Request | None:
-    """(op, timeout, memory_mb, cap, header, blob, tests, code, program_code) from a buffered
-    binary stream; None at its end."""
+    """(op, timeout, memory_mb, cap, header, blob, tests, code, program_code, limits) from a
+    buffered binary stream; None at its end."""
     head = stream.read(REQUEST.size)
     if len(head) < REQUEST.size:
         return None
-    *sizes, op, timeout, memory_mb, cap = REQUEST.unpack(head)
-    parts = [stream.read(n) if n else b"" for n in sizes]
-    if [len(p) for p in parts] != sizes:
+    *sizes, op, timeout, memory_mb, cap, n_limits = REQUEST.unpack(head)
+    parts = [stream.read(n) if n else b"" for n in [*sizes, 8 * n_limits]]
+    if [len(p) for p in parts] != [*sizes, 8 * n_limits]:
         return None
-    data, blob, tests, code, program_code = parts
+    data, blob, tests, code, program_code, limits = parts
+    # A call job's header is not JSON; a record job's holds checking code, which the zygote
+    # leaves to the child to decode (so no copy of it stays in the zygote's memory).
+    header = data if op in (OPS["call"], OPS["record"]) else json.loads(data) if data else {}
     return (
         op,
         timeout,
         memory_mb,
         cap,
-        json.loads(data) if data else {},
+        header,
         blob,
         tests,
         code,
         program_code,
+        struct.unpack(f">{n_limits}d", limits),
     )
 
 

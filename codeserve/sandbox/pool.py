@@ -2,8 +2,15 @@
 
     pool = SandboxPool()            # workers = cores; starts lazily
     print(pool.start().describe())  # which isolation layers are active, and why not
-    result = pool.run(Job(kind="exec", program=src, timeout=3.0))
+    pool.register_bundle("t1", pickle.dumps(CallCase("f", inputs=[[1], [2]])))
+    pool.register_judge("t1", judge)  # harness-side: (CallOutcome, Job) -> RunResult
+    result = pool.run(Job(kind="call", program=src, bundle="t1", judge="t1", timeout=3.0))
     result.status                   # passed | failed | error | timeout | memory | killed
+
+A "call" job's candidate only computes outputs (codeserve.sandbox.calls); the verdict is its
+judge's, in this process, against expected outputs that never reach a worker. The other kinds
+("exec", "plus": verdicts decided in the candidate's own process, forgeable; "truth": trusted
+canonical code) serve the in-process verdict mode and the oracles.
 
 Every job runs in a fresh forked process inside a worker's namespaces (see `codeserve.sandbox.forkserver`
 for the layout and `codeserve.sandbox.isolation` for the layers). `run` is thread-safe and blocks until a
@@ -34,9 +41,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from codeserve.common.errors import CliError
 from codeserve.common.settings import CommaList
-from codeserve.sandbox import isolation, precompile
+from codeserve.sandbox import calls, isolation, precompile
 from codeserve.sandbox.frames import HEADER, OPS, encode_frame, encode_request, take_frame
-from codeserve.sandbox.verdicts import STATUSES, Status, judge
+from codeserve.sandbox.verdicts import STATUSES, Status, ending, judge
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,9 @@ PIPELINE = 2
 # Per-task Plus test data a worker keeps in memory (the harness mirrors the eviction order).
 MAX_BUNDLES = 4
 BundleSource = bytes | Callable[[], bytes]
+# How many bytes of records one call job may send (its outputs, each at most
+# values.INLINE_MAX before it travels as a digest).
+CALLS_CAP = 256 << 20
 
 
 # Modules candidates commonly import, loaded once per worker so that no candidate pays for
@@ -106,10 +116,12 @@ class SandboxSettings(BaseSettings):
 
 
 class Job(BaseModel):
-    """One program to run. `kind` "plus"/"truth" also need `bundle`: the key of that task's
-    test data registered with `SandboxPool.register_bundle`."""
+    """One program to run. `kind` "plus"/"truth"/"call" also need `bundle`: the key of that
+    task's test data registered with `SandboxPool.register_bundle` (a PlusCase, or for "call" a
+    calls.CallCase: inputs only); "call" also `judge`, the key of its judge registered with
+    `SandboxPool.register_judge`, and may have per-input time `limits` for its slice."""
 
-    kind: Literal["exec", "plus", "truth"] = "exec"
+    kind: Literal["exec", "plus", "truth", "call", "record"] = "exec"
     program: str
     # Trusted checking code run after `program` (the same for every candidate of a task, so a
     # worker compiles it once); the program is then program + tests.
@@ -117,7 +129,16 @@ class Job(BaseModel):
     timeout: float = Field(ge=0, le=1e6)  # seconds (finite: NaN would never time out)
     bundle: str | None = None
     memory_mb: int | None = None  # overrides SandboxSettings.memory_mb for this job
-    inputs: tuple[int, int] | None = None  # "plus": only inputs [first, stop) of the task
+    inputs: tuple[int, int] | None = None  # "plus"/"call": only inputs [first, stop) of the task
+    limits: tuple[float, ...] | None = None  # "call": seconds per input of its slice
+    judge: str | None = None  # "call": the judge of its outputs
+    # "record": the entry point, and the checking code run on it (in the job's JSON, not as
+    # `tests`, which a worker keeps for the task's next candidates)
+    entry_point: str | None = None
+    checks: str | None = None
+    # "call": its calls.CallCase, encoded (calls.case_bytes), instead of a bundle: for cases
+    # small enough to travel with each job (the zygote loads each once)
+    case: bytes | None = None
 
 
 class RunResult(BaseModel):
@@ -128,6 +149,7 @@ class RunResult(BaseModel):
     output: str | None = None
     elapsed_s: float = 0.0
     payload: bytes = Field(b"", exclude=True, repr=False)
+    calls: Any = Field(None, exclude=True, repr=False)  # "call": the calls.CallOutcome judged
 
     @property
     def passed(self) -> bool:
@@ -165,6 +187,9 @@ class WorkerDied(Exception):
     pass
 
 
+Judge = Callable[["calls.CallOutcome", Job], RunResult]
+
+
 class SandboxUnavailableError(CliError):
     """The machine cannot provide the isolation the sandbox insists on."""
 
@@ -174,8 +199,13 @@ class _Worker:
 
     _counter = 0
 
-    def __init__(self, settings: SandboxSettings) -> None:
+    def __init__(self, settings: SandboxSettings, judges: dict[str, Judge] | None = None) -> None:
         _Worker._counter += 1
+        self.judges = judges if judges is not None else {}
+        # Whether this worker was sent checking code or expected outputs (in-process verdict
+        # mode): its zygote's memory may still hold them, and every candidate's fork would
+        # inherit that, so it runs no call job.
+        self.tainted = False
         self.name = f"w{os.getpid()}-{_Worker._counter}"
         self.settings = settings
         repo_root = str(Path(__file__).resolve().parents[2])  # the folder holding `codeserve`
@@ -216,6 +246,10 @@ class _Worker:
         }
         self.loaded: list[str] = []  # bundle keys this worker holds, oldest first
         self.inbox = bytearray()  # bytes received that do not make a whole frame yet
+        self.outbox = bytearray()  # bytes sent that the worker's pipe has not taken yet
+        assert self.proc.stdin is not None
+        self.stdin = self.proc.stdin.fileno()  # written raw, never through proc.stdin's buffer
+        os.set_blocking(self.stdin, False)
         self._send(encode_frame(config))
         hello = self._receive(60.0)[0]
         self.layers = [LayerStatus(**la) for la in hello["layers"]]
@@ -227,20 +261,37 @@ class _Worker:
             raise SandboxUnavailableError(f"sandbox refused to start: {hello['refusal']}")
 
     def _send(self, data: bytes) -> None:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
-        except (OSError, ValueError) as exc:  # ValueError: already closed by kill()
-            raise WorkerDied(f"sandbox worker gone: {exc}") from None
+        """Queue `data` for the worker and write what its pipe takes now, never blocking: a
+        worker writing a reply reads no job until that reply is read, so a blocking write of a
+        job bigger than the pipe (one sent ahead, behind a job whose reply is bigger than the
+        pipe) would wait forever. The rest goes whenever the harness waits on this worker
+        (`flush`, in the same select() as its replies)."""
+        self.outbox += data
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what the worker's pipe takes now of what was sent to it."""
+        while self.outbox:
+            try:
+                written = os.write(self.stdin, self.outbox)
+            except BlockingIOError:
+                return
+            except (OSError, ValueError) as exc:  # ValueError: already closed by kill()
+                raise WorkerDied(f"sandbox worker gone: {exc}") from None
+            del self.outbox[:written]
 
     def _receive(self, timeout: float) -> tuple[dict[str, Any], bytes]:
         deadline = time.monotonic() + timeout
         while (frame := self._take()) is None:
             remaining = max(0.0, deadline - time.monotonic())
-            if not select.select([self], [], [], remaining)[0]:
+            writing = [self.stdin] if self.outbox else []
+            readable, writable, _ = select.select([self], writing, [], remaining)
+            if not readable and not writable:
                 raise WorkerDied(f"sandbox worker silent for {timeout:.0f}s")
-            self.pump()
+            if writable:
+                self.flush()
+            if readable:
+                self.pump()
         return frame
 
     def pump(self) -> None:
@@ -267,6 +318,10 @@ class _Worker:
     def submit(self, job: Job, bundles: dict[str, BundleSource]) -> RunResult | None:
         """Send a job (its Plus bundle first, if this worker lacks it); a result only when the
         job failed before it could be sent."""
+        if job.kind == "plus" or (job.kind == "exec" and job.tests):
+            self.tainted = True
+        elif job.kind == "call" and self.tainted:
+            return RunResult(status="error", detail="sandbox worker holds checking code")
         if job.bundle and job.bundle not in self.loaded:
             source = bundles[job.bundle]
             data = source() if callable(source) else source
@@ -281,9 +336,30 @@ class _Worker:
     def _request(self, job: Job) -> bytes:
         # Program and checking code travel as raw text: the zygote's C loop finds the compiled
         # checking code by comparing bytes, and decodes neither JSON nor the job.
-        extra = {"bundle": job.bundle, "inputs": job.inputs} if job.kind != "exec" else None
-        cap = 1 << 31 if job.kind == "truth" else min(self.settings.report_cap_bytes, 1 << 31)
+        extra: dict[str, Any] | bytes | None = None
+        if job.kind == "call":
+            extra = calls.job_header(None if job.case else job.bundle, job.inputs)
+        elif job.kind == "record":
+            extra = {"entry_point": job.entry_point, "checks": job.checks}
+        elif job.kind != "exec":
+            extra = {"bundle": job.bundle, "inputs": job.inputs}
+        cap = {"truth": (1 << 32) - 1, "record": (1 << 32) - 1, "call": CALLS_CAP}.get(
+            job.kind, min(self.settings.report_cap_bytes, 1 << 31)
+        )
         memory_mb = min(max(0, job.memory_mb or 0), (1 << 32) - 1)  # 0: the worker's default
+        if job.kind == "call":  # no checking code: the case (inputs) goes where it would
+            return encode_request(
+                extra,
+                _utf8(job.program),
+                job.case or b"",
+                b"",
+                precompile.program_code(job.program, "", b""),
+                OPS["call"],
+                job.timeout,
+                memory_mb,
+                cap,
+                job.limits or (),
+            )
         tests = job.tests or ""
         compiled_tests = precompile.tests_code(tests)
         return encode_request(
@@ -296,19 +372,22 @@ class _Worker:
             job.timeout,
             memory_mb,
             cap,
+            job.limits or (),
         )
 
-    def collect(self, timeout: float) -> RunResult:
-        """The reply to the oldest job sent, waiting at most `timeout` seconds."""
-        return self._result(self._receive(timeout))
+    def collect(self, timeout: float, job: Job) -> RunResult:
+        """The reply to the oldest job sent (`job`), waiting at most `timeout` seconds."""
+        return self._result(self._receive(timeout), job)
 
-    def next_result(self) -> RunResult | None:
-        """The reply to the oldest job sent, if it has been read in full (see `pump`)."""
+    def next_result(self, job: Job) -> RunResult | None:
+        """The reply to the oldest job sent (`job`), if it has been read in full (see `pump`)."""
         frame = self._take()
-        return None if frame is None else self._result(frame)
+        return None if frame is None else self._result(frame, job)
 
-    def _result(self, frame: tuple[dict[str, Any], bytes]) -> RunResult:
+    def _result(self, frame: tuple[dict[str, Any], bytes], job: Job) -> RunResult:
         header, blob = frame
+        if job.kind == "call":
+            return self._judged(header, blob, job)
         if "wait_status" in header:  # a candidate's own report, for us to judge
             elapsed = header.get("elapsed_s", 0.0)
             header, blob = judge(
@@ -320,6 +399,27 @@ class _Worker:
         # The zygote only ever sends these fields: skip pydantic validation on the hot path.
         return RunResult.model_construct(**header, payload=blob)
 
+    def _judged(self, header: dict[str, Any], blob: bytes, job: Job) -> RunResult:
+        """A call job's verdict: its records, parsed (nothing in them is trusted) and judged
+        by the harness's judge for it. The zygote never says "passed" for a call job."""
+        if "wait_status" not in header:
+            if header.get("status") not in STATUSES:
+                raise WorkerDied(f"sandbox worker sent a malformed reply: {header!r:.200}")
+            return RunResult.model_construct(**header)  # e.g. the job could not start
+        status, timed_out = header["wait_status"], bool(header.get("timed_out"))
+        outcome = calls.parse(
+            blob,
+            lambda: ending(status, timed_out, self._oom_killed),
+            bool(header.get("input_timeout")),
+        )
+        judge_fn = self.judges.get(job.judge or "")
+        if judge_fn is None:
+            result = RunResult(status="error", detail=f"no judge {job.judge!r} for these outputs")
+        else:
+            result = judge_fn(outcome, job)
+        fields = dict(result.__dict__, elapsed_s=header.get("elapsed_s", 0.0), calls=outcome)
+        return RunResult.model_construct(**fields)
+
     def _oom_killed(self) -> bool:
         kills = self.cgroups.oom_kills()
         self.oom_kills, before = kills, self.oom_kills
@@ -330,7 +430,7 @@ class _Worker:
         return self.proc.stdout.fileno()
 
     def run(self, job: Job, bundles: dict[str, BundleSource]) -> RunResult:
-        return self.submit(job, bundles) or self.collect(job.timeout + self.settings.grace_s)
+        return self.submit(job, bundles) or self.collect(job.timeout + self.settings.grace_s, job)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -350,8 +450,14 @@ class _Worker:
     def close(self) -> None:
         try:
             self._send(encode_request({"kind": "shutdown"}))
-            self.proc.wait(timeout=5)
-        except (WorkerDied, ValueError, subprocess.TimeoutExpired):
+            deadline = time.monotonic() + 5
+            while (
+                self.outbox
+                and select.select([], [self.stdin], [], max(0.0, deadline - time.monotonic()))[1]
+            ):
+                self.flush()
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except (WorkerDied, ValueError, OSError, subprocess.TimeoutExpired):
             pass
         self.kill()
 
@@ -368,6 +474,7 @@ class SandboxPool:
         self._report: IsolationReport | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._bundles: dict[str, BundleSource] = {}
+        self._judges: dict[str, Judge] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> IsolationReport:
@@ -376,7 +483,9 @@ class SandboxPool:
             if self._report is None:
                 _remove_stale_cgroups()
                 with ThreadPoolExecutor(self.size) as ex:
-                    futures = [ex.submit(_Worker, self.settings) for _ in range(self.size)]
+                    futures = [
+                        ex.submit(_Worker, self.settings, self._judges) for _ in range(self.size)
+                    ]
                 errors = [e for f in futures if (e := f.exception()) is not None]
                 workers = [f.result() for f in futures if f.exception() is None]
                 if errors:
@@ -421,17 +530,28 @@ class SandboxPool:
 
     # -- running ------------------------------------------------------------------------------
     def register_bundle(self, key: str, data: BundleSource) -> None:
-        """Make one task's pickled `PlusCase` (bytes, or a function returning them) available to
-        jobs as `key`; a worker receives it on its first job that needs it."""
+        """Make one task's pickled `PlusCase` or `calls.CallCase` (bytes, or a function returning
+        them) available to jobs as `key`; a worker receives it on its first job that needs it
+        (a call job's case may instead travel with it: `Job.case`)."""
         self._bundles[key] = data
 
     def drop_bundle(self, key: str) -> None:
         self._bundles.pop(key, None)
 
+    def register_judge(self, key: str, judge: Judge) -> None:
+        """The harness-side judge of call jobs naming `key`: (calls.CallOutcome, Job) ->
+        RunResult, called in the thread that reads the reply."""
+        self._judges[key] = judge
+
+    def drop_judge(self, key: str) -> None:
+        self._judges.pop(key, None)
+
     def run(self, job: Job) -> RunResult:
         """Run one job on the next free worker (blocks while all are busy)."""
         self.start()
         worker = self._idle.get()
+        if job.kind == "call" and worker.tainted:
+            worker = self._replace(worker)
         try:
             result = worker.run(job, self._bundles)
         except WorkerDied as exc:
@@ -445,7 +565,7 @@ class SandboxPool:
         pool (its next job fails fast and tries again) so that no caller waits forever."""
         worker.kill()
         try:
-            fresh = _Worker(self.settings)
+            fresh = _Worker(self.settings, self._judges)
         except (OSError, WorkerDied, SandboxUnavailableError) as exc:
             log.error("cannot restart a sandbox worker: %s", exc)
             return worker
@@ -513,13 +633,23 @@ class _Runs:
             job = item[1]
             # Loading a bundle waits for its acknowledgement, so only a worker with nothing
             # queued can take a job whose bundle it lacks.
+            # A tainted worker (see _Worker) is replaced before it takes a call job, which it
+            # can only be with nothing queued.
             able = [
-                w for w in free if not (job.bundle and job.bundle not in w.loaded and self.sent[w])
+                w
+                for w in free
+                if not (
+                    (job.bundle and job.bundle not in w.loaded)
+                    or (job.kind == "call" and w.tainted)
+                )
+                or not self.sent[w]
             ]
             if not able:
                 self.held = item
                 return
             worker = min(able, key=lambda w: len(self.sent[w]))
+            if job.kind == "call" and worker.tainted:
+                worker = self._swap(worker)
             self.sent[worker].append(item)
             if len(self.sent[worker]) == 1:
                 self.deadline[worker] = time.monotonic() + self._budget(job)
@@ -536,7 +666,15 @@ class _Runs:
         """Wait for the next replies (or deadlines); yields the results."""
         busy = [w for w in self.workers if self.sent[w]]
         wait = min(self.deadline[w] for w in busy) - time.monotonic()
-        ready = select.select(busy, [], [], max(0.0, wait))[0]
+        # Jobs a worker's pipe has not taken yet go as it takes them (see _Worker._send).
+        writing = {w.stdin: w for w in busy if w.outbox}
+        ready, writable, _ = select.select(busy, list(writing), [], max(0.0, wait))
+        for fd in writable:
+            try:
+                writing[fd].flush()
+            except WorkerDied as exc:
+                yield from self._lost(writing[fd], exc)
+                return
         now = time.monotonic()
         for worker in busy:
             if worker not in ready and self.deadline[worker] > now:
@@ -546,13 +684,19 @@ class _Runs:
                 if worker not in ready:
                     raise WorkerDied(f"sandbox worker silent for {self._budget(sent[0][1]):.0f}s")
                 worker.pump()
-                while sent and (result := worker.next_result()) is not None:
+                while sent and (result := worker.next_result(sent[0][1])) is not None:
                     index, _ = sent.popleft()
                     if sent:
                         self.deadline[worker] = now + self._budget(sent[0][1])
                     yield index, result
             except WorkerDied as exc:
                 yield from self._lost(worker, exc)
+
+    def _swap(self, worker: _Worker) -> _Worker:
+        fresh = self.pool._replace(worker)
+        self.workers = [fresh if w is worker else w for w in self.workers]
+        self.sent[fresh] = self.sent.pop(worker)
+        return fresh
 
     def _lost(self, worker: _Worker, exc: WorkerDied) -> Iterator[tuple[int, RunResult]]:
         # The running job takes the blame; those queued behind it never started: run them
@@ -571,9 +715,9 @@ class _Runs:
         for worker in list(self.workers):
             sent = self.sent[worker]
             while sent:
-                sent.popleft()
+                _, job = sent.popleft()
                 try:
-                    worker.collect(max(0.0, self.deadline[worker] - time.monotonic()))
+                    worker.collect(max(0.0, self.deadline[worker] - time.monotonic()), job)
                 except WorkerDied:
                     sent.clear()
                     worker = self.pool._replace(worker)

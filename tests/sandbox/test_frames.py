@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from codeserve.sandbox.calls import job_header, read_job_header
 from codeserve.sandbox.frames import (
     OPS,
     PASSED_REPORT,
@@ -33,6 +34,18 @@ def test_requests_round_trip_in_a_stream() -> None:
             64,
             1 << 16,
         )
+        + encode_request(
+            job_header("k é", (2, 5)),
+            b"def f(): pass",
+            b"case",
+            b"",
+            b"\x02prog",
+            OPS["call"],
+            1.0,
+            0,
+            1 << 20,
+            (4.0, 0.25, 8.5),
+        )
         + encode_request(None, b"print(1)", op=OPS["exec"], timeout=3.0)
         + encode_request({"kind": "shutdown"})
     )
@@ -46,8 +59,25 @@ def test_requests_round_trip_in_a_stream() -> None:
         b"tests",
         b"\x00code",
         b"\x01prog",
+        (),
     )
-    assert read_request(stream) == (OPS["exec"], 3.0, 0, 0, {}, b"print(1)", b"", b"", b"")
+    # A call job's header is "first stop [key]", not JSON: the C loop reads it as it is.
+    call = read_request(stream)
+    assert call == (
+        OPS["call"],
+        1.0,
+        0,
+        1 << 20,
+        "2 5 k é".encode(),
+        b"def f(): pass",
+        b"case",
+        b"",
+        b"\x02prog",
+        (4.0, 0.25, 8.5),
+    )
+    assert read_job_header(call[4]) == ("k é", range(2, 5))
+    assert read_job_header(job_header(None, None)) == (None, None)
+    assert read_request(stream) == (OPS["exec"], 3.0, 0, 0, {}, b"print(1)", b"", b"", b"", ())
     assert read_request(stream)[4] == {"kind": "shutdown"}
     assert read_request(stream) is None
 

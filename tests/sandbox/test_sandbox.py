@@ -19,7 +19,13 @@ from pathlib import Path
 import pytest
 
 from codeserve.sandbox.candidate_exec import CappedWriter, PlusCase, outputs_match
-from codeserve.sandbox.pool import Job, SandboxPool, SandboxSettings, SandboxUnavailableError
+from codeserve.sandbox.pool import (
+    Job,
+    RunResult,
+    SandboxPool,
+    SandboxSettings,
+    SandboxUnavailableError,
+)
 from tests.sandbox.helpers import LOOPS, descendants, loop_pool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -266,10 +272,12 @@ def test_run_many_reads_replies_of_many_pipe_reads(pool: SandboxPool) -> None:
     key = _plus_bundle(
         pool, "unit:big", PlusCase(entry_point="f", inputs=[[n] for n in range(3)], base_count=1)
     )
+    # ~2.7 MB of pickled outputs a reply (each output stays under values.INLINE_MAX encoded,
+    # beyond which it would travel as its digest)
     jobs = [
         Job(
             kind="truth",
-            program="def f(x):\n    return list(range(x, x + 300_000))\n",
+            program="def f(x):\n    return list(range(x, x + 110_000))\n",
             timeout=20,
             bundle=key,
         )
@@ -277,7 +285,7 @@ def test_run_many_reads_replies_of_many_pipe_reads(pool: SandboxPool) -> None:
     results = dict(pool.run_many(jobs))
     for i in range(3):
         outputs = pickle.loads(results[i].payload)["outputs"]
-        assert [o[-1] for o in outputs] == [299_999, 300_000, 300_001]
+        assert [o[-1] for o in outputs] == [109_999, 110_000, 110_001]
     assert all(results[i].passed for i in range(3, 6))
 
 
@@ -560,3 +568,40 @@ def test_a_big_bundle_leaves_no_big_buffer_in_the_zygote(pool: SandboxPool) -> N
         assert r.passed, r
     after = anon_kb()
     assert after - before < 24 * 1024 * 1.5, (before, after)  # the case, not also the bytes
+
+
+def test_big_jobs_queued_behind_big_replies_do_not_deadlock() -> None:
+    """A job sent ahead to a worker (run_many's pipelining) can be bigger than a pipe holds
+    while the job before it writes a reply bigger than a pipe holds: the worker reads no job
+    until its reply is written, so the harness must read replies while it writes jobs."""
+    import threading
+    import time
+
+    from codeserve.sandbox.calls import CallCase, case_bytes
+
+    big_reply = Job(
+        kind="call",
+        program="def f(n):\n    return 'x' * n\n",
+        judge="any",
+        case=case_bytes(CallCase("f", [[600_000]])),
+        timeout=20.0,
+    )
+    big_job = Job(program="x = 1  # " + "y" * 400_000 + "\nassert x == 1\n", timeout=20.0)
+    with SandboxPool(SandboxSettings(workers=1)) as pool:
+        pool.register_judge("any", lambda outcome, job: RunResult(status="passed", calls=outcome))
+        results: dict[int, RunResult] = {}
+        runner = threading.Thread(
+            target=lambda: results.update(pool.run_many([big_reply, big_job, big_reply, big_job])),
+            daemon=True,
+        )
+        started = time.monotonic()
+        runner.start()
+        runner.join(60)
+        if runner.is_alive():
+            for worker in pool._all:
+                worker.kill()  # unblocks the harness so the test can report
+            pytest.fail(
+                f"deadlocked: {len(results)} of 4 results after {time.monotonic() - started:.0f}s"
+            )
+    assert sorted(results) == [0, 1, 2, 3] and all(r.passed for r in results.values()), results
+    assert len(results[0].calls.blob) > 600_000
