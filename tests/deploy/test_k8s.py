@@ -1,9 +1,10 @@
-"""deploy/k8s renders (kustomize stand-in), validates against the Kubernetes schemas offline, and
+"""deploy/k8s renders (`kubectl kustomize`), validates against the Kubernetes schemas offline, and
 holds together: probes, drains, Services, the models ConfigMap, the NetworkPolicy and the CRDs
 (KEDA, Prometheus Operator) that no offline schema covers."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from codeserve.server.config import Settings, UpstreamEngine, parse_models_file
-from tests.deploy.kustomize import Obj, render
+from tests.deploy.kubectl import Obj, render
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -30,13 +31,18 @@ def _render_overlay(name: str) -> list[Obj]:
 
 
 def _render_with(tmp_path: Path, components: list[str]) -> list[Obj]:
-    """Base plus components, as an overlay a user would write (for the HPA alternative)."""
+    """Base plus components, as an overlay a user would write (for the HPA alternative).
+    kustomize takes only relative paths to other kustomizations."""
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, tmp_path)
+
     kust = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": NAMESPACE,
-        "resources": [str(K8S / "base")],
-        "components": [str(K8S / "components" / c) for c in components],
+        "resources": [rel(K8S / "base")],
+        "components": [rel(K8S / "components" / c) for c in components],
     }
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kust))
     return render(tmp_path)
