@@ -143,12 +143,14 @@ def register(subparsers: Any) -> None:
     flags.add_log_level_flag(parser)
     parser.set_defaults(func=run_command)
 
-    nested = parser.add_subparsers(dest="bakeoff_command", metavar="{compare}")
-    compare = nested.add_parser("compare", help="print two bake-offs side by side")
-    compare.add_argument("a", type=Path, help="bake-off A: its --out folder or bakeoff.json")
-    compare.add_argument("b", type=Path, help="bake-off B: its --out folder or bakeoff.json")
-    flags.add_log_level_flag(compare)
-    compare.set_defaults(func=compare_command)
+    flags.add_compare_command(
+        parser,
+        dest="bakeoff_command",
+        help="print two bake-offs side by side",
+        what="bake-off",
+        given_as="its --out folder or bakeoff.json",
+        func=compare_command,
+    )
 
 
 def compare_command(args: argparse.Namespace) -> int:

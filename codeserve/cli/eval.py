@@ -73,12 +73,14 @@ def register(subparsers: Any) -> None:
     flags.add_log_level_flag(parser)
     parser.set_defaults(func=run_command)
 
-    nested = parser.add_subparsers(dest="eval_command", metavar="{compare}")
-    compare = nested.add_parser("compare", help="print two runs' results side by side")
-    compare.add_argument("a", type=Path, help="run A: its results.json or --out folder")
-    compare.add_argument("b", type=Path, help="run B: its results.json or --out folder")
-    flags.add_log_level_flag(compare)
-    compare.set_defaults(func=compare_command)
+    flags.add_compare_command(
+        parser,
+        dest="eval_command",
+        help="print two runs' results side by side",
+        what="run",
+        given_as="its results.json or --out folder",
+        func=compare_command,
+    )
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,25 @@ def add_log_level_flag(parser: argparse.ArgumentParser, *, default: str = "warni
         choices=LOG_LEVELS,
         help=f"log verbosity on stderr (default {default})",
     )
+
+
+def add_compare_command(
+    parser: argparse.ArgumentParser,
+    *,
+    dest: str,
+    help: str,
+    what: str,
+    given_as: str,
+    func: Callable[[argparse.Namespace], int],
+) -> None:
+    """`codeserve COMMAND compare A B`: two runs side by side. `what` names a run ("run",
+    "bake-off") and `given_as` the paths that name one ("its results.json or --out folder")."""
+    nested = parser.add_subparsers(dest=dest, metavar="{compare}")
+    compare = nested.add_parser("compare", help=help)
+    compare.add_argument("a", type=Path, help=f"{what} A: {given_as}")
+    compare.add_argument("b", type=Path, help=f"{what} B: {given_as}")
+    add_log_level_flag(compare)
+    compare.set_defaults(func=func)
 
 
 def configure_logging(level: str) -> None:
