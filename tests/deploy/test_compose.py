@@ -132,3 +132,20 @@ def test_grafana_mounts_where_provisioning_looks(compose: dict[str, Any]) -> Non
     assert (mounts[path] / "codeserve.json").exists()
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (mounts[str(Path(home).parent)] / Path(home).name).exists()
+
+
+def test_local_compose_keeps_the_gateway_and_prometheus_of_the_real_one(
+    compose: dict[str, Any],
+) -> None:
+    """compose.local.yaml (mock engines, no GPU, no registry; brought up by test_compose_up.py)
+    differs from compose.yaml only in what runs the engines and Prometheus."""
+    local = yaml.safe_load((COMPOSE_DIR / "compose.local.yaml").read_text())
+    assert set(_engines(local)) == set(_engines(compose))
+    for name in _engines(local):
+        assert "ports" not in local["services"][name]
+    gateway, real = local["services"]["gateway"], compose["services"]["gateway"]
+    for key in ("environment", "volumes", "ports", "read_only", "tmpfs", "stop_grace_period"):
+        assert gateway.get(key) == real.get(key), f"gateway {key} differs from compose.yaml"
+    prometheus = local["services"]["prometheus"]
+    assert prometheus["volumes"] == compose["services"]["prometheus"]["volumes"]
+    assert prometheus["command"] == compose["services"]["prometheus"]["command"]
