@@ -35,8 +35,8 @@ from codeserve.sandbox.pool import Job, RunResult, SandboxPool
 
 log = logging.getLogger(__name__)
 # 4: harness-side expected outputs (TaskOracle), digests of the values encoding; assert-based
-# benchmarks too
-FORMAT_VERSION = 4
+# benchmarks too; 5: canonical times include digesting the output
+FORMAT_VERSION = 5
 # How much of the cache (pickled bytes) a harness keeps loaded, most recently used first: all of
 # an assert-based benchmark (~0.1-5 MB), a part of HumanEval+'s (~20 MB).
 LOADED_BYTES = 8 << 20
