@@ -29,26 +29,21 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.real_gateway import gateway, load_average, models_yaml
+
 TARGET = 8.0
 # Per core and cycle: fp32 = 2 FMA pipes x 8 lanes x 2 (AVX2, or Zen 4's double-pumped AVX-512);
 # bf16 dot products (AVX512-BF16 vdpbf16ps) do two multiply-adds per fp32 lane: twice that.
 FLOPS_PER_CYCLE = {"float32": 32, "bfloat16": 64}
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def cores() -> int:
@@ -191,69 +186,6 @@ def transformers_single_stream(
 
 
 # --- the gateway --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def models_yaml(model_dir: Path, name: str) -> str:
-    import yaml
-
-    from codeserve.server.defaults import engine_for
-
-    engine = engine_for(True, 0.85, demo=False).model_dump(exclude_defaults=True)
-    engine["kind"] = "managed"
-    return yaml.safe_dump({"models": [{"name": name, "model": str(model_dir), "engine": engine}]})
-
-
-@contextlib.contextmanager
-def gateway(models_file: Path, log: Path, env: dict[str, str]) -> Iterator[tuple[str, float]]:
-    """A gateway serving `models_file`; yields its URL and the seconds until /ready."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "codeserve.cli.main",
-                "serve",
-                "--models-file",
-                str(models_file),
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-            start_new_session=True,
-        )
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the gateway exited with {proc.returncode}; see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() - started > 1800:
-                raise SystemExit(f"not ready after 1800 s; see {log}")
-            time.sleep(0.5)
-        yield url, time.monotonic() - started
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def sample(
