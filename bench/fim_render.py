@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codeserve.server.config import ModelSpec, Settings
-from codeserve.server.fim import PromptRenderer, apply_fim
+from codeserve.server.fim.renderer import PromptRenderer, apply_fim
 from codeserve.server.protocol import CompletionRequest
 
 

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from codeserve.common.errors import ConfigError, error_location, validation_message
 from codeserve.common.settings import CommaList
-from codeserve.server.fim_templates import FIM_CHOICES, template_names
+from codeserve.server.fim.templates import FIM_CHOICES, template_names
 from codeserve.server.model_sources.spec import GgufSource
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"

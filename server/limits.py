@@ -10,7 +10,7 @@ from codeserve.server.errors import InvalidRequestError
 from codeserve.server.protocol import ChatCompletionRequest, CompletionRequest
 
 if TYPE_CHECKING:
-    from codeserve.server.fim_tokenizer import ModelTokenizer
+    from codeserve.server.fim.tokenizer import ModelTokenizer
 
 # Completions' max_tokens when the request sets none (vLLM, like OpenAI).
 ENGINE_DEFAULT_MAX_TOKENS = 16

@@ -15,7 +15,7 @@ from codeserve.server.engines.replicas import ReplicaPool
 from codeserve.server.engines.supervisor import ManagedRunner
 from codeserve.server.engines.upstream import UpstreamRunner
 from codeserve.server.errors import ModelNotFoundError
-from codeserve.server.fim import PromptRenderer
+from codeserve.server.fim.renderer import PromptRenderer
 from codeserve.server.metrics import GatewayMetrics
 
 log = logging.getLogger("codeserve")

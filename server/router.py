@@ -12,7 +12,7 @@ from codeserve.common.error_object import ErrorResponse
 from codeserve.server.dialects.llama_cpp import handle_infill
 from codeserve.server.dialects.routes import router as dialect_routes
 from codeserve.server.errors import UnavailableError
-from codeserve.server.fim_dry_run import render_completion
+from codeserve.server.fim.dry_run import render_completion
 from codeserve.server.metrics import GatewayMetrics
 from codeserve.server.protocol import (
     ChatCompletionResponse,

@@ -40,7 +40,7 @@ from codeserve.server.errors import (
     PayloadTooLargeError,
     UpstreamError,
 )
-from codeserve.server.fim import apply_fim
+from codeserve.server.fim.renderer import apply_fim
 from codeserve.server.limits import check_limits, check_prompt_fits
 from codeserve.server.metrics import GatewayMetrics
 from codeserve.server.protocol import ChatCompletionRequest, CompletionRequest

@@ -23,8 +23,8 @@ from codeserve.common.sse import SSEDecoder
 from codeserve.server.disconnects import ClientDisconnected
 from codeserve.server.engines.health import ModelEntry
 from codeserve.server.errors import APIError, InvalidRequestError, UnavailableError
-from codeserve.server.fim import prompt_budget
-from codeserve.server.fim_prompter import FimPrompter
+from codeserve.server.fim.prompter import FimPrompter
+from codeserve.server.fim.renderer import prompt_budget
 from codeserve.server.protocol import ChatCompletionRequest, CompletionRequest, FileContext
 from codeserve.server.serving import (
     CHAT,

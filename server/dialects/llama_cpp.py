@@ -31,7 +31,7 @@ from codeserve.server.dialects.common import (
 )
 from codeserve.server.engines.health import ModelEntry
 from codeserve.server.errors import InvalidRequestError
-from codeserve.server.fim_prompter import FimPrompter
+from codeserve.server.fim.prompter import FimPrompter
 from codeserve.server.protocol import (
     CompletionRequest,
     InfillChunk,

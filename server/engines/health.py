@@ -12,7 +12,7 @@ import orjson
 
 from codeserve.server.config import ModelSpec, Settings
 from codeserve.server.engines.replicas import Replica, ReplicaPool
-from codeserve.server.fim import PromptRenderer
+from codeserve.server.fim.renderer import PromptRenderer
 from codeserve.server.metrics import GatewayMetrics
 from codeserve.server.protocol import ModelState
 

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 
 from codeserve.server.errors import InvalidRequestError
-from codeserve.server.fim import apply_fim
+from codeserve.server.fim.renderer import apply_fim
 from codeserve.server.limits import check_limits
 from codeserve.server.protocol import CompletionRequest, RenderedPrompt, RenderResponse
 from codeserve.server.serving import CompletionService, parse_request, read_body

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from codeserve.server.errors import InvalidRequestError
-from codeserve.server.fim_templates import CURRENT_FILE, REPO_NAME, FimTemplate
-from codeserve.server.fim_tokenizer import ModelTokenizer
+from codeserve.server.fim.templates import CURRENT_FILE, REPO_NAME, FimTemplate
+from codeserve.server.fim.tokenizer import ModelTokenizer
 from codeserve.server.protocol import FileContext
 
 Overflow = Literal["error", "truncate"]

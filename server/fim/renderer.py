@@ -18,9 +18,9 @@ from typing import Any
 
 from codeserve.server.config import ModelSpec, Settings
 from codeserve.server.errors import InvalidRequestError
-from codeserve.server.fim_prompter import FimPrompter, Overflow, Rendering, TemplateMismatch
-from codeserve.server.fim_templates import BY_NAME, TEMPLATES, FimTemplate
-from codeserve.server.fim_tokenizer import ModelTokenizer, locate_tokenizer, read_model_type
+from codeserve.server.fim.prompter import FimPrompter, Overflow, Rendering, TemplateMismatch
+from codeserve.server.fim.templates import BY_NAME, TEMPLATES, FimTemplate
+from codeserve.server.fim.tokenizer import ModelTokenizer, locate_tokenizer, read_model_type
 from codeserve.server.limits import ENGINE_DEFAULT_MAX_TOKENS
 from codeserve.server.protocol import CompletionRequest
 

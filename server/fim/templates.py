@@ -2,11 +2,11 @@
 
 Facts come from shared/reference.md §1 (model cards, TabbyML registry, Continue's templates,
 Meta's codellama generation code, mistral-common). Every spelling is a token *text* as it appears
-in the model's tokenizer; `codeserve.server.fim_tokenizer` maps it to an id, so the same template works for
+in the model's tokenizer; `codeserve.server.fim.tokenizer` maps it to an id, so the same template works for
 any checkpoint of the family. Alternative spellings are tried in order (CodeLlama's HF vocab
 spells `▁<PRE>`, GGUF conversions `<PRE>`).
 
-This module is data only: `codeserve.server.fim` renders, `codeserve.server.fim_tokenizer` tokenizes.
+This module is data only: `codeserve.server.fim.renderer` renders, `codeserve.server.fim.tokenizer` tokenizes.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import pytest
 
 from codeserve.common.errors import CliError
 from codeserve.server.demo_models import FAMILIES, build_demo_model, family
-from codeserve.server.fim import detect_template
-from codeserve.server.fim_tokenizer import ModelTokenizer, read_model_type
+from codeserve.server.fim.renderer import detect_template
+from codeserve.server.fim.tokenizer import ModelTokenizer, read_model_type
 from tests.server.fim_support import LAYOUTS, NO_FIM
 
 ALL = [*LAYOUTS, *NO_FIM]

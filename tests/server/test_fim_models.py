@@ -14,7 +14,7 @@ from tokenizers import AddedToken, Tokenizer, models
 from codeserve.common.errors import ConfigError
 from codeserve.server.config import ModelsFile, parse_models_file
 from codeserve.server.errors import APIError
-from codeserve.server.fim_tokenizer import ModelTokenizer
+from codeserve.server.fim.tokenizer import ModelTokenizer
 from tests.server.fim_support import (
     DEAD_ENGINE,
     LAYOUTS,
