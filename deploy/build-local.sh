@@ -77,7 +77,10 @@ build_args=(--build-arg PYTHON_IMAGE=localhost/python:3.11-bookworm)
 [ -n "${PIP_EXTRA_INDEX_URL:-}" ] && build_args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
 server_pid=
 if [ -n "${WHEELS:-}" ]; then
-  host=$("$DOCKER" network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+  # The host as containers on the default bridge see it (builds run there).
+  host=$("$DOCKER" network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
+  [ -n "$host" ] || host=$(ip -4 -o addr show docker0 2>/dev/null | awk '{split($4, a, "/"); print a[1]}')
+  [ -n "$host" ] || { log "cannot find the docker0 address to serve WHEELS on"; exit 1; }
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
   python3 -m http.server --bind "$host" --directory "$WHEELS" "$port" >/dev/null 2>&1 &
   server_pid=$!
