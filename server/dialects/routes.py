@@ -4,6 +4,8 @@ its OpenAI API: each dialect follows its own vendor's API (see each module's doc
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,89 +34,33 @@ def dialect_error(path: str, exc: APIError) -> Response | None:
     return dialect.error_response(exc) if dialect is not None else None
 
 
-@router.post("/v1/fim/completions")
-async def fim_completions(request: Request) -> Response:
-    return await mistral.fim_completions(request)
+Handler = Callable[[Request], Awaitable[Response]]
 
+# (method, path, handler): each adapter reads what it needs from the request itself.
+ROUTES: list[tuple[str, str, Handler]] = [
+    # Mistral (Codestral) FIM
+    ("POST", "/v1/fim/completions", mistral.fim_completions),
+    # Ollama
+    ("POST", "/api/generate", ollama.generate),
+    ("POST", "/api/chat", ollama.chat),
+    ("GET", "/api/tags", ollama.tags),
+    ("GET", "/api/ps", ollama.running),
+    ("POST", "/api/show", ollama.show),
+    ("GET", "/api/version", ollama.version),
+    # Text Generation Inference: the gateway's first model, or the one named in the path.
+    ("POST", "/", tgi.compat),
+    ("POST", "/generate", tgi.generate),
+    ("POST", "/generate_stream", tgi.generate_stream),
+    ("GET", "/info", tgi.info),
+    ("POST", "/models/{model}", tgi.compat),
+    ("POST", "/models/{model}/generate", tgi.generate),
+    ("POST", "/models/{model}/generate_stream", tgi.generate_stream),
+    ("GET", "/models/{model}/info", tgi.info),
+    # The rest of Ollama's API (pull, push, create, copy, delete, embed...): models come from
+    # the gateway's models file, so these get Ollama's 404. Last: it matches every /api/ path.
+    ("*", "/api/{rest:path}", ollama.unsupported),
+]
 
-# Ollama
-
-
-@router.post("/api/generate")
-async def ollama_generate(request: Request) -> Response:
-    return await ollama.generate(request)
-
-
-@router.post("/api/chat")
-async def ollama_chat(request: Request) -> Response:
-    return await ollama.chat(request)
-
-
-@router.get("/api/tags")
-async def ollama_tags(request: Request) -> Response:
-    return await ollama.tags(request)
-
-
-@router.get("/api/ps")
-async def ollama_ps(request: Request) -> Response:
-    return await ollama.running(request)
-
-
-@router.post("/api/show")
-async def ollama_show(request: Request) -> Response:
-    return await ollama.show(request)
-
-
-@router.get("/api/version")
-async def ollama_version(request: Request) -> Response:
-    return await ollama.version(request)
-
-
-@router.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
-async def ollama_other(request: Request, rest: str) -> Response:
-    """The rest of Ollama's API (pull, push, create, copy, delete, embed...): models come from
-    the gateway's models file, so these get Ollama's 404."""
-    return await ollama.unsupported(request)
-
-
-# Text Generation Inference: the gateway's first model, or the one named in the path.
-
-
-@router.post("/")
-async def tgi_compat(request: Request) -> Response:
-    return await tgi.compat(request)
-
-
-@router.post("/generate")
-async def tgi_generate(request: Request) -> Response:
-    return await tgi.generate(request)
-
-
-@router.post("/generate_stream")
-async def tgi_generate_stream(request: Request) -> Response:
-    return await tgi.generate_stream(request)
-
-
-@router.get("/info")
-async def tgi_info(request: Request) -> Response:
-    return await tgi.info(request)
-
-
-@router.post("/models/{model}")
-async def tgi_model_compat(request: Request, model: str) -> Response:
-    return await tgi.compat(request, model)
-
-
-@router.post("/models/{model}/generate")
-async def tgi_model_generate(request: Request, model: str) -> Response:
-    return await tgi.generate(request, model)
-
-
-@router.post("/models/{model}/generate_stream")
-async def tgi_model_generate_stream(request: Request, model: str) -> Response:
-    return await tgi.generate_stream(request, model)
-
-
-@router.get("/models/{model}/info")
-async def tgi_model_info(request: Request, model: str) -> Response:
-    return await tgi.info(request, model)
+for _method, _path, _handler in ROUTES:
+    _methods = ["GET", "POST", "PUT", "DELETE", "HEAD"] if _method == "*" else [_method]
+    router.add_route(_path, _handler, methods=_methods, include_in_schema=False)

@@ -154,20 +154,31 @@ def _pick(service: CompletionService, name: str | None) -> ModelEntry:
 # -- routes ---------------------------------------------------------------------------------
 
 
-async def generate(request: Request, model: str | None = None) -> Response:
+def _model_in_path(request: Request) -> str | None:
+    """`/models/{model}/...` names the model; the bare paths serve the gateway's first one."""
+    model = request.path_params.get("model")
+    return model if isinstance(model, str) else None
+
+
+async def generate(request: Request) -> Response:
+    model = _model_in_path(request)
     return await DIALECT.handle(request, lambda s, c: _serve(s, c, model, False))
 
 
-async def generate_stream(request: Request, model: str | None = None) -> Response:
+async def generate_stream(request: Request) -> Response:
+    model = _model_in_path(request)
     return await DIALECT.handle(request, lambda s, c: _serve(s, c, model, True))
 
 
-async def compat(request: Request, model: str | None = None) -> Response:
+async def compat(request: Request) -> Response:
     """TGI's `POST /`: `stream` decides; a non-streamed answer is a list of one."""
+    model = _model_in_path(request)
     return await DIALECT.handle(request, lambda s, c: _serve(s, c, model, None))
 
 
-async def info(request: Request, model: str | None = None) -> Response:
+async def info(request: Request) -> Response:
+    model = _model_in_path(request)
+
     async def serve(service: CompletionService, ctx: Context) -> Response:
         entry = _pick(service, model)
         ctx.model = entry.name
