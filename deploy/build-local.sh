@@ -84,7 +84,7 @@ if [ -n "${WHEELS:-}" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
   python3 -m http.server --bind "$host" --directory "$WHEELS" "$port" >/dev/null 2>&1 &
   server_pid=$!
-  trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null' EXIT
+  trap 'kill "$server_pid" 2>/dev/null || true' EXIT
   build_args+=(--build-arg "PIP_FIND_LINKS=http://$host:$port/" --build-arg "PIP_TRUSTED_HOST=$host")
   log "wheelhouse $WHEELS at http://$host:$port/"
 fi
@@ -104,5 +104,8 @@ for target in "${targets[@]}"; do
   esac
   log "$target in $(($(seconds) - t0)) s"
 done
-if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+if [ -n "$server_pid" ]; then
+  kill "$server_pid" 2>/dev/null || true
+  trap - EXIT
+fi
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(codeserve|localhost)/?' >&2 || true
