@@ -66,6 +66,7 @@ ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_TRUSTED_HOST
+ARG PIP_NO_INDEX
 RUN --mount=type=cache,target=/root/.cache/pip \
     CODESERVE_VENV=/opt/codeserve/venv /opt/codeserve/src/scripts/install.sh --no-engine --no-dev
 
@@ -77,6 +78,7 @@ ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_TRUSTED_HOST
+ARG PIP_NO_INDEX
 RUN --mount=type=cache,target=/root/.cache/pip \
     CODESERVE_VENV=/opt/codeserve/venv /opt/codeserve/src/scripts/install.sh --cpu --no-dev
 
@@ -86,6 +88,7 @@ ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_TRUSTED_HOST
+ARG PIP_NO_INDEX
 # A venv that sees the image's system site-packages: the CUDA torch and vLLM already there
 # satisfy the `gpu` extra, so pip installs only Codeserve's own (small) dependencies.
 RUN --mount=type=cache,target=/root/.cache/pip \

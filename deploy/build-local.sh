@@ -16,6 +16,7 @@
 #               from it (PyPI has no +cpu torch) unless PIP_EXTRA_INDEX_URL reaches
 #               https://download.pytorch.org/whl/cpu
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL   passed to pip in the build (unset: PyPI)
+#   PIP_NO_INDEX=1   no index at all: everything from WHEELS (a fully offline build)
 #   CA_DIR      extra CA certificates (*.crt) the images trust (default
 #               /usr/local/share/ca-certificates: a TLS-intercepting proxy's CA lives there)
 #   DOCKER      docker client with BuildKit (default: /usr/bin/docker if present, else docker)
@@ -75,6 +76,7 @@ log "localhost/python:3.11-bookworm in $(($(seconds) - t0)) s"
 build_args=(--build-arg PYTHON_IMAGE=localhost/python:3.11-bookworm)
 [ -n "${PIP_INDEX_URL:-}" ] && build_args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
 [ -n "${PIP_EXTRA_INDEX_URL:-}" ] && build_args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
+[ -n "${PIP_NO_INDEX:-}" ] && build_args+=(--build-arg "PIP_NO_INDEX=$PIP_NO_INDEX")
 server_pid=
 if [ -n "${WHEELS:-}" ]; then
   # The host as containers on the default bridge see it (builds run there).
