@@ -23,7 +23,9 @@
 #   NICE        prefix for the build commands (default "nice -n 10")
 #   REBUILD_BASE=1   debootstrap again even if localhost/debian:bookworm exists
 set -euo pipefail
-
+# The body is one compound command: bash reads it whole before running it, so the file may change
+# (a git checkout) during a long build without the running script reading half-new lines.
+{
 repo=$(cd "$(dirname "$0")/.." && pwd)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(gateway)
@@ -111,3 +113,5 @@ if [ -n "$server_pid" ]; then
   trap - EXIT
 fi
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(codeserve|localhost)/?' >&2 || true
+exit 0
+}
