@@ -46,6 +46,7 @@ fi
 if [ "$flavour" != none ]; then
   # gguf and accelerate: transformers needs both to convert a GGUF model source (the offline
   # default model comes as one).
-  "$venv/bin/python" -c "import vllm, transformers, gguf, accelerate; print('codeserve: vllm', vllm.__version__, 'ready')"
+  # transformers.cli.serving: the engine for CodeGen, InCoder and CodeT5+ (`transformers serve`).
+  "$venv/bin/python" -c "import vllm, transformers, gguf, accelerate, transformers.cli.serving.server; print('codeserve: vllm', vllm.__version__, 'ready')"
 fi
 echo "codeserve: installed. Activate with: source $venv/bin/activate"

@@ -115,11 +115,15 @@ class Settings(BaseSettings):
 
 
 class ManagedEngine(BaseModel):
-    """The gateway starts and supervises a vLLM OpenAI server for this model."""
+    """The gateway starts and supervises an engine for this model: a vLLM OpenAI server, or
+    `transformers serve` for architectures vLLM cannot load (CodeGen, XGLM/InCoder, T5/CodeT5+).
+    `backend: auto` picks by the checkpoint's architecture (`codeserve.server.engines.backend`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["managed"]
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
     dtype: str = "auto"
     max_model_len: int | None = Field(None, gt=0)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)

@@ -80,6 +80,10 @@ class Family:
     # Added tokens that are not "special" in the real tokenizer (DeepSeek-Coder's FIM tokens).
     plain_tokens: tuple[str, ...] = ()
     unk: str | None = None
+    # A token the tokenizer puts after every encoding (T5-style `</s>`).
+    eos_after: bool = False
+    # Encoder-decoder (CodeT5+): built with AutoModelForSeq2SeqLM.
+    seq2seq: bool = False
 
 
 def _common(vocab: int, ids: dict[str, int]) -> dict[str, Any]:
@@ -158,6 +162,78 @@ def _gpt_neox(vocab: int, ids: dict[str, int]) -> Any:
         bos_token_id=eos,
         eos_token_id=eos,
         torch_dtype="float32",  # type: ignore[call-arg]
+    )
+
+
+def _codegen(vocab: int, ids: dict[str, int]) -> Any:
+    from transformers import CodeGenConfig
+
+    eos = ids["<|endoftext|>"]
+    return CodeGenConfig(
+        vocab_size=vocab,
+        n_positions=CONTEXT,
+        n_ctx=CONTEXT,
+        n_embd=HIDDEN,
+        n_layer=LAYERS,
+        n_head=HEADS,
+        rotary_dim=32,  # CodeGen rotates half of each 64-wide head, as in the real checkpoints
+        n_inner=INTERMEDIATE,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        tie_word_embeddings=False,
+    )
+
+
+def _xglm(vocab: int, ids: dict[str, int]) -> Any:
+    from transformers import XGLMConfig
+
+    # InCoder's config: bos 0 (<|endoftext|>), pad 1, eos and decoder start 2 (</s>).
+    return XGLMConfig(
+        vocab_size=vocab,
+        max_position_embeddings=CONTEXT,
+        d_model=HIDDEN,
+        ffn_dim=INTERMEDIATE,
+        num_layers=LAYERS,
+        attention_heads=HEADS,
+        bos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<pad>"],
+        eos_token_id=ids["</s>"],
+        decoder_start_token_id=ids["</s>"],
+    )
+
+
+def _glm(vocab: int, ids: dict[str, int]) -> Any:
+    from transformers import GlmConfig
+
+    # GLM-4's eos list: end of text and the two turn openers a chat answer ends at.
+    return GlmConfig(
+        **_common(vocab, ids),
+        head_dim=HIDDEN // HEADS,
+        pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]],
+        bos_token_id=None,
+    )
+
+
+def _t5(vocab: int, ids: dict[str, int]) -> Any:
+    from transformers import T5Config
+
+    # CodeT5+ 220M/770M: a T5 encoder-decoder over a RoBERTa-style byte-level BPE vocabulary;
+    # the decoder starts from <pad> and ends at </s>.
+    return T5Config(  # type: ignore[call-arg]
+        vocab_size=vocab,
+        d_model=HIDDEN,
+        d_kv=HIDDEN // HEADS,
+        d_ff=INTERMEDIATE,
+        num_layers=LAYERS,
+        num_decoder_layers=LAYERS,
+        num_heads=HEADS,
+        pad_token_id=ids["<pad>"],
+        eos_token_id=ids["</s>"],
+        decoder_start_token_id=ids["<pad>"],
+        bos_token_id=ids["<s>"],
+        # Untied, so random weights do not just echo the decoder's start token back.
+        tie_word_embeddings=False,
     )
 
 
@@ -342,6 +418,78 @@ FAMILIES: dict[str, Family] = {
             eos="<|endoftext|>",
             bos="<|endoftext|>",
         ),
+        # Families vLLM 0.32 cannot load (CodeGen, XGLM, T5): served by `transformers serve`.
+        Family(
+            name="codegen",
+            architecture="CodeGenForCausalLM",
+            build_config=_codegen,
+            special_tokens=("<|endoftext|>",),
+            eos="<|endoftext|>",
+            bos="<|endoftext|>",
+        ),
+        Family(
+            name="incoder",
+            architecture="XGLMForCausalLM",
+            build_config=_xglm,
+            # InCoder's vocabulary starts <|endoftext|> <pad> </s>; <|endofmask|> and the
+            # <|mask:N|> sentinels are its infilling tokens (the real one has 256 sentinels).
+            special_tokens=(
+                "<|endoftext|>",
+                "<pad>",
+                "</s>",
+                "<|endofmask|>",
+                *(f"<|mask:{i}|>" for i in range(4)),
+            ),
+            eos="</s>",
+            bos="<|endoftext|>",
+            add_bos=True,
+        ),
+        Family(
+            name="codegeex",
+            architecture="GlmForCausalLM",
+            build_config=_glm,
+            # CodeGeeX4 / GLM-4: every prompt starts [gMASK]<sop>; <|code_*|> are its
+            # (chat-framed) infilling tokens.
+            special_tokens=(
+                "<|endoftext|>",
+                "[MASK]",
+                "[gMASK]",
+                "[sMASK]",
+                "<sop>",
+                "<eop>",
+                "<|system|>",
+                "<|user|>",
+                "<|assistant|>",
+                "<|observation|>",
+                "<|code_prefix|>",
+                "<|code_middle|>",
+                "<|code_suffix|>",
+            ),
+            eos="<|endoftext|>",
+            bos="[gMASK]",
+            add_bos=True,
+            extra_tokenizer_config={"padding_side": "left"},
+        ),
+        Family(
+            name="codet5p",
+            architecture="T5ForConditionalGeneration",
+            build_config=_t5,
+            special_tokens=(
+                "<s>",
+                "<pad>",
+                "</s>",
+                "<unk>",
+                "<mask>",
+                *(f"<extra_id_{i}>" for i in range(8)),
+            ),
+            eos="</s>",
+            bos="<s>",
+            unk="<unk>",
+            add_bos=True,
+            eos_after=True,
+            chat_template=None,
+            seq2seq=True,
+        ),
     )
 }
 
@@ -402,11 +550,15 @@ def _train_tokenizer(fam: Family, corpus_bytes: int, vocab_size: int) -> Any:
         [processors.ByteLevel(trim_offsets=False)] if fam.tokenizer == "byte-level" else []
     )
     if fam.add_bos and fam.bos:
+        # GLM-4 opens every prompt with two tokens: [gMASK]<sop>.
+        lead = f"{fam.bos} <sop>" if fam.bos == "[gMASK]" else fam.bos
+        tail = f" {fam.eos}" if fam.eos_after else ""
+        named = {t: tok.token_to_id(t) for t in (*lead.split(), *tail.split())}
         steps.append(
             processors.TemplateProcessing(
-                single=f"{fam.bos} $A",
-                pair=f"{fam.bos} $A {fam.bos} $B",
-                special_tokens=[(fam.bos, tok.token_to_id(fam.bos))],
+                single=f"{lead} $A{tail}",
+                pair=f"{lead} $A{tail} $B{tail}",
+                special_tokens=list(named.items()),
             )
         )
     if steps:
@@ -452,7 +604,7 @@ def build_demo_model(
 ) -> Path:
     """Write a tiny random-weight model of `family_name` to `out_dir` and return it."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
     from transformers.utils import logging as hf_logging
 
     # Config defaults of some families warn about token ids we override anyway, and saving draws
@@ -468,7 +620,8 @@ def build_demo_model(
     config = fam.build_config(vocab, ids)
     config.architectures = [fam.architecture]
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    auto = AutoModelForSeq2SeqLM if fam.seq2seq else AutoModelForCausalLM
+    model = auto.from_config(config)
     model.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
 
     (out_dir / "README.md").write_text(

@@ -33,6 +33,7 @@ from codeserve.server.disconnects import (
 from codeserve.server.engines.budget import RequestBudget, budget_for
 from codeserve.server.engines.client import EngineCall, raise_for_engine_error
 from codeserve.server.engines.health import ModelEntry
+from codeserve.server.engines.transformers_serve.requests import collect_stream, engine_body
 from codeserve.server.errors import (
     APIError,
     InvalidRequestError,
@@ -188,8 +189,12 @@ class CompletionService:
                 return response
             # Cancelling the engine call when the client leaves closes its connection: the
             # engine aborts the generation.
+            # (An encoder-decoder on transformers is streamed from the engine and collected.)
+            collect = entry.on_transformers and bool(
+                entry.profile and entry.profile.encoder_decoder
+            )
             answer = asyncio.ensure_future(
-                self._unary(call, entry, started, extra_stops, text_field)
+                self._unary(call, entry, started, extra_stops, text_field, collect)
             )
             if await settle_unless_disconnected(request, answer, self.settings.keepalive_s or None):
                 return answer.result()
@@ -252,6 +257,17 @@ class CompletionService:
         data["model"] = entry.spec.upstream_model_name
         if isinstance(req, CompletionRequest):
             self.prepare_prompt(req, entry, data)
+        if entry.on_transformers and entry.profile is not None:
+            # transformers serve keeps a stop string in its text: the gateway cuts every stop.
+            body = engine_body(
+                req,
+                data,
+                entry.renderer.tokenizer if entry.renderer else None,
+                entry.profile.eos_ids,
+                entry.profile.encoder_decoder,
+                req.max_tokens or DEFAULT_COMPLETION_TOKENS,
+            )
+            return orjson.dumps(body), req.stop_list()
         engine_stops, extra_stops = split_stops(req.stop_list(), self.settings.engine_max_stop)
         if extra_stops:
             if getattr(req, "echo", False) or req.logprobs:
@@ -289,8 +305,11 @@ class CompletionService:
         started: float,
         extra_stops: list[str],
         text_field: str,
+        collect: bool = False,
     ) -> Response:
         raw = await self._fetch(call, entry)
+        if collect:
+            raw = collect_stream(raw, entry.engine_model_name)
         data = orjson.loads(raw)
         usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(usage, dict):
@@ -301,7 +320,7 @@ class CompletionService:
             )
         if extra_stops and isinstance(data, dict):
             trim_choices(data.get("choices") or [], extra_stops, text_field)
-        if extra_stops or entry.spec.upstream_model_name != entry.name:
+        if extra_stops or entry.engine_model_name != entry.name:
             data["model"] = entry.name
             raw = orjson.dumps(data)
         self.metrics.duration.labels(entry.name).observe(time.perf_counter() - started)
@@ -355,9 +374,9 @@ class CompletionService:
     ) -> AsyncIterator[bytes]:
         name = entry.name
         rename = None
-        if entry.spec.upstream_model_name != name:
+        if entry.engine_model_name != name:
             rename = (
-                orjson.dumps({"model": entry.spec.upstream_model_name})[1:-1],
+                orjson.dumps({"model": entry.engine_model_name})[1:-1],
                 orjson.dumps({"model": name})[1:-1],
             )
         status = "200"
@@ -392,6 +411,9 @@ class CompletionService:
                     if not events.endswith(DONE):
                         yield DONE
                     break
+            else:
+                if entry.on_transformers:  # its stream ends without OpenAI's terminator
+                    yield DONE
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = exc
             # aiohttp's read timeout is both a ClientError and a TimeoutError: a timeout.

@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 
 from codeserve.server.config import ModelSpec, Settings
+from codeserve.server.engines.backend import EngineProfile
 from codeserve.server.engines.replicas import Replica, ReplicaPool
 from codeserve.server.fim.renderer import PromptRenderer
 from codeserve.server.metrics import GatewayMetrics
@@ -32,6 +33,17 @@ class ModelEntry:
     fim_template: str | None = None
     # Tokenizer and FIM template, loaded at start-up (None only for entries built by hand).
     renderer: PromptRenderer | None = None
+    # Managed engines: which program serves the model (set when the supervisor starts it).
+    profile: EngineProfile | None = None
+
+    @property
+    def on_transformers(self) -> bool:
+        return self.profile is not None and self.profile.backend == "transformers"
+
+    @property
+    def engine_model_name(self) -> str:
+        """The model name the engine uses in its answers."""
+        return self.profile.reported_name if self.profile else self.spec.upstream_model_name
 
     @property
     def name(self) -> str:

@@ -1,4 +1,6 @@
-"""Managed engines: one vLLM OpenAI server per model, started, watched and restarted here.
+"""Managed engines: one engine server per model (vLLM's OpenAI server, or `transformers serve`
+for architectures vLLM lacks: `codeserve.server.engines.backend`), started, watched and
+restarted here.
 
 Each engine runs under `codeserve.server.engines.launcher`, which guarantees the engine's whole process
 tree dies with the gateway (even on SIGKILL). The supervisor waits for /health, relays the
@@ -19,8 +21,10 @@ from collections import deque
 from typing import Any
 
 from codeserve.server.config import ManagedEngine
+from codeserve.server.engines.backend import engine_profile
 from codeserve.server.engines.health import EngineRunner
 from codeserve.server.engines.replicas import Replica
+from codeserve.server.engines.transformers_serve.command import transformers_command
 
 log = logging.getLogger("codeserve.engines")
 engine_log = logging.getLogger("codeserve.engine")
@@ -118,6 +122,17 @@ class ManagedRunner(EngineRunner):
         assert isinstance(engine, ManagedEngine)
         return engine
 
+    def engine_command(self, port: int) -> list[str]:
+        profile = self.entry.profile = engine_profile(self.entry.spec)
+        weights = self.entry.spec.weights
+        if profile.backend == "vllm":
+            return vllm_command(weights, self.entry.spec.name, self.engine, port)
+        if self.entry.max_model_len is None:
+            # transformers serve does not report a context length: the models file's, or the
+            # model config's, bounds prompts and FIM rendering instead.
+            self.entry.max_model_len = self.engine.max_model_len or profile.context_length
+        return transformers_command(weights, self.engine, port)
+
     async def run(self) -> None:
         backoff = self.settings.restart_backoff_initial_s
         restarts = 0
@@ -161,7 +176,7 @@ class ManagedRunner(EngineRunner):
             "-m",
             "codeserve.server.engines.launcher",
             "--",
-            *vllm_command(self.entry.spec.weights, self.entry.spec.name, self.engine, port),
+            *self.engine_command(port),
         ]
         env = {**os.environ, **self.engine.env}
         if self.entry.state != "restarting":

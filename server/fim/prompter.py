@@ -98,7 +98,7 @@ class FimPrompter:
     ) -> tuple[list[int], bool]:
         pre = self.tokenizer.encode_text(prefix, leading_space=True)
         suf = self.tokenizer.encode_text(suffix, leading_space=False)
-        fixed = len(self.tokenizer.leading_ids) + 2 + (self.middle_id is not None)
+        fixed = len(self.tokenizer.leading_ids) + len(self._core([], []))
         if budget is None or fixed + len(pre) + len(suf) <= budget:
             return self._core(pre, suf), False
         if overflow == "error":
@@ -111,6 +111,8 @@ class FimPrompter:
         return self._core(pre, suf), True
 
     def _core(self, pre: list[int], suf: list[int]) -> list[int]:
+        if self.template.order == "mask":
+            return [*pre, self.prefix_id, *suf, self.suffix_id, self.prefix_id]
         if self.template.order == "spm":
             ids = [self.suffix_id, *suf, self.prefix_id, *pre]
         else:

@@ -47,7 +47,10 @@ class FimTemplate:
     suffix: Spellings
     # SPM templates without a middle token (Codestral) leave it empty.
     middle: Spellings
-    order: Literal["psm", "spm"]
+    # psm: [prefix] p [suffix] s [middle]; spm: [suffix] s [prefix] p [middle]; mask (InCoder's
+    # causal masking): p [prefix] s [suffix] [prefix], where `prefix` is the sentinel that marks
+    # the hole and opens the answer (<|mask:0|>) and `suffix` the one after the suffix (<|mask:1|>).
+    order: Literal["psm", "spm", "mask"]
     # Tokens that end the middle; those present in the vocabulary become stop_token_ids.
     stops: tuple[Spellings, ...]
     repo: RepoFormat | None = None
@@ -107,6 +110,18 @@ def _psm(
 # Detection tries these in order and takes the first whose tokens are all in the vocabulary, so
 # the more specific templates (extra markers or model types) come before the general ones.
 TEMPLATES: tuple[FimTemplate, ...] = (
+    FimTemplate(
+        name="incoder",
+        summary="InCoder causal masking: {p}<|mask:0|>{s}<|mask:1|><|mask:0|> ... <|endofmask|>",
+        prefix=_one("<|mask:0|>"),
+        suffix=_one("<|mask:1|>"),
+        middle=(),
+        order="mask",
+        # The answer ends at <|endofmask|>; InCoder's own infill code also stops at the end
+        # of the document.
+        stops=(_one("<|endofmask|>"), _one("</s>"), _one("<|endoftext|>"), _one("<|mask:1|>")),
+        markers=_one("<|endofmask|>"),
+    ),
     FimTemplate(
         name="codestral",
         summary="Codestral-style suffix-first: <s>[SUFFIX]{s}[PREFIX]{p}",

@@ -1,0 +1,84 @@
+"""FIM rendering of the sentinel-infilling families through POST /v1/completions/render:
+InCoder's causal masking, token-exact.
+
+Expected ids come straight from the demo tokenizer.json with the `tokenizers` library, in the
+layout of InCoder's own infill code (github.com/dpfried/incoder, `infill()` with
+extra_sentinel): `<|endoftext|>` (BOS, added by the tokenizer), the prefix, `<|mask:0|>`,
+the suffix, `<|mask:1|>`, `<|mask:0|>`; the model then writes the middle and `<|endofmask|>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server.fim_support import Plain, build_tokenizer_dirs, models_for
+from tests.server.gateway_harness import running_gateway
+
+PREFIX = 'def add(a, b):\n    """Add two numbers."""\n    '
+SUFFIX = "\n    return total\n"
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_tokenizer_dirs(tmp_path_factory.mktemp("masking-tok"), ["incoder"])
+
+
+@pytest.fixture(scope="module")
+async def gateway(dirs: dict[str, Path]) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        running_gateway(models_for(dirs)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        yield http
+
+
+def incoder_ids(plain: Plain, prefix: str, suffix: str) -> list[int]:
+    mask0, mask1 = plain.id("<|mask:0|>"), plain.id("<|mask:1|>")
+    return [
+        plain.id("<|endoftext|>"),
+        *plain.text(prefix),
+        mask0,
+        *plain.text(suffix, leading_space=False),
+        mask1,
+        mask0,
+    ]
+
+
+async def test_incoder_render_is_token_exact(
+    gateway: httpx.AsyncClient, dirs: dict[str, Path]
+) -> None:
+    plain = Plain(dirs["incoder"])
+    resp = await gateway.post(
+        "/v1/completions/render",
+        json={"model": "incoder", "prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 32},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["fim_template"] == "incoder"
+    (prompt,) = body["prompts"]
+    assert prompt["token_ids"] == incoder_ids(plain, PREFIX, SUFFIX)
+    assert prompt["text"] == f"<|endoftext|>{PREFIX}<|mask:0|>{SUFFIX}<|mask:1|><|mask:0|>"
+    assert body["stop_token_ids"][0] == plain.id("<|endofmask|>")
+    assert plain.id("<|mask:1|>") in body["stop_token_ids"]
+
+
+@pytest.mark.parametrize("spelling", ["<|mask:0|>", "<|mask:1|>", "<|endofmask|>"])
+async def test_incoder_sentinels_in_code_stay_text(
+    gateway: httpx.AsyncClient, dirs: dict[str, Path], spelling: str
+) -> None:
+    plain = Plain(dirs["incoder"])
+    prefix, suffix = f"s = '{spelling}'\n", f"t = '{spelling}'\n"
+    resp = await gateway.post(
+        "/v1/completions/render",
+        json={"model": "incoder", "prompt": prefix, "suffix": suffix, "max_tokens": 8},
+    )
+    assert resp.status_code == 200, resp.text
+    ids = resp.json()["prompts"][0]["token_ids"]
+    assert ids == incoder_ids(plain, prefix, suffix)
+    # Exactly the template's three sentinels: the ones in the code were encoded as text.
+    sentinels = {plain.id("<|mask:0|>"), plain.id("<|mask:1|>"), plain.id("<|endofmask|>")}
+    assert sum(1 for i in ids if i in sentinels) == 3
