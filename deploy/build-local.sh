@@ -21,6 +21,7 @@
 #               /usr/local/share/ca-certificates: a TLS-intercepting proxy's CA lives there)
 #   DOCKER      docker client with BuildKit (default: /usr/bin/docker if present, else docker)
 #   NICE        prefix for the build commands (default "nice -n 10")
+#   REPOSITORY  name of the Codeserve images (default codeserve: codeserve:gateway, codeserve:cpu)
 #   REBUILD_BASE=1   debootstrap again even if localhost/debian:bookworm exists
 set -euo pipefail
 # The body is one compound command: bash reads it whole before running it, so the file may change
@@ -98,7 +99,8 @@ for target in "${targets[@]}"; do
   t0=$(seconds)
   case "$target" in
     gateway | cpu)
-      "${nice[@]}" "$DOCKER" build --target "$target" -t "codeserve:$target" "${build_args[@]}" "$repo" >&2
+      "${nice[@]}" "$DOCKER" build --target "$target" -t "${REPOSITORY:-codeserve}:$target" \
+        "${build_args[@]}" "$repo" >&2
       ;;
     prometheus)
       "${nice[@]}" "$DOCKER" build -f "$repo/deploy/local/prometheus.Dockerfile" \

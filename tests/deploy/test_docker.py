@@ -7,7 +7,10 @@ The CPU image runs a managed vLLM engine on a model mounted read-only and comple
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ import yaml
 
 from tests.deploy.dockerlab import (
     Docker,
+    build_local,
     cpu_image,
     docker,
     gateway_image,
@@ -180,6 +184,39 @@ def test_sigterm_drains_the_request_in_flight(docker: Docker, stack: dict[str, A
     assert response.json()["usage"]["completion_tokens"] == 100
     exit_code = docker.out("wait", gateway, timeout=60)
     assert exit_code == "0", docker.logs(gateway)
+
+
+def test_gateway_image_builds_from_a_wheelhouse_alone(
+    docker: Docker, gateway_image: str, tmp_path: Path
+) -> None:
+    """The air-gapped recipe: wheels fetched beforehand (here by the host's pip), then a build
+    in which pip reaches no index at all (PIP_NO_INDEX=1). apt still uses the Debian mirror."""
+    wheels = tmp_path / "wheels"
+    fetched = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), str(REPO)]
+        + ["setuptools>=68", "wheel"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if fetched.returncode != 0:
+        pytest.skip(f"cannot fill a wheelhouse here (no package index?):\n{fetched.stderr[-2000:]}")
+    repository = docker.name("offline")
+    try:
+        build_local(
+            docker,
+            "gateway",
+            env={"PIP_NO_INDEX": "1", "WHEELS": str(wheels), "REPOSITORY": repository},
+        )
+        image = f"{repository}:gateway"
+        assert "serve" in docker.out("run", "--rm", image, "--help")
+        version = docker.out(
+            "run", "--rm", "--entrypoint", "python", image, "-c",
+            "import importlib.metadata as m; print(m.version('codeserve'))",
+        )  # fmt: skip
+        assert version == importlib.metadata.version("codeserve")
+    finally:
+        docker.run("image", "rm", "-f", f"{repository}:gateway", check=False)
 
 
 def test_cpu_image_runs_a_managed_engine_on_a_read_only_model(
