@@ -232,8 +232,6 @@ def _t5(vocab: int, ids: dict[str, int]) -> Any:
         eos_token_id=ids["</s>"],
         decoder_start_token_id=ids["<pad>"],
         bos_token_id=ids["<s>"],
-        # Untied, so random weights do not just echo the decoder's start token back.
-        tie_word_embeddings=False,
     )
 
 
@@ -622,6 +620,12 @@ def build_demo_model(
     torch.manual_seed(seed)
     auto = AutoModelForSeq2SeqLM if fam.seq2seq else AutoModelForCausalLM
     model = auto.from_config(config)
+    if fam.seq2seq:
+        # T5 always ties its output layer to the embeddings, so a random decoder, whose output
+        # is mostly its input embedding, would only ever repeat its start token (<pad>, which
+        # decodes to nothing): a random final norm scrambles that.
+        with torch.no_grad():
+            model.decoder.final_layer_norm.weight.normal_()
     model.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
 
     (out_dir / "README.md").write_text(

@@ -84,21 +84,23 @@ class FimPrompter:
         if files and fmt is not None and self.repo_ids is not None:
             lead = f"{CURRENT_FILE}\n" if fmt.path_in_prefix else ""
             core, truncated = self._fit_core(lead + prefix, suffix, budget, overflow)
-            room = None if budget is None else budget - len(self.tokenizer.leading_ids) - len(core)
+            ends = len(self.tokenizer.leading_ids) + len(self.tokenizer.trailing_ids)
+            room = None if budget is None else budget - ends - len(core)
             context, used = self._repo_context(files, room)
             if used:
-                return Rendering(
-                    self.tokenizer.leading_ids + context + core, used, len(files) - used, truncated
-                )
+                ids = self.tokenizer.leading_ids + context + core + self.tokenizer.trailing_ids
+                return Rendering(ids, used, len(files) - used, truncated)
         core, truncated = self._fit_core(prefix, suffix, budget, overflow)
-        return Rendering(self.tokenizer.leading_ids + core, 0, len(files), truncated)
+        ids = self.tokenizer.leading_ids + core + self.tokenizer.trailing_ids
+        return Rendering(ids, 0, len(files), truncated)
 
     def _fit_core(
         self, prefix: str, suffix: str, budget: int | None, overflow: Overflow
     ) -> tuple[list[int], bool]:
         pre = self.tokenizer.encode_text(prefix, leading_space=True)
         suf = self.tokenizer.encode_text(suffix, leading_space=False)
-        fixed = len(self.tokenizer.leading_ids) + len(self._core([], []))
+        ends = len(self.tokenizer.leading_ids) + len(self.tokenizer.trailing_ids)
+        fixed = ends + len(self._core([], []))
         if budget is None or fixed + len(pre) + len(suf) <= budget:
             return self._core(pre, suf), False
         if overflow == "error":
@@ -113,6 +115,8 @@ class FimPrompter:
     def _core(self, pre: list[int], suf: list[int]) -> list[int]:
         if self.template.order == "mask":
             return [*pre, self.prefix_id, *suf, self.suffix_id, self.prefix_id]
+        if self.template.order == "span":
+            return [*pre, self.prefix_id, *suf]
         if self.template.order == "spm":
             ids = [self.suffix_id, *suf, self.prefix_id, *pre]
         else:

@@ -49,8 +49,10 @@ class FimTemplate:
     middle: Spellings
     # psm: [prefix] p [suffix] s [middle]; spm: [suffix] s [prefix] p [middle]; mask (InCoder's
     # causal masking): p [prefix] s [suffix] [prefix], where `prefix` is the sentinel that marks
-    # the hole and opens the answer (<|mask:0|>) and `suffix` the one after the suffix (<|mask:1|>).
-    order: Literal["psm", "spm", "mask"]
+    # the hole and opens the answer (<|mask:0|>) and `suffix` the one after the suffix (<|mask:1|>);
+    # span (T5 span corruption, CodeT5+): p [prefix] s, one sentinel for the hole (`suffix` names
+    # the same token), the encoder's input; the decoder answers <extra_id_0> middle <extra_id_1>.
+    order: Literal["psm", "spm", "mask", "span"]
     # Tokens that end the middle; those present in the vocabulary become stop_token_ids.
     stops: tuple[Spellings, ...]
     repo: RepoFormat | None = None
@@ -121,6 +123,17 @@ TEMPLATES: tuple[FimTemplate, ...] = (
         # of the document.
         stops=(_one("<|endofmask|>"), _one("</s>"), _one("<|endoftext|>"), _one("<|mask:1|>")),
         markers=_one("<|endofmask|>"),
+    ),
+    FimTemplate(
+        name="codet5p",
+        summary="CodeT5+ 220M/770M span infill: <s>{p}<extra_id_0>{s}</s> -> {m}<extra_id_1>",
+        prefix=_one("<extra_id_0>"),
+        suffix=_one("<extra_id_0>"),
+        middle=(),
+        order="span",
+        stops=(_one("<extra_id_1>"), _one("</s>")),
+        markers=_one("<extra_id_1>"),
+        model_types=("t5",),
     ),
     FimTemplate(
         name="codestral",

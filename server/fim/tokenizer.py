@@ -160,7 +160,7 @@ class ModelTokenizer:
             self._text_no_space = self._text_tokenizer(data)
         else:
             self._text_no_space = self._text
-        self.leading_ids = self._post_processor_lead()
+        self.leading_ids, self.trailing_ids = self._post_processor_ends()
 
     @staticmethod
     def _text_tokenizer(data: dict[str, Any]) -> Tokenizer:
@@ -172,14 +172,15 @@ class ModelTokenizer:
     def from_file(cls, path: Path, control: Iterable[str] = ()) -> ModelTokenizer:
         return cls(path.read_text(encoding="utf-8"), control)
 
-    def _post_processor_lead(self) -> list[int]:
-        """Ids the tokenizer puts before every encoding (BOS), as the engine tokenizes prompts."""
+    def _post_processor_ends(self) -> tuple[list[int], list[int]]:
+        """Ids the tokenizer puts before (BOS) and after (T5's </s>) every encoding, as the
+        engine tokenizes prompts."""
         bare = self.engine.encode("a", add_special_tokens=False).ids
         full = self.engine.encode("a", add_special_tokens=True).ids
         for start in range(len(full) - len(bare) + 1):
             if full[start : start + len(bare)] == bare:
-                return full[:start]
-        return []
+                return full[:start], full[start + len(bare) :]
+        return [], []
 
     def token_id(self, spellings: Iterable[str]) -> int | None:
         """Id of the first spelling the vocabulary has."""

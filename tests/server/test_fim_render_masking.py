@@ -1,14 +1,18 @@
 """FIM rendering of the sentinel-infilling families through POST /v1/completions/render:
-InCoder's causal masking, token-exact.
+InCoder's causal masking and CodeT5+'s span infill, token-exact.
 
 Expected ids come straight from the demo tokenizer.json with the `tokenizers` library, in the
 layout of InCoder's own infill code (github.com/dpfried/incoder, `infill()` with
 extra_sentinel): `<|endoftext|>` (BOS, added by the tokenizer), the prefix, `<|mask:0|>`,
 the suffix, `<|mask:1|>`, `<|mask:0|>`; the model then writes the middle and `<|endofmask|>`.
+CodeT5+ 220M/770M (model card: `def print_hello_world():<extra_id_0>`): the encoder reads
+`<s>` prefix `<extra_id_0>` suffix `</s>` and the decoder answers the span, closed by
+`<extra_id_1>`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,7 +28,10 @@ SUFFIX = "\n    return total\n"
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_tokenizer_dirs(tmp_path_factory.mktemp("masking-tok"), ["incoder"])
+    dirs = build_tokenizer_dirs(tmp_path_factory.mktemp("masking-tok"), ["incoder", "codet5p"])
+    # The template is CodeT5+'s only for T5 checkpoints (config.json model_type).
+    (dirs["codet5p"] / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    return dirs
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +89,32 @@ async def test_incoder_sentinels_in_code_stay_text(
     # Exactly the template's three sentinels: the ones in the code were encoded as text.
     sentinels = {plain.id("<|mask:0|>"), plain.id("<|mask:1|>"), plain.id("<|endofmask|>")}
     assert sum(1 for i in ids if i in sentinels) == 3
+
+
+async def test_codet5p_span_render_is_token_exact(
+    gateway: httpx.AsyncClient, dirs: dict[str, Path]
+) -> None:
+    plain = Plain(dirs["codet5p"])
+    resp = await gateway.post(
+        "/v1/completions/render",
+        json={"model": "codet5p", "prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 32},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["fim_template"] == "codet5p"
+    (prompt,) = body["prompts"]
+    assert prompt["token_ids"] == [
+        plain.id("<s>"),
+        *plain.text(PREFIX),
+        plain.id("<extra_id_0>"),
+        *plain.text(SUFFIX, leading_space=False),
+        plain.id("</s>"),
+    ]
+    assert body["stop_token_ids"] == [plain.id("<extra_id_1>"), plain.id("</s>")]
+    # Sentinels in the code stay text.
+    sneaky = await gateway.post(
+        "/v1/completions/render",
+        json={"model": "codet5p", "prompt": "a = '<extra_id_0>'\n", "suffix": "", "max_tokens": 8},
+    )
+    ids = sneaky.json()["prompts"][0]["token_ids"]
+    assert ids.count(plain.id("<extra_id_0>")) == 1

@@ -38,7 +38,7 @@ class Case:
 CASES = [
     pytest.param(Case("incoder", "transformers", "incoder"), marks=pytest.mark.vllm, id="incoder"),
     pytest.param(Case("codegen", "transformers", None), marks=pytest.mark.slow, id="codegen"),
-    pytest.param(Case("codet5p", "transformers", None), marks=pytest.mark.slow, id="codet5p"),
+    pytest.param(Case("codet5p", "transformers", "codet5p"), marks=pytest.mark.slow, id="codet5p"),
     pytest.param(Case("codegeex", "vllm", None), marks=pytest.mark.slow, id="codegeex"),
 ]
 
@@ -181,7 +181,8 @@ def test_family_served_end_to_end(served: Served) -> None:
         # The engine tokenized the prompt text back to exactly the gateway's rendering.
         assert filled.json()["usage"]["prompt_tokens"] == len(dry["prompts"][0]["token_ids"])
         stream(served, body)
-        sneaky = post(served, {**body, "prompt": "s = '<|mask:0|>'\n"})
+        sentinel = "<|mask:0|>" if case.fim == "incoder" else "<extra_id_0>"
+        sneaky = post(served, {**body, "prompt": f"s = '{sentinel}'\n"})
         assert sneaky.status_code == 400, sneaky.text
         assert sneaky.json()["error"]["code"] == "tokenizer_injection"
 

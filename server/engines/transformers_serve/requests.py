@@ -62,8 +62,10 @@ def prompt_text(prompt: Any, tokenizer: ModelTokenizer | None) -> str:
     if tokenizer is None:
         raise _refuse("a prompt of token ids", "prompt")
     ids = [int(i) for i in prompt]
-    lead = tokenizer.leading_ids
+    # The server's tokenizer adds the BOS (and T5's closing </s>) itself.
+    lead, trail = tokenizer.leading_ids, tokenizer.trailing_ids
     body = ids[len(lead) :] if lead and ids[: len(lead)] == lead else ids
+    body = body[: len(body) - len(trail)] if trail and body[-len(trail) :] == trail else body
     text = tokenizer.decode(body)
     if tokenizer.encode_prompt(text) != ids:
         raise InvalidRequestError(
