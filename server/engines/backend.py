@@ -4,6 +4,8 @@ vLLM 0.32 has no CodeGen, no XGLM (InCoder) and no T5 (CodeT5+); everything else
 families use it serves natively or through its own Transformers backend. `backend: auto` reads
 the checkpoint's `config.json` and sends exactly those architectures to `transformers serve`;
 tests/server/test_engine_backend.py checks that vLLM still lacks every one of them.
+vLLM's own Transformers backend (`--model-impl transformers`) refuses all three in 0.32 (CodeGen
+and XGLM "not compatible with vLLM", T5 has no `position_ids`), so it is no way around.
 """
 
 from __future__ import annotations
