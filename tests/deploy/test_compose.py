@@ -1,6 +1,7 @@
-"""deploy/compose holds together (no Docker engine here to run it): the gateway's models file
-points at engine services, Prometheus scrapes the gateway and every engine under the gateway's
-model names, Grafana mounts where its provisioning looks, and bind mounts exist."""
+"""deploy/compose holds together (no Docker engine needed; test_compose_up.py brings
+compose.local.yaml up for real): the gateway's models file points at engine services, Prometheus
+scrapes the gateway and every engine under the gateway's model names, Grafana mounts where its
+provisioning looks, and bind mounts exist."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The Dockerfile, read by a small parser (no Docker engine here): its stages chain up, every
-image target runs as a non-root user with a curl-free HEALTHCHECK and SIGTERM, installs through
-scripts/install.sh like the README says, and copies only what .dockerignore lets through."""
+"""The Dockerfile, read by a small parser (no Docker engine needed; test_docker.py builds and
+runs the images for real): its stages chain up, every image target runs as a non-root user with a
+curl-free HEALTHCHECK and SIGTERM, installs through scripts/install.sh like the README says, and
+copies only what .dockerignore lets through."""
 
 from __future__ import annotations
 
