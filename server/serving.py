@@ -33,7 +33,11 @@ from codeserve.server.disconnects import (
 from codeserve.server.engines.budget import RequestBudget, budget_for
 from codeserve.server.engines.client import EngineCall, raise_for_engine_error
 from codeserve.server.engines.health import ModelEntry
-from codeserve.server.engines.transformers_serve.requests import collect_stream, engine_body
+from codeserve.server.engines.transformers_serve.requests import (
+    collect_stream,
+    engine_body,
+    split_usage,
+)
 from codeserve.server.errors import (
     APIError,
     InvalidRequestError,
@@ -397,6 +401,8 @@ class CompletionService:
                 if cut < 0:
                     continue
                 events, pending = pending[: cut + 2], pending[cut + 2 :]
+                if entry.on_transformers:
+                    events = split_usage(events)
                 if _USAGE_MARK in events:
                     events = self._take_usage(name, events, include_usage)
                 if stops is not None:

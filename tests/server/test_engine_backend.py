@@ -21,6 +21,7 @@ from codeserve.server.engines.transformers_serve.requests import (
     collect_stream,
     engine_body,
     prompt_text,
+    split_usage,
 )
 from codeserve.server.errors import InvalidRequestError, UpstreamError
 from codeserve.server.fim.prompter import FimPrompter
@@ -219,3 +220,18 @@ def test_collect_stream_assembles_one_completion() -> None:
     assert answer["usage"]["completion_tokens"] == 2 and answer["id"] == "c1"
     with pytest.raises(UpstreamError, match="boom"):
         collect_stream(b'data: {"error": "boom"}\n\n', "m@main")
+
+
+def test_usage_gets_a_chunk_of_its_own() -> None:
+    last = {
+        "id": "c1",
+        "choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+    middle = b'data: {"id":"c1","choices":[{"index":0,"text":"a"}]}\n\n'
+    assert split_usage(middle) == middle
+    events = split_usage(middle + b"data: " + orjson.dumps(last) + b"\n\n")
+    chunks = [json.loads(e[6:]) for e in events.split(b"\n\n") if e]
+    assert chunks[1] == {"id": "c1", "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}
+    assert chunks[2] == {"id": "c1", "choices": [], "usage": last["usage"]}
+    assert b'"choices":[]' in events  # the mark the gateway's usage accounting looks for

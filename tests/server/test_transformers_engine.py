@@ -130,6 +130,16 @@ def stream(served: Served, body: dict[str, object]) -> tuple[str, list[str]]:
     return text, events
 
 
+def completion_tokens(served: Served) -> float:
+    metrics = httpx.get(served.url + "/metrics", timeout=10).text
+    for line in metrics.splitlines():
+        if line.startswith("codeserve_completion_tokens_total{") and (
+            f'model="{served.case.family}-demo"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_family_served_end_to_end(served: Served) -> None:
     case = served.case
     # A completion, with the speed on the demo model (min_tokens: random weights may stop early).
@@ -155,8 +165,22 @@ def test_family_served_end_to_end(served: Served) -> None:
         f"load average {os.getloadavg()}"
     )
 
-    # Streamed: several chunks, OpenAI's terminator, the same model name.
+    # Streamed: several chunks, OpenAI's terminator, the same model name; usage only when asked,
+    # and counted in the metrics either way.
+    counted = completion_tokens(served)
     text, events = stream(served, {"prompt": PREFIX, "max_tokens": 8, "min_tokens": 8, "seed": 1})
+    assert not any('"usage"' in e for e in events)
+    assert completion_tokens(served) == counted + 8
+    _, events = stream(
+        served,
+        {
+            "prompt": PREFIX,
+            "max_tokens": 3,
+            "min_tokens": 3,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    assert json.loads(events[-2])["usage"]["completion_tokens"] == 3
     assert len(events) >= 3 and all(f'"{case.family}-demo"' in e for e in events[:-1])
 
     # A stop string is cut from the text, as vLLM does (transformers serve would keep it).

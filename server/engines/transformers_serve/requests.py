@@ -165,3 +165,27 @@ def collect_stream(raw: bytes, model: str) -> bytes:
         "usage": usage,
     }
     return orjson.dumps(answer)
+
+
+_USAGE_KEY = b'"usage":{'
+
+
+def split_usage(events: bytes) -> bytes:
+    """transformers serve puts the usage on its last chunk, beside `finish_reason`; OpenAI (and
+    vLLM) send it as a chunk of its own with empty `choices`, which the gateway counts in its
+    metrics and drops unless the client asked for it: reshape to that."""
+    if _USAGE_KEY not in events:
+        return events
+    out: list[bytes] = []
+    for event in events.split(b"\n\n"):
+        if not event:
+            continue
+        if _USAGE_KEY in event and event.startswith(b"data: {"):
+            chunk = orjson.loads(event[6:])
+            usage = chunk.pop("usage", None)
+            out.append(b"data: " + orjson.dumps(chunk))
+            if usage:
+                out.append(b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}))
+        else:
+            out.append(event)
+    return b"".join(e + b"\n\n" for e in out)
