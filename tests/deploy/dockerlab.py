@@ -123,6 +123,7 @@ def docker() -> Iterator[Docker]:
         pytest.skip("no Docker engine is running and there is no dockerd binary to start one")
     if os.geteuid() != 0:
         pytest.skip("no Docker engine is running, and starting dockerd needs root")
+    network = _NetworkState.save()
     log = tempfile.NamedTemporaryFile(prefix="dockerd-", suffix=".log", delete=False)
     proc = subprocess.Popen([dockerd], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -141,6 +142,38 @@ def docker() -> Iterator[Docker]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        network.restore()
+
+
+@dataclass
+class _NetworkState:
+    """What dockerd changes on the host and leaves behind when it stops: the iptables rules
+    (its chains, FORWARD policy DROP) and the docker0 bridge. Restored after a dockerd that this
+    session started, so the machine is left as it was found."""
+
+    iptables: str | None
+    tables: set[str]
+    had_docker0: bool
+
+    @classmethod
+    def save(cls) -> _NetworkState:
+        saved = None
+        if shutil.which("iptables-save"):
+            result = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30)
+            saved = result.stdout if result.returncode == 0 else None
+        tables = {line[1:].strip() for line in (saved or "").splitlines() if line.startswith("*")}
+        return cls(saved, tables, Path("/sys/class/net/docker0").exists())
+
+    def restore(self) -> None:
+        if self.iptables is not None:
+            subprocess.run(["iptables-restore"], input=self.iptables, text=True, timeout=30)
+            for table in {"filter", "nat"} - self.tables:  # empty before: empty again
+                subprocess.run(["iptables", "-t", table, "-F"], capture_output=True, timeout=30)
+                subprocess.run(["iptables", "-t", table, "-X"], capture_output=True, timeout=30)
+            if "filter" not in self.tables:
+                subprocess.run(["iptables", "-P", "FORWARD", "ACCEPT"], timeout=30)
+        if not self.had_docker0 and Path("/sys/class/net/docker0").exists():
+            subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True, timeout=30)
 
 
 def build_local(docker: Docker, *targets: str, env: dict[str, str] | None = None) -> float:
