@@ -12,7 +12,14 @@ from prometheus_client import (
 
 from codeserve.server.protocol import ModelState
 
-STATES: tuple[ModelState, ...] = ("starting", "ready", "busy", "restarting", "failed")
+STATES: tuple[ModelState, ...] = (
+    "starting",
+    "ready",
+    "busy",
+    "degraded",
+    "restarting",
+    "failed",
+)
 
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -150,7 +150,10 @@ class ChatCompletionResponse(BaseModel):
 
 
 # "busy": serving, but late to answer health checks while it generates (a loaded CPU engine).
-ModelState = Literal["starting", "ready", "busy", "restarting", "failed"]
+# "degraded": serving, but some of its replicas are down (the others take the traffic).
+ModelState = Literal["starting", "ready", "busy", "degraded", "restarting", "failed"]
+# The states in which a model takes requests (and /ready is 200).
+SERVING_STATES: frozenset[ModelState] = frozenset({"ready", "busy", "degraded"})
 
 
 class ModelCard(BaseModel):

@@ -15,6 +15,7 @@ from codeserve.server.errors import UnavailableError
 from codeserve.server.fim.dry_run import render_completion
 from codeserve.server.metrics import GatewayMetrics
 from codeserve.server.protocol import (
+    SERVING_STATES,
     ChatCompletionResponse,
     CompletionResponse,
     HealthResponse,
@@ -128,11 +129,9 @@ async def ready(
     request: Request, registry: Registry, model: Annotated[str | None, Query(max_length=128)] = None
 ) -> JSONResponse:
     states = {model: registry.get(model).state} if model else registry.states()
-    # A busy model is serving: it only answers its engine's health checks late.
-    ok = (
-        all(s in ("ready", "busy") for s in states.values())
-        and not request.app.state.drain.draining
-    )
+    # A busy model is serving (it only answers its engine's health checks late), and so is a
+    # degraded one (some of its replicas are down, the others serve).
+    ok = all(s in SERVING_STATES for s in states.values()) and not request.app.state.drain.draining
     body = ReadyResponse(ready=ok, models=states).model_dump()
     return JSONResponse(
         body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"}

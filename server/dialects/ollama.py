@@ -54,6 +54,7 @@ from codeserve.server.errors import (
     ModelNotFoundError,
     NotFoundError,
 )
+from codeserve.server.protocol import SERVING_STATES
 from codeserve.server.registry import ModelRegistry
 from codeserve.server.serving import CompletionService
 
@@ -405,7 +406,7 @@ async def running(request: Request) -> Response:
                     **({"context_length": e.max_model_len} if e.max_model_len else {}),
                 }
                 for e in service.registry.entries.values()
-                if e.state in ("ready", "busy")
+                if e.state in SERVING_STATES
             ]
         }
 

@@ -179,11 +179,13 @@ class EngineRunner:
         return grew
 
     def state_from_replicas(self) -> ModelState:
-        """ "ready" while a replica answers its probes; "busy" while the only ones left in
-        rotation are generating but late to answer; "failed" when none is."""
-        replicas = [r for r in self.entry.pool.replicas if r.healthy]
+        """ "ready" while every replica answers its probes; "degraded" while some do and others
+        are out of rotation; "busy" while the only ones left in rotation are generating but
+        late to answer; "failed" when none is in rotation."""
+        everyone = self.entry.pool.replicas
+        replicas = [r for r in everyone if r.healthy]
         if any(not r.busy for r in replicas):
-            return "ready"
+            return "ready" if len(replicas) == len(everyone) else "degraded"
         return "busy" if replicas else "failed"
 
     async def run(self) -> None:

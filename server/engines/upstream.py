@@ -7,6 +7,7 @@ import asyncio
 from codeserve.server.config import UpstreamEngine
 from codeserve.server.discovery import ReplicaRefresher
 from codeserve.server.engines.health import EngineRunner
+from codeserve.server.protocol import SERVING_STATES
 
 
 class UpstreamRunner(EngineRunner):
@@ -34,7 +35,7 @@ class UpstreamRunner(EngineRunner):
         while True:
             await asyncio.gather(*(self.check_replica(r) for r in pool.replicas))
             state = self.state_from_replicas()
-            if state != "failed" or self.entry.state in ("ready", "busy"):
+            if state != "failed" or self.entry.state in SERVING_STATES:
                 self.set_state(state)
             await asyncio.sleep(self.settings.health_interval_s)
 

@@ -206,6 +206,46 @@ async def test_balances_replicas_and_fails_over() -> None:
         await b.stop()
 
 
+async def test_a_replica_down_makes_the_model_degraded_not_unready() -> None:
+    """Two upstream replicas, one stops: the model is "degraded" (in /ready, /v1/models and
+    the state gauge), /ready stays 200 and the other replica serves; back to "ready" once the
+    stopped one answers again."""
+    a, b = MockServer(MockConfig()), MockServer(MockConfig())
+    await a.start()
+    await b.start()
+    port_b = int(b.url.rsplit(":", 1)[1])
+
+    async def state_becomes(http: httpx.AsyncClient, wanted: str) -> httpx.Response:
+        for _ in range(100):
+            ready = await http.get("/ready")
+            if ready.json()["models"]["coder"] == wanted:
+                return ready
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the model never became {wanted}: {ready.json()}")
+
+    try:
+        models = upstream_models({"coder": [a.url, b.url]})
+        async with running_gateway(models) as url, httpx.AsyncClient(base_url=url) as http:
+            assert (await state_becomes(http, "ready")).status_code == 200
+            await b.stop()
+            degraded = await state_becomes(http, "degraded")
+            body = {"model": "coder", "prompt": "x", "max_tokens": 2}
+            served = [await http.post("/v1/completions", json=body) for _ in range(3)]
+            listing = (await http.get("/v1/models")).json()
+            metrics = (await http.get("/metrics")).text
+            b = MockServer(MockConfig(port=port_b))
+            await b.start()
+            back = await state_becomes(http, "ready")
+        assert degraded.status_code == 200 and degraded.json()["ready"] is True
+        assert [r.status_code for r in served] == [200, 200, 200]
+        assert listing["data"][0]["state"] == "degraded"
+        assert 'codeserve_engine_state{model="coder",state="degraded"} 1.0' in metrics
+        assert back.status_code == 200
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 def test_settings_split_comma_lists() -> None:
     settings = Settings(api_keys="a, b", cors_origins="")
     assert settings.api_keys == ["a", "b"] and settings.cors_origins == []
