@@ -110,6 +110,11 @@ def _engine_answers(client: str) -> bool:
 
 @pytest.fixture(scope="session")
 def docker() -> Iterator[Docker]:
+    yield from docker_engine()
+
+
+def docker_engine() -> Iterator[Docker]:
+    """The running engine, or one started here (stopped and cleaned up when resumed), or a skip."""
     client = _client()
     if client is None:
         pytest.skip("no docker client (apt-get install docker.io)")
