@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     # A non-streamed answer not ready after this long gets its 200 at once and a space every
     # `keepalive_s` until the body follows (JSON allows leading whitespace), so that no proxy in
     # between cuts a long quiet response; a later error then comes as the OpenAI error object in
-    # that body. 0 turns it off (errors keep their status; long answers risk proxy timeouts).
+    # that body. A stream still waiting for its first token gets an SSE comment as often.
+    # 0 turns it off (errors keep their status; long answers risk proxy timeouts).
     keepalive_s: float = Field(15.0, ge=0)
     health_interval_s: float = Field(5.0, gt=0)
     health_timeout_s: float = Field(5.0, gt=0)

@@ -55,9 +55,12 @@ from codeserve.server.stops import StreamStops, split_stops, trim_choices
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
 # Sent while a non-streamed answer is being generated, so that no proxy in between cuts a long
-# quiet response: whitespace, which JSON allows before the body. (A stream shows its progress
-# itself, a chunk per token.)
+# quiet response: whitespace, which JSON allows before the body.
 JSON_KEEPALIVE = b" "
+# Sent while a stream waits for its first token (queued in a busy engine, or a long prefill on
+# a CPU): an SSE comment, which every SSE reader skips. After that a stream shows its progress
+# itself, a chunk per token.
+SSE_KEEPALIVE = b": keep-alive\n\n"
 # What vLLM generates when a completions request sets no max_tokens (a chat answer may fill
 # the context instead).
 DEFAULT_COMPLETION_TOKENS = 16
@@ -387,8 +390,21 @@ class CompletionService:
         first = True
         pending = b""
         error: BaseException | None = None
+        reader = resp.content
         try:
-            async for chunk in resp.content.iter_any():
+            if self.settings.keepalive_s:
+                head = asyncio.ensure_future(reader.readany())
+                try:
+                    while not head.done():
+                        await asyncio.wait({head}, timeout=self.settings.keepalive_s)
+                        if not head.done():
+                            yield SSE_KEEPALIVE
+                finally:
+                    head.cancel()  # the client left while it waited (a no-op once done)
+                chunk = head.result()
+            else:
+                chunk = await reader.readany()
+            while chunk:  # b"": the engine ended the stream
                 # When the engine is ahead, neither reading (buffered) nor writing (not paused)
                 # suspends: yield once per chunk so the loop still sees a client that hung up,
                 # and the stream is cancelled instead of relaying into the void.
@@ -399,6 +415,7 @@ class CompletionService:
                 pending += chunk
                 cut = pending.rfind(b"\n\n")
                 if cut < 0:
+                    chunk = await reader.readany()
                     continue
                 events, pending = pending[: cut + 2], pending[cut + 2 :]
                 if entry.on_transformers:
@@ -417,6 +434,7 @@ class CompletionService:
                     if not events.endswith(DONE):
                         yield DONE
                     break
+                chunk = await reader.readany()
             else:
                 if entry.on_transformers:  # its stream ends without OpenAI's terminator
                     yield DONE

@@ -140,6 +140,31 @@ async def test_keepalive_whitespace_then_a_valid_json_answer() -> None:
     assert not quick.content.startswith(b" ")  # answered before the first keep-alive
 
 
+async def test_a_stream_waiting_for_its_first_token_gets_sse_comments() -> None:
+    """A stream whose first token takes long (queued, or a long prefill on a CPU) gets SSE
+    comments meanwhile, which the OpenAI SDK skips: it reads every token as usual."""
+    import openai
+
+    async with MockServer(MockConfig(ttft_ms=1000, itl_ms=5)) as engine:
+        async with running_gateway(upstream_models({"m": [engine]}), keepalive_s=0.2) as url:
+            ask = {"model": "m", "prompt": "x", "max_tokens": 6, "stream": True}
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                raw = await http.post("/v1/completions", json=ask)
+            sdk = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            pieces = [
+                chunk.choices[0].text
+                async for chunk in await sdk.completions.create(**ask)  # type: ignore[call-overload]
+                if chunk.choices
+            ]
+            await sdk.close()
+    events = raw.text.split("\n\n")
+    comments = [e for e in events if e.startswith(":")]
+    assert raw.status_code == 200 and events[0] == ": keep-alive"
+    assert 2 <= len(comments) <= 6  # about one per 0.2 s of the 1 s wait, none after it
+    assert all(e.startswith("data: ") for e in events[len(comments) :] if e)
+    assert len(pieces) == 6
+
+
 def test_cpu_of_a_stopped_process_tree_makes_no_progress() -> None:
     """The managed engine's busy signal: a working process tree accumulates CPU seconds; a
     SIGSTOPped one does not count."""
