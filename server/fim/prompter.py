@@ -51,6 +51,16 @@ class FimPrompter:
         self.middle_id = self._require(template.middle) if template.middle else None
         stops = (tokenizer.token_id(alternatives) for alternatives in template.stops)
         self.stop_ids = list(dict.fromkeys(i for i in stops if i is not None))
+        self.frame_ids: tuple[list[int], list[int]] | None = None
+        if template.frame is not None:
+            frame, encode = template.frame, tokenizer.encode_text
+            self.frame_ids = (
+                [self._require(frame.user), *encode(frame.header, leading_space=False)],
+                [
+                    self._require(frame.assistant),
+                    *encode(frame.after_assistant, leading_space=False),
+                ],
+            )
         self.repo_ids: _RepoIds | None = None
         if template.repo is not None:
             repo = tokenizer.token_id(template.repo.repo_token)
@@ -121,7 +131,12 @@ class FimPrompter:
             ids = [self.suffix_id, *suf, self.prefix_id, *pre]
         else:
             ids = [self.prefix_id, *pre, self.suffix_id, *suf]
-        return ids + ([self.middle_id] if self.middle_id is not None else [])
+        if self.middle_id is not None:
+            ids.append(self.middle_id)
+        if self.frame_ids is not None:
+            opening, closing = self.frame_ids
+            return [*opening, *ids, *closing]
+        return ids
 
     def _repo_context(
         self, files: Sequence[FileContext], room: int | None

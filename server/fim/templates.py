@@ -40,6 +40,19 @@ class RepoFormat:
 
 
 @dataclass(frozen=True)
+class ChatFrame:
+    """A FIM prompt that stands in a chat turn (CodeGeeX4's infilling guideline): the user turn
+    opens with a header of file path, language and mode, and the assistant turn starts the
+    answer. The OpenAI body names neither the file nor its language: the path is the neutral
+    placeholder and the language is left blank, as the guideline allows when it is unknown."""
+
+    user: Spellings
+    header: str
+    assistant: Spellings
+    after_assistant: str
+
+
+@dataclass(frozen=True)
 class FimTemplate:
     name: str
     summary: str
@@ -60,10 +73,14 @@ class FimTemplate:
     # (to tell apart families sharing one token set).
     markers: Spellings = ()
     model_types: tuple[str, ...] = ()
+    frame: ChatFrame | None = None
 
     def control_spellings(self) -> set[str]:
         """Every token text this template emits or stops on (never to be parsed from user text)."""
         out: set[str] = set(self.prefix) | set(self.suffix) | set(self.middle)
+        if self.frame is not None:
+            out.update(self.frame.user)
+            out.update(self.frame.assistant)
         for alternatives in self.stops:
             out.update(alternatives)
         if self.repo is not None:
@@ -134,6 +151,28 @@ TEMPLATES: tuple[FimTemplate, ...] = (
         stops=(_one("<extra_id_1>"), _one("</s>")),
         markers=_one("<extra_id_1>"),
         model_types=("t5",),
+    ),
+    FimTemplate(
+        name="codegeex4",
+        summary="CodeGeeX4 (chat-framed): <|user|>\\n###PATH:..\\n###LANGUAGE:\\n###MODE:BLOCK\\n"
+        "<|code_suffix|>{s}<|code_prefix|>{p}<|code_middle|><|assistant|>\\n",
+        prefix=_one("<|code_prefix|>"),
+        suffix=_one("<|code_suffix|>"),
+        middle=_one("<|code_middle|>"),
+        order="spm",
+        # GLM-4's chat stops: the end of the text or the start of any other turn.
+        stops=(
+            _one("<|endoftext|>"),
+            _one("<|user|>"),
+            _one("<|observation|>"),
+            _one("<|assistant|>"),
+        ),
+        frame=ChatFrame(
+            user=_one("<|user|>"),
+            header=f"\n###PATH:{CURRENT_FILE}\n###LANGUAGE:\n###MODE:BLOCK\n",
+            assistant=_one("<|assistant|>"),
+            after_assistant="\n",
+        ),
     ),
     FimTemplate(
         name="codestral",

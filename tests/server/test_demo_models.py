@@ -16,7 +16,12 @@ from tests.server.fim_support import LAYOUTS, NO_FIM
 
 # Families served by transformers serve (vLLM lacks them) or, CodeGeeX, by vLLM's GLM support;
 # their FIM template (None: `suffix` refused).
-SENTINEL_FAMILIES = {"codegen": None, "incoder": "incoder", "codegeex": None, "codet5p": "codet5p"}
+SENTINEL_FAMILIES = {
+    "codegen": None,
+    "incoder": "incoder",
+    "codegeex": "codegeex4",
+    "codet5p": "codet5p",
+}
 ALL = [*LAYOUTS, *NO_FIM, *SENTINEL_FAMILIES]
 
 

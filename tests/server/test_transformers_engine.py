@@ -39,7 +39,7 @@ CASES = [
     pytest.param(Case("incoder", "transformers", "incoder"), marks=pytest.mark.vllm, id="incoder"),
     pytest.param(Case("codegen", "transformers", None), marks=pytest.mark.slow, id="codegen"),
     pytest.param(Case("codet5p", "transformers", "codet5p"), marks=pytest.mark.slow, id="codet5p"),
-    pytest.param(Case("codegeex", "vllm", None), marks=pytest.mark.slow, id="codegeex"),
+    pytest.param(Case("codegeex", "vllm", "codegeex4"), marks=pytest.mark.slow, id="codegeex"),
 ]
 
 
@@ -205,10 +205,11 @@ def test_family_served_end_to_end(served: Served) -> None:
         # The engine tokenized the prompt text back to exactly the gateway's rendering.
         assert filled.json()["usage"]["prompt_tokens"] == len(dry["prompts"][0]["token_ids"])
         stream(served, body)
-        sentinel = "<|mask:0|>" if case.fim == "incoder" else "<extra_id_0>"
-        sneaky = post(served, {**body, "prompt": f"s = '{sentinel}'\n"})
-        assert sneaky.status_code == 400, sneaky.text
-        assert sneaky.json()["error"]["code"] == "tokenizer_injection"
+        if case.backend == "transformers":  # it tokenizes text itself: sentinels are refused
+            sentinel = "<|mask:0|>" if case.fim == "incoder" else "<extra_id_0>"
+            sneaky = post(served, {**body, "prompt": f"s = '{sentinel}'\n"})
+            assert sneaky.status_code == 400, sneaky.text
+            assert sneaky.json()["error"]["code"] == "tokenizer_injection"
 
     if case.backend == "transformers":
         refused = post(served, {"prompt": PREFIX, "max_tokens": 4, "n": 2})
