@@ -42,8 +42,44 @@ PROMPTS = [
 ]
 TOKENS = 64
 CANDIDATES = 8
-# Files copied from the CodeGen checkpoint unchanged (the tokenizer and its companions).
-WEIGHT_FILES = {"config.json", "model.safetensors"}
+# CodeGen-350M's shape (16 heads: four per mp_num block, so the split's head order is tested too),
+# with random weights and the demo's tokenizer (vocabulary 4096, not 51200).
+SHAPE_350M = {
+    "n_embd": 1024,
+    "n_layer": 20,
+    "n_head": 16,
+    "n_inner": 4096,
+    "rotary_dim": 32,
+    "n_positions": 2048,
+    "n_ctx": 2048,
+}
+
+
+def is_weight_file(name: str) -> bool:
+    return name == "config.json" or name.endswith((".safetensors", ".safetensors.index.json"))
+
+
+def build_codegen(out: Path, shape: str) -> Path:
+    """The CodeGen demo model, or (`350m`) the same tokenizer on a CodeGen-350M-shaped model."""
+    from codeserve.server.demo_models import build_demo_model
+
+    if (out / "config.json").is_file():
+        return out
+    build_demo_model(out, "codegen")
+    if shape == "350m":
+        import torch
+        from transformers import CodeGenConfig, CodeGenForCausalLM
+
+        config = CodeGenConfig.from_pretrained(str(out))
+        for key, value in SHAPE_350M.items():
+            setattr(config, key, value)
+        torch.manual_seed(0)
+        model = CodeGenForCausalLM(config).eval()
+        for path in out.iterdir():
+            if is_weight_file(path.name):
+                path.unlink()
+        model.save_pretrained(str(out))
+    return out
 
 
 def split_qkv(qkv: Any, n_embd: int, mp_num: int) -> tuple[Any, Any, Any]:
@@ -70,7 +106,7 @@ def naive_split_qkv(qkv: Any, n_embd: int, mp_num: int) -> tuple[Any, Any, Any]:
 def convert_codegen_to_gptj(
     src: Path, dst: Path, mp_num: int = 4, split: Callable[..., Any] = split_qkv
 ) -> Path:
-    """Write `src` (a CodeGenForCausalLM checkpoint, one safetensors file) to `dst` as a
+    """Write `src` (a CodeGenForCausalLM checkpoint in safetensors) to `dst` as a
     GPTJForCausalLM checkpoint with the same weights; tokenizer files are copied as they are.
 
     `mp_num` is 4 for every released CodeGen checkpoint (transformers hard-codes it)."""
@@ -82,7 +118,9 @@ def convert_codegen_to_gptj(
     n_embd, n_head = int(config["n_embd"]), int(config["n_head"])
     if n_head % mp_num or n_embd % n_head:
         raise ValueError(f"{n_head} heads do not split over mp_num={mp_num}")
-    weights = load_file(str(src / "model.safetensors"))
+    weights: dict[str, Any] = {}
+    for shard in sorted(src.glob("*.safetensors")):
+        weights |= load_file(str(shard))
     out: dict[str, Any] = {}
     for name, tensor in weights.items():
         if name.endswith(".attn.qkv_proj.weight"):
@@ -104,7 +142,7 @@ def convert_codegen_to_gptj(
 
     dst.mkdir(parents=True, exist_ok=True)
     for path in src.iterdir():
-        if path.is_file() and path.name not in WEIGHT_FILES:
+        if path.is_file() and not is_weight_file(path.name):
             shutil.copy2(path, dst / path.name)
     save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
     keep = (
@@ -178,6 +216,7 @@ class ServedPath:
     model: Path
     startup_s: float = 0.0
     startup_load: str = ""
+    first_s: float = 0.0
     greedy_tps: float = 0.0
     greedy_load: str = ""
     sampled_tps: float = 0.0
@@ -227,7 +266,9 @@ def measure(path: ServedPath, work: Path) -> None:
     with gateway(models, work / "gateway.log", env) as (url, ready_s):
         path.startup_s, path.startup_load = ready_s, load_average()
         # Warm-up (first-request compilation and allocation are not the steady speed).
+        started = time.monotonic()
         complete(url, {"prompt": PROMPTS[0], "max_tokens": 4, "temperature": 0}).raise_for_status()
+        path.first_s = time.monotonic() - started
 
         started = time.monotonic()
         resp = complete(
@@ -276,7 +317,8 @@ def measure(path: ServedPath, work: Path) -> None:
 
 def table(paths: list[ServedPath], uptime: str) -> str:
     rows = [
-        "| path | start-up to ready | greedy 64 tok | 8 x 64 sampled (aggregate) | n>1 | logprobs |",
+        "| path | start-up to ready (first 4-token request) | greedy 64 tok "
+        "| 8 x 64 sampled (aggregate) | n>1 | logprobs |",
         "|---|---|---|---|---|---|",
     ]
     for p in paths:
@@ -284,7 +326,7 @@ def table(paths: list[ServedPath], uptime: str) -> str:
             rows.append(f"| {p.label} | FAILED: {p.error} | | | | |")
             continue
         rows.append(
-            f"| {p.label} | {p.startup_s:.1f} s (load {p.startup_load}) "
+            f"| {p.label} | {p.startup_s:.1f} s ({p.first_s:.1f} s) (load {p.startup_load}) "
             f"| {p.greedy_tps:.1f} tok/s (load {p.greedy_load}) "
             f"| {p.sampled_tps:.1f} tok/s, {p.sampled_tokens} tok (load {p.sampled_load}) "
             f"| {'refused (400)' if p.n_refused == 'yes' else 'served'} "
@@ -296,17 +338,19 @@ def table(paths: list[ServedPath], uptime: str) -> str:
 def main() -> None:
     import subprocess
 
-    from codeserve.server.demo_models import build_demo_model
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="work directory (default: a temporary one)")
+    parser.add_argument(
+        "--shape",
+        choices=["demo", "350m"],
+        default="demo",
+        help="the demo model, or a random-weight model shaped as CodeGen-350M",
+    )
     args = parser.parse_args()
     out: Path = args.out or Path(tempfile.mkdtemp(prefix="codegen-paths-"))
     out.mkdir(parents=True, exist_ok=True)
 
-    codegen = out / "codegen"
-    if not (codegen / "model.safetensors").is_file():
-        build_demo_model(codegen, "codegen")
+    codegen = build_codegen(out / "codegen", args.shape)
     gptj = convert_codegen_to_gptj(codegen, out / "codegen-gptj")
     print(f"converted {codegen} -> {gptj}")
 
