@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,17 +26,12 @@ from pathlib import Path
 
 import httpx
 
+from bench.real_gateway import free_port, stop_group
 from codeserve.client.eval_run import EvalConfig, run_eval
 from codeserve.client.protocol import SamplingParams
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.95
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
@@ -64,13 +57,7 @@ def started(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, 30)
 
 
 @contextlib.contextmanager

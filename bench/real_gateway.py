@@ -30,6 +30,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM to a process started in its own session (`start_new_session=True`), then SIGKILL
+    to its whole group if it has not exited within `grace_s` (engines are its children)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def models_yaml(model_dir: Path, name: str) -> str:
     import yaml
 
@@ -78,13 +92,7 @@ def gateway(models_file: Path, log: Path, env: dict[str, str]) -> Iterator[tuple
             time.sleep(0.5)
         yield url, time.monotonic() - started
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 90)
 
 
 @contextlib.contextmanager
