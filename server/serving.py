@@ -77,6 +77,17 @@ COMPLETIONS = Endpoint("/v1/completions", CompletionRequest)
 CHAT = Endpoint("/v1/chat/completions", ChatCompletionRequest)
 
 
+async def beats_until(
+    work: asyncio.Future[Any], interval_s: float, beat: bytes
+) -> AsyncIterator[bytes]:
+    """`beat` every `interval_s` until `work` is done (0: none, just the wait), so that no proxy
+    cuts a connection that is quiet meanwhile. The caller takes the result from `work`."""
+    while not work.done():
+        await asyncio.wait({work}, timeout=interval_s or None)
+        if not work.done():
+            yield beat
+
+
 def validation_error(
     exc: ValidationError | RequestValidationError, drop: Collection[str] = ()
 ) -> InvalidRequestError:
@@ -237,11 +248,8 @@ class CompletionService:
         then whitespace while the engine works, then the body. An error that happens later
         can no longer change the status: it comes as the OpenAI error object in the body."""
         try:
-            while True:
-                done, _ = await asyncio.wait({answer}, timeout=self.settings.keepalive_s)
-                if done:
-                    break
-                yield JSON_KEEPALIVE
+            async for beat in beats_until(answer, self.settings.keepalive_s, JSON_KEEPALIVE):
+                yield beat
             try:
                 response = answer.result()
             except APIError as exc:
@@ -392,18 +400,13 @@ class CompletionService:
         error: BaseException | None = None
         reader = resp.content
         try:
-            if self.settings.keepalive_s:
-                head = asyncio.ensure_future(reader.readany())
-                try:
-                    while not head.done():
-                        await asyncio.wait({head}, timeout=self.settings.keepalive_s)
-                        if not head.done():
-                            yield SSE_KEEPALIVE
-                finally:
-                    head.cancel()  # the client left while it waited (a no-op once done)
-                chunk = head.result()
-            else:
-                chunk = await reader.readany()
+            head = asyncio.ensure_future(reader.readany())
+            try:
+                async for beat in beats_until(head, self.settings.keepalive_s, SSE_KEEPALIVE):
+                    yield beat
+            finally:
+                head.cancel()  # the client left while it waited (a no-op once done)
+            chunk = head.result()
             while chunk:  # b"": the engine ended the stream
                 # When the engine is ahead, neither reading (buffered) nor writing (not paused)
                 # suspends: yield once per chunk so the loop still sees a client that hung up,
